@@ -1,0 +1,163 @@
+"""What every study shares: arguments, resumable checkpoints, results files and plots.
+
+Nothing here is part of the library: the studies are thin scripts over ``jinit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python experiments/x.py` puts experiments/ first, not the repo
+    sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default=default_out, help="output directory (results.json, plots, checkpoints)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: $JINIT_DATA_DIR, then ~/.cache/jinit/data)")
+    p.add_argument("--cache-dir", default=None, help="cache for preprocessed arrays (default: $JINIT_CACHE_DIR, then ~/.cache/jinit)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (a few hundred examples, 1 epoch)")
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Writes JSON through a temporary file and ``os.replace``: never a half-written file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray | np.generic | jax.Array):
+        return np.asarray(o).tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def environment() -> dict[str, Any]:
+    """jax version, backend, devices and the machine, for results files."""
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+class EpochCheckpoints:
+    """Orbax checkpoints of a study's train state + history after every finished epoch.
+
+    Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
+    run stopped at any moment resumes from its last finished epoch. A checkpoint written under
+    another configuration (its hash is stored with it) is never resumed from.
+    """
+
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], restart: bool = False):
+        import orbax.checkpoint as ocp  # experiments extra
+
+        self._ocp = ocp
+        self.directory = pathlib.Path(directory).resolve()
+        self.hash = config_hash(config)
+        if restart and self.directory.exists():
+            import shutil
+
+            shutil.rmtree(self.directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
+        )
+
+    def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
+        ocp = self._ocp
+        meta = {**meta, "config_hash": self.hash, "epochs_done": epoch + 1}
+        self.manager.save(
+            epoch + 1,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        )
+        self.manager.wait_until_finished()
+
+    def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
+        """``(state, meta)`` of the latest checkpoint of this configuration, else ``None``."""
+        ocp = self._ocp
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if meta.get("config_hash") != self.hash:
+            raise SystemExit(
+                f"{self.directory} holds checkpoints of another configuration "
+                f"(hash {meta.get('config_hash')} != {self.hash}); use another --out or --restart"
+            )
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored["state"], meta
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def plot_curves(
+    curves: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    ylabel: str,
+    title: str,
+    xlabel: str = "epoch",
+) -> None:
+    """One line per name: the mean over seeds (axis 0) with a band of +-1 std and min/max dots.
+
+    Args:
+      curves: name -> array ``(seeds, epochs)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for name, v in curves.items():
+        v = np.asarray(v, np.float64)
+        x = np.arange(1, v.shape[1] + 1)
+        mean, std = v.mean(0), v.std(0)
+        (line,) = ax.plot(x, mean, marker="o", label=f"{name} (n={v.shape[0]})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.plot(x, v.min(0), ":", color=line.get_color(), lw=0.8)
+        ax.plot(x, v.max(0), ":", color=line.get_color(), lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

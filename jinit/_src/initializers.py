@@ -1,0 +1,1075 @@
+"""Core initializers: constants, plain distributions, variance scaling and orthogonal.
+
+Every public function here is a *factory*: it captures hyper-parameters, validates them at
+once (the error names the argument, the bad value and the valid choices), and returns a pure
+
+    init(key, shape, dtype=None, out_sharding=None) -> jax.Array
+
+drop-in for Flax's ``kernel_init=`` / ``embedding_init=`` and for ``jax.nn.initializers``.
+Inside ``init`` the dtype is canonicalised first; random initializers reject integer and bool
+dtypes with a ``TypeError`` naming the dtype; 16-bit floats are sampled (and QR-factorised) in
+float32 and cast once; the requested dtype always wins over the dtype of Python/NumPy scale
+arguments. Shape arithmetic is static Python, so ``jit``, ``vmap`` and ``eval_shape`` work.
+
+Where a name matches ``jax.nn.initializers``, the arguments, defaults and -- for float32,
+float64 and complex dtypes -- the sampled numbers are identical to JAX's for the same key.
+(For bfloat16/float16 JAX samples directly in 16 bits; jinit samples in float32 and casts, so
+those numbers differ by design.)
+
+Which "std" each function means (the classic trap, field case 3):
+
+* ``normal(stddev)``: the std of the samples.
+* ``truncated_normal(stddev)``: the std of the *underlying* normal, before truncation at
+  ``lower*stddev``/``upper*stddev`` (JAX, Keras ``TruncatedNormal`` and Haiku convention); the
+  samples have std ``0.8796*stddev`` for the default +-2 bounds.
+* ``variance_scaling(scale, ...)``: ``scale/fan`` is the variance of the samples *after*
+  truncation (divides by 0.87962566103423978, or 0.95311164380491208 for complex).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jinit._src import fans as _fans
+
+Array = jax.Array
+DTypeLike = Any
+Shape = Sequence[int]
+
+#: Std of a standard normal truncated to (-2, 2): sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)).
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+#: Std of a complex standard normal whose modulus is truncated to 2.
+COMPLEX_TRUNCATED_NORMAL_STD = 0.95311164380491208
+
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
+
+
+@runtime_checkable
+class Initializer(Protocol):
+    """The contract every jinit initializer satisfies (same as ``jax.nn.initializers``).
+
+    ``init(key, shape, dtype=None, out_sharding=None)`` is a pure function of its arguments:
+    the same key, shape and dtype give the same array, eagerly and under ``jit``/``vmap``.
+    """
+
+    def __call__(
+        self, key: Array, shape: Shape, dtype: DTypeLike | None = None, out_sharding: Any = None
+    ) -> Array: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and dtype helpers (shared by every initializer module).
+# --------------------------------------------------------------------------------------------
+
+
+def check_choice(fn: str, arg: str, value: Any, choices: Sequence[str]) -> str:
+    """Raises ValueError naming ``arg``, the bad value and the valid choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{fn}: invalid {arg}={value!r}; valid choices are {', '.join(map(repr, choices))}"
+        )
+    return value
+
+
+def is_static_scalar(x: Any) -> bool:
+    """True for Python/NumPy real scalars (values we can check at build time)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def check_number(
+    fn: str, arg: str, value: Any, *, positive: bool = False, nonnegative: bool = False
+) -> Any:
+    """Validates a static numeric argument when it is a Python/NumPy scalar.
+
+    Arrays (e.g. a traced learning-rate-like scale) are passed through unchecked.
+    """
+    if isinstance(value, bool) or isinstance(value, str):
+        raise TypeError(f"{fn}: {arg} must be a number, got {value!r}")
+    if is_static_scalar(value):
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{fn}: {arg} must be finite, got {value!r}")
+        if positive and not v > 0:
+            raise ValueError(f"{fn}: {arg} must be > 0, got {value!r}")
+        if nonnegative and not v >= 0:
+            raise ValueError(f"{fn}: {arg} must be >= 0, got {value!r}")
+    return value
+
+
+def check_int(fn: str, arg: str, value: Any, *, minimum: int = 1) -> int:
+    """Validates a static integer argument (>= ``minimum``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{fn}: {arg} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{fn}: {arg} must be an int, got {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{fn}: {arg} must be >= {minimum}, got {value!r}")
+    return v
+
+
+def canonicalize_dtype(dtype: DTypeLike | None) -> np.dtype:
+    """The dtype an initializer returns: the requested one, or JAX's default float.
+
+    Strings such as ``'bfloat16'`` are accepted; float64 becomes float32 unless x64 is enabled
+    (JAX's canonicalisation).
+    """
+    if dtype is None:
+        return np.dtype(jax.dtypes.canonicalize_dtype(float))
+    try:
+        d = jnp.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"not a valid dtype: {dtype!r}") from e
+    return np.dtype(jax.dtypes.canonicalize_dtype(d))
+
+
+def check_random_dtype(fn: str, dtype: np.dtype, *, complex_ok: bool = True) -> None:
+    """Random initializers need a floating (or complex) dtype; raise TypeError otherwise."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        if complex_ok:
+            return
+        raise TypeError(
+            f"{fn}: dtype {dtype.name} is not supported; this initializer needs a real floating "
+            "dtype (e.g. float32)"
+        )
+    raise TypeError(
+        f"{fn}: dtype {dtype.name} is not supported; random initializers need a floating or "
+        "complex dtype (e.g. float32, bfloat16, complex64)"
+    )
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """Dtype to sample and do arithmetic in: float32 for 16-bit (and 8-bit) floats."""
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return np.dtype(np.float32)
+    return dtype
+
+
+def canonicalize_shape(fn: str, shape: Shape) -> tuple[int, ...]:
+    """A tuple of static non-negative ints; raises TypeError for traced or non-int shapes."""
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        out = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: shape must be a tuple of static Python ints, got {shape!r} (shapes cannot be "
+            "traced; mark them static under jit)"
+        ) from None
+    if any(d < 0 for d in out):
+        raise ValueError(f"{fn}: shape must be non-negative, got {out}")
+    return out
+
+
+def _is_empty(shape: tuple[int, ...]) -> bool:
+    return any(d == 0 for d in shape)
+
+
+def _no_sharding(fn: str, out_sharding: Any) -> None:
+    if out_sharding is not None:
+        raise NotImplementedError(
+            f"{fn}: out_sharding is not supported (as in jax.nn.initializers)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Constants.
+# --------------------------------------------------------------------------------------------
+
+
+def _full(shape, value, dtype, out_sharding):
+    if out_sharding is None:
+        return jnp.full(shape, value, dtype=dtype)
+    return jnp.full(shape, value, dtype=dtype, device=out_sharding)
+
+
+def zeros(
+    key: Array | None = None,
+    shape: Shape | None = None,
+    dtype: DTypeLike | None = None,
+    out_sharding: Any = None,
+) -> Any:
+    """Zeros; usable as a factory (``zeros()``) and directly as an initializer (JAX style).
+
+    ``zeros()`` or ``zeros(dtype=...)`` (no ``shape``) builds an initializer, like every other
+    jinit name; ``zeros(key, shape, dtype)`` returns the array directly, exactly like
+    ``jax.nn.initializers.zeros``, so both ``bias_init=jinit.zeros`` and
+    ``bias_init=jinit.zeros()`` work. The key is ignored. Any dtype is accepted (integer and
+    bool zeros are legitimate for counters and masks).
+
+    Args:
+      key: ignored (accepted for the initializer signature).
+      shape: the output shape; when ``None`` a factory call is assumed.
+      dtype: the output dtype (default: JAX's default float).
+      out_sharding: optional sharding of the result, forwarded to ``jnp.full``.
+
+    Returns:
+      An initializer (factory call) or an array of zeros.
+    """
+    if shape is None:
+        return constant(0, dtype=dtype)
+    return _full(canonicalize_shape("zeros", shape), 0, canonicalize_dtype(dtype), out_sharding)
+
+
+def ones(
+    key: Array | None = None,
+    shape: Shape | None = None,
+    dtype: DTypeLike | None = None,
+    out_sharding: Any = None,
+) -> Any:
+    """Ones; usable as a factory (``ones()``) and directly as an initializer (JAX style).
+
+    See :func:`zeros` for the dual calling convention.
+
+    Args:
+      key: ignored.
+      shape: the output shape; when ``None`` a factory call is assumed.
+      dtype: the output dtype (default: JAX's default float).
+      out_sharding: optional sharding of the result.
+
+    Returns:
+      An initializer (factory call) or an array of ones.
+    """
+    if shape is None:
+        return constant(1, dtype=dtype)
+    return _full(canonicalize_shape("ones", shape), 1, canonicalize_dtype(dtype), out_sharding)
+
+
+def constant(value: Any, dtype: DTypeLike | None = None) -> Initializer:
+    """Builds an initializer that fills arrays with ``value`` (JAX ``constant``).
+
+    The result has exactly the requested dtype (a float64 NumPy ``value`` does not upcast);
+    integer and bool dtypes are accepted.
+
+    Args:
+      value: the fill value (scalar, or an array broadcastable to the shape).
+      dtype: the initializer's default dtype.
+
+    Returns:
+      An initializer ``init(key, shape, dtype=dtype, out_sharding=None)``.
+    """
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        del key
+        dtype = canonicalize_dtype(dtype)
+        shape = canonicalize_shape("constant", shape)
+        return _full(shape, value, dtype, out_sharding)
+
+    return init
+
+
+# --------------------------------------------------------------------------------------------
+# Plain distributions.
+# --------------------------------------------------------------------------------------------
+
+
+def uniform(
+    scale: Any = 1e-2,
+    dtype: DTypeLike | None = None,
+    *,
+    minval: Any = None,
+    maxval: Any = None,
+) -> Initializer:
+    r"""Builds a uniform initializer on :math:`[\text{minval}, \text{maxval})`.
+
+    With only ``scale`` this is ``jax.nn.initializers.uniform`` (same numbers): samples are
+    :math:`U[0, \text{scale})`, mean ``scale/2``, variance ``scale**2/12``. ``minval`` and
+    ``maxval`` (keyword-only) override the interval: ``minval`` defaults to 0 and ``maxval`` to
+    ``scale``, so Keras's ``RandomUniform(-0.05, 0.05)`` (the Keras 'uniform' embedding default)
+    is ``uniform(minval=-0.05, maxval=0.05)``, equivalently :func:`uniform_symmetric` ``(0.05)``.
+    Variance of :math:`U[a, b)` is :math:`(b-a)^2/12` (:math:`a^2/3` for :math:`U[-a, a)`).
+
+    Args:
+      scale: upper bound when ``maxval`` is not given (JAX semantics).
+      dtype: the initializer's default dtype (real floating only).
+      minval: lower bound (inclusive); default 0.
+      maxval: upper bound (exclusive); default ``scale``.
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: at build time, if ``minval >= maxval``.
+      TypeError: at call time, for integer, bool or complex dtypes.
+
+    References:
+      Keras ``RandomUniform`` (keras.io/api/layers/initializers); JAX ``jax.nn.initializers``.
+    """
+    check_number("uniform", "scale", scale)
+    if minval is not None:
+        check_number("uniform", "minval", minval)
+    if maxval is not None:
+        check_number("uniform", "maxval", maxval)
+    plain = minval is None and maxval is None
+    lo = 0.0 if minval is None else minval
+    hi = scale if maxval is None else maxval
+    if is_static_scalar(lo) and is_static_scalar(hi) and not float(lo) < float(hi):
+        raise ValueError(f"uniform: need minval < maxval, got minval={lo!r}, maxval={hi!r}")
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype("uniform", dtype, complex_ok=False)
+        shape = canonicalize_shape("uniform", shape)
+        cd = compute_dtype(dtype)
+        if plain:
+            x = jax.random.uniform(key, shape, cd, out_sharding=out_sharding) * jnp.array(scale, cd)
+        else:
+            x = jax.random.uniform(
+                key, shape, cd, jnp.array(lo, cd), jnp.array(hi, cd), out_sharding=out_sharding
+            )
+        return x.astype(dtype)
+
+    return init
+
+
+def uniform_symmetric(bound: Any = 0.05, dtype: DTypeLike | None = None) -> Initializer:
+    r"""Builds a symmetric uniform initializer :math:`U[-\text{bound}, \text{bound})`.
+
+    Variance :math:`\text{bound}^2/3`. ``uniform_symmetric(0.05)`` is Keras's
+    ``RandomUniform()`` default (Keras Embedding's ``'uniform'``).
+
+    Args:
+      bound: half-width of the interval (> 0).
+      dtype: the initializer's default dtype.
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: if ``bound <= 0``.
+    """
+    check_number("uniform_symmetric", "bound", bound, positive=True)
+    return uniform(dtype=dtype, minval=-bound, maxval=bound)
+
+
+def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.0) -> Initializer:
+    r"""Builds a normal initializer :math:`\mathcal{N}(\text{mean}, \text{stddev}^2)`.
+
+    ``stddev`` is the std of the samples. With the default ``mean=0`` this is
+    ``jax.nn.initializers.normal`` (same numbers); complex dtypes give a circular complex normal
+    with :math:`E|w|^2 = \text{stddev}^2`, as in JAX.
+
+    Args:
+      stddev: standard deviation (>= 0).
+      dtype: the initializer's default dtype.
+      mean: mean of the distribution (keyword-only; Keras ``RandomNormal``/PyTorch ``normal_``).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: if ``stddev < 0``.
+    """
+    check_number("normal", "stddev", stddev, nonnegative=True)
+    check_number("normal", "mean", mean)
+    add_mean = not (is_static_scalar(mean) and float(mean) == 0.0)
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype("normal", dtype)
+        shape = canonicalize_shape("normal", shape)
+        cd = compute_dtype(dtype)
+        x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.array(stddev, cd)
+        if add_mean:
+            x = x + jnp.array(mean, cd)
+        return x.astype(dtype)
+
+    return init
+
+
+def truncated_normal(
+    stddev: Any = 1e-2,
+    dtype: DTypeLike | None = None,
+    lower: Any = -2.0,
+    upper: Any = 2.0,
+) -> Initializer:
+    r"""Builds a truncated-normal initializer (JAX convention: ``stddev`` is *pre*-truncation).
+
+    Samples are :math:`\text{stddev}\cdot z` with :math:`z \sim \mathcal{N}(0, 1)` truncated to
+    :math:`(\text{lower}, \text{upper})`, so all values lie strictly inside
+    :math:`(\text{lower}\cdot\text{stddev}, \text{upper}\cdot\text{stddev})` and, for the
+    default bounds, the sample std is :math:`0.87962566\,\text{stddev}` -- *not* ``stddev``.
+    This is the convention of ``jax.nn.initializers.truncated_normal`` (same numbers), Keras
+    ``TruncatedNormal`` and Haiku ``TruncatedNormal``. For a post-truncation std use
+    ``variance_scaling`` or divide ``stddev`` by :data:`TRUNCATED_NORMAL_STD`. For PyTorch's
+    ``trunc_normal_`` (absolute bounds) see ``jinit.torch_trunc_normal``.
+
+    Args:
+      stddev: std of the underlying (untruncated) normal, >= 0.
+      dtype: the initializer's default dtype (real floating only).
+      lower: lower truncation bound, in units of ``stddev``.
+      upper: upper truncation bound, in units of ``stddev``.
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: if ``stddev < 0`` or ``lower >= upper``.
+
+    References:
+      TF issue #25564 (two meanings of "stddev"); JAX ``jax.nn.initializers.truncated_normal``.
+    """
+    check_number("truncated_normal", "stddev", stddev, nonnegative=True)
+    check_number("truncated_normal", "lower", lower)
+    check_number("truncated_normal", "upper", upper)
+    if is_static_scalar(lower) and is_static_scalar(upper) and not float(lower) < float(upper):
+        raise ValueError(
+            f"truncated_normal: need lower < upper, got lower={lower!r}, upper={upper!r}"
+        )
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype("truncated_normal", dtype, complex_ok=False)
+        shape = canonicalize_shape("truncated_normal", shape)
+        cd = compute_dtype(dtype)
+        x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
+        return (x * jnp.array(stddev, cd)).astype(dtype)
+
+    return init
+
+
+# --------------------------------------------------------------------------------------------
+# Variance scaling.
+# --------------------------------------------------------------------------------------------
+
+
+def _complex_uniform(key, shape, dtype):
+    """Uniform on a disk in the complex plane, zero mean, unit variance (as JAX)."""
+    key_r, key_theta = jax.random.split(key)
+    real_dtype = np.array(0, dtype).real.dtype
+    r = jnp.sqrt(2 * jax.random.uniform(key_r, shape, real_dtype)).astype(dtype)
+    theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real_dtype).astype(dtype)
+    return r * jnp.exp(1j * theta)
+
+
+def _complex_truncated_normal(key, upper, shape, dtype):
+    """Circular complex normal (unit variance before truncation), modulus truncated to ``upper``."""
+    key_r, key_theta = jax.random.split(key)
+    real_dtype = np.array(0, dtype).real.dtype
+    t = (1 - jnp.exp(jnp.array(-(upper**2), dtype))) * jax.random.uniform(
+        key_r, shape, real_dtype
+    ).astype(dtype)
+    r = jnp.sqrt(-jnp.log(1 - t))
+    theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real_dtype).astype(dtype)
+    return r * jnp.exp(1j * theta)
+
+
+def sample_with_variance(key, shape, dtype, variance, distribution, out_sharding=None):
+    """Zero-mean samples of the given *post-truncation* variance; arithmetic as in JAX.
+
+    ``dtype`` must already be canonical and inexact. 16-bit floats are computed in float32.
+    """
+    cd = compute_dtype(dtype)
+    var = jnp.array(variance, dtype=cd)
+    real = jnp.issubdtype(cd, jnp.floating)
+    if distribution == "truncated_normal":
+        if real:
+            stddev = jnp.sqrt(var) / jnp.array(TRUNCATED_NORMAL_STD, cd)
+            x = (
+                jax.random.truncated_normal(key, -2, 2, shape, cd, out_sharding=out_sharding)
+                * stddev
+            )
+        else:
+            stddev = jnp.sqrt(var) / jnp.array(COMPLEX_TRUNCATED_NORMAL_STD, cd)
+            x = _complex_truncated_normal(key, 2, shape, cd) * stddev
+    elif distribution == "normal":
+        x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.sqrt(var)
+    elif distribution == "uniform":
+        if real:
+            x = jax.random.uniform(key, shape, cd, -1, out_sharding=out_sharding) * jnp.sqrt(
+                3 * var
+            )
+        else:
+            x = _complex_uniform(key, shape, cd) * jnp.sqrt(var)
+    else:  # validated at build time
+        raise ValueError(f"invalid distribution {distribution!r}")
+    return x.astype(dtype)
+
+
+def fan_denominator(mode: str, fan_in: float, fan_out: float) -> float:
+    """The ``n`` of ``variance = scale / n`` for each mode."""
+    if mode == "fan_in":
+        return fan_in
+    if mode == "fan_out":
+        return fan_out
+    if mode == "fan_avg":
+        return (fan_in + fan_out) / 2
+    return (fan_in * fan_out) ** 0.5
+
+
+def variance_scaling(
+    scale: Any,
+    mode: Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"],
+    distribution: Literal["truncated_normal", "normal", "uniform"],
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    groups: int = 1,
+    name: str = "variance_scaling",
+) -> Initializer:
+    r"""Builds an initializer whose samples have variance ``scale / n`` (JAX/Keras semantics).
+
+  .. math::
+     \operatorname{Var}[w] = \frac{\text{scale}}{n}, \qquad
+     n = \begin{cases} \text{fan\_in} & \text{mode = fan\_in} \\
+     \text{fan\_out} & \text{fan\_out} \\ (\text{fan\_in} + \text{fan\_out})/2 & \text{fan\_avg}
+     \\ \sqrt{\text{fan\_in}\cdot\text{fan\_out}} & \text{fan\_geo\_avg} \end{cases}
+
+  The variance is that of the samples actually produced:
+
+  * ``'truncated_normal'``: :math:`\sigma z`, :math:`z` standard normal truncated to
+    :math:`(-2, 2)`, :math:`\sigma = \sqrt{\text{scale}/n}/0.87962566103423978` (so
+    :math:`|w| < 2\sigma`); complex: modulus truncated, constant 0.95311164380491208.
+  * ``'normal'``: :math:`\mathcal{N}(0, \text{scale}/n)`.
+  * ``'uniform'``: :math:`U(-a, a)` with :math:`a = \sqrt{3\,\text{scale}/n}` (because
+    :math:`\operatorname{Var}[U(-a,a)] = a^2/3`); complex: uniform on a disk.
+
+  Fans come from :func:`jinit.compute_fans` (every axis not in ``in_axis``, ``out_axis`` or
+  ``batch_axis`` is receptive field; ``groups`` divides the output size). Same numbers as
+  ``jax.nn.initializers.variance_scaling`` for float32/float64/complex.
+
+  Args:
+    scale: variance multiplier (> 0), e.g. 2.0 for He, 1.0 for LeCun/Glorot. A NumPy float64
+      never changes the output dtype.
+    mode: one of ``'fan_in'``, ``'fan_out'``, ``'fan_avg'``, ``'fan_geo_avg'``.
+    distribution: one of ``'truncated_normal'``, ``'normal'``, ``'uniform'``.
+    in_axis: axis or axes of the input dimension.
+    out_axis: axis or axes of the output dimension.
+    batch_axis: axis or axes to ignore.
+    dtype: the initializer's default dtype.
+    groups: convolution groups (keyword-only); see :func:`jinit.compute_fans`.
+    name: the name used in error messages (keyword-only).
+
+  Returns:
+    An initializer.
+
+  Raises:
+    ValueError: at build time for an unknown ``mode``/``distribution``, ``scale <= 0``,
+      repeated axes or ``groups < 1``; at call time for a rank < 2 shape with default axes
+      (the message names the rank) or out-of-range axes.
+    TypeError: at call time for integer or bool dtypes.
+
+  References:
+    Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
+    networks", AISTATS 2010. He et al., "Delving Deep into Rectifiers: Surpassing
+    Human-Level Performance on ImageNet Classification", arXiv:1502.01852, 2015. LeCun et al.,
+    "Efficient BackProp", 1998.
+  """
+    check_number(name, "scale", scale, positive=True)
+    check_choice(name, "mode", mode, MODES)
+    check_choice(name, "distribution", distribution, DISTRIBUTIONS)
+    _fans.check_axes_spec("in_axis", in_axis, allow_empty=False)
+    _fans.check_axes_spec("out_axis", out_axis, allow_empty=False)
+    _fans.check_axes_spec("batch_axis", batch_axis)
+    groups = check_int(name, "groups", groups)
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype(name, dtype)
+        shape = canonicalize_shape(name, shape)
+        try:
+            fan_in, fan_out = _fans.compute_fans(shape, in_axis, out_axis, batch_axis, groups)
+        except ZeroDivisionError:
+            return jnp.zeros(shape, dtype)
+        if _is_empty(shape):
+            return jnp.zeros(shape, dtype)
+        variance = scale / fan_denominator(mode, fan_in, fan_out)
+        return sample_with_variance(key, shape, dtype, variance, distribution, out_sharding)
+
+    return init
+
+
+def glorot_uniform(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    groups: int = 1,
+) -> Initializer:
+    r"""Glorot/Xavier uniform: :math:`U(-a, a)`, :math:`a = \sqrt{6/(n_\text{in}+n_\text{out})}`.
+
+    ``variance_scaling(1.0, 'fan_avg', 'uniform', ...)``; variance
+    :math:`2/(\text{fan\_in}+\text{fan\_out})`. Same numbers as JAX's ``glorot_uniform``. For a
+    fused QKV kernel ``(d, 3, d)`` pass ``batch_axis=(1,)`` so it matches three separate
+    ``(d, d)`` kernels; for depthwise/grouped convs pass ``groups``.
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError, TypeError: as :func:`variance_scaling`.
+
+    References:
+      Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
+      networks", AISTATS 2010.
+    """
+    return variance_scaling(
+        1.0,
+        "fan_avg",
+        "uniform",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="glorot_uniform",
+    )
+
+
+def glorot_normal(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    groups: int = 1,
+) -> Initializer:
+    r"""Glorot/Xavier normal: truncated normal of variance :math:`2/(n_\text{in}+n_\text{out})`.
+
+    ``variance_scaling(1.0, 'fan_avg', 'truncated_normal', ...)`` (JAX/Keras convention: the
+    *truncated* normal). PyTorch's ``xavier_normal_`` is untruncated: ``jinit.torch_xavier_normal``.
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError, TypeError: as :func:`variance_scaling`.
+
+    References:
+      Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
+      networks", AISTATS 2010.
+    """
+    return variance_scaling(
+        1.0,
+        "fan_avg",
+        "truncated_normal",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="glorot_normal",
+    )
+
+
+def lecun_uniform(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    groups: int = 1,
+) -> Initializer:
+    r"""LeCun uniform: :math:`U(-a, a)`, :math:`a = \sqrt{3/\text{fan\_in}}` (variance 1/fan_in).
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError, TypeError: as :func:`variance_scaling`.
+
+    References:
+      LeCun et al., "Efficient BackProp", 1998. Klambauer et al., "Self-Normalizing Neural
+      Networks", arXiv:1706.02515, 2017.
+    """
+    return variance_scaling(
+        1.0,
+        "fan_in",
+        "uniform",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="lecun_uniform",
+    )
+
+
+def lecun_normal(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    groups: int = 1,
+) -> Initializer:
+    r"""LeCun normal: truncated normal with post-truncation variance :math:`1/\text{fan\_in}`.
+
+    Flax's default kernel initializer and the one SELU networks need. Attention projections:
+    query ``(d_model, heads, head_dim)`` -> ``lecun_normal(in_axis=0, out_axis=(1, 2))``;
+    output ``(heads, head_dim, d_model)`` -> ``lecun_normal(in_axis=(0, 1), out_axis=2)``.
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError, TypeError: as :func:`variance_scaling`.
+
+    References:
+      LeCun et al., "Efficient BackProp", 1998. Klambauer et al., "Self-Normalizing Neural
+      Networks", arXiv:1706.02515, 2017.
+    """
+    return variance_scaling(
+        1.0,
+        "fan_in",
+        "truncated_normal",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="lecun_normal",
+    )
+
+
+def _he_scale(fn: str, negative_slope: Any, gain: Any) -> Any:
+    check_number(fn, "negative_slope", negative_slope)
+    if gain is None:
+        return 2.0 / (1.0 + float(negative_slope) ** 2)
+    check_number(fn, "gain", gain, positive=True)
+    if float(negative_slope) != 0.0:
+        raise ValueError(
+            f"{fn}: pass either negative_slope={negative_slope!r} (the leaky-ReLU slope a, gain "
+            f"sqrt(2/(1+a^2))) or gain={gain!r} (the std multiplier), not both"
+        )
+    return float(gain) ** 2
+
+
+def he_uniform(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    negative_slope: float = 0.0,
+    mode: str = "fan_in",
+    gain: float | None = None,
+    groups: int = 1,
+) -> Initializer:
+    r"""He/Kaiming uniform: :math:`U(-b, b)`, :math:`b = g\sqrt{3/n}`, :math:`g^2 = 2/(1+a^2)`.
+
+    ``variance_scaling(2/(1+a^2), mode, 'uniform', ...)`` with ``a = negative_slope`` (leaky-ReLU
+    slope; ``a=0`` is ReLU and gives JAX's ``he_uniform`` numbers). ``negative_slope`` is *not*
+    a gain: passing ``gain`` sets :math:`g` directly (variance :math:`g^2/n`) and cannot be
+    combined with a non-zero slope. Slopes > 1 are allowed: PyTorch's default Linear/Conv
+    weight init is ``he_uniform(negative_slope=sqrt(5))`` = :math:`U(\pm 1/\sqrt{\text{fan\_in}})`.
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      negative_slope: leaky-ReLU slope ``a`` (keyword-only).
+      mode: ``'fan_in'`` (preserve forward variance, default) or ``'fan_out'`` (backward), or
+        any variance-scaling mode.
+      gain: explicit std multiplier :math:`g` (keyword-only), exclusive with ``negative_slope``.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: for an unknown mode, both ``gain`` and a non-zero slope, and as
+        :func:`variance_scaling`.
+
+    References:
+      He et al., "Delving Deep into Rectifiers: Surpassing Human-Level Performance on ImageNet
+      Classification", arXiv:1502.01852, 2015.
+    """
+    scale = _he_scale("he_uniform", negative_slope, gain)
+    return variance_scaling(
+        scale,
+        mode,
+        "uniform",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="he_uniform",
+    )
+
+
+def he_normal(
+    in_axis: int | Sequence[int] = -2,
+    out_axis: int | Sequence[int] = -1,
+    batch_axis: int | Sequence[int] = (),
+    dtype: DTypeLike | None = None,
+    *,
+    negative_slope: float = 0.0,
+    mode: str = "fan_in",
+    gain: float | None = None,
+    groups: int = 1,
+) -> Initializer:
+    r"""He/Kaiming normal: truncated normal, post-truncation variance :math:`2/((1+a^2)\,n)`.
+
+    ``variance_scaling(2/(1+a^2), mode, 'truncated_normal', ...)`` (JAX/Keras: truncated;
+    PyTorch's ``kaiming_normal_`` is untruncated, see ``jinit.torch_kaiming_normal``). ``a =
+    negative_slope``; ``gain`` sets the std multiplier directly (exclusive with a slope).
+
+    Args:
+      in_axis: axis or axes of the input dimension.
+      out_axis: axis or axes of the output dimension.
+      batch_axis: axis or axes to ignore.
+      dtype: the initializer's default dtype.
+      negative_slope: leaky-ReLU slope ``a`` (keyword-only).
+      mode: variance-scaling mode, default ``'fan_in'``.
+      gain: explicit std multiplier (keyword-only), exclusive with ``negative_slope``.
+      groups: convolution groups (divides fan_out).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: for an unknown mode, both ``gain`` and a non-zero slope, and as
+        :func:`variance_scaling`.
+
+    References:
+      He et al., "Delving Deep into Rectifiers: Surpassing Human-Level Performance on ImageNet
+      Classification", arXiv:1502.01852, 2015.
+    """
+    scale = _he_scale("he_normal", negative_slope, gain)
+    return variance_scaling(
+        scale,
+        mode,
+        "truncated_normal",
+        in_axis,
+        out_axis,
+        batch_axis,
+        dtype,
+        groups=groups,
+        name="he_normal",
+    )
+
+
+xavier_uniform = glorot_uniform
+xavier_normal = glorot_normal
+kaiming_uniform = he_uniform
+kaiming_normal = he_normal
+
+
+# --------------------------------------------------------------------------------------------
+# Orthogonal family.
+# --------------------------------------------------------------------------------------------
+
+
+def _orthogonal_matrix(key, n_rows, n_cols, batch, cd):
+    """Haar-random semi-orthogonal (n_rows, n_cols) matrices; QR in ``cd`` (never 16-bit)."""
+    return jax.random.orthogonal(key, n_rows, batch, cd, n_cols)
+
+
+def orthogonal(
+    scale: Any = 1.0,
+    column_axis: int = -1,
+    dtype: DTypeLike | None = None,
+    *,
+    per_gate: int = 1,
+) -> Initializer:
+    r"""Builds a (semi-)orthogonal initializer (Saxe et al. 2014), same numbers as JAX.
+
+    The kernel is viewed as a matrix :math:`M` of shape ``(prod(other axes), shape[column_axis])``
+    (``column_axis`` moved last, the rest flattened in order) and :math:`M` is drawn from the Haar
+    measure (QR of a Gaussian with the sign fix of Mezzadri 2007), times ``scale``:
+
+    * ``rows >= cols`` (e.g. a ``(3, 3, 100, 100)`` HWIO conv, M is 900 x 100):
+      :math:`M^T M = \text{scale}^2 I` (orthonormal columns);
+    * ``rows < cols``: :math:`M M^T = \text{scale}^2 I` (orthonormal rows).
+
+    QR runs on the small side only (4608 x 512 for ``(3, 3, 512, 512)``) and in float32 for
+    16-bit dtypes, whose result is cast once (QR has no 16-bit kernels).
+
+    ``per_gate=g`` splits the column axis into ``g`` equal blocks and draws each block
+    independently: for a fused recurrent kernel ``(H, 4H)`` (Flax layout) every gate block
+    ``W[:, kH:(k+1)H]`` is orthogonal and :math:`W W^T = 4 I`; for PyTorch's ``(4H, H)`` use
+    ``column_axis=0``. Plain ``orthogonal()`` on a fused kernel only makes the whole matrix
+    row-orthonormal (each gate block then has squared Frobenius norm H/4, not H).
+
+    Args:
+      scale: multiplier of the orthogonal matrix (the singular values equal ``scale``).
+      column_axis: the axis whose entries index the columns of :math:`M`.
+      dtype: the initializer's default dtype.
+      per_gate: number of independent orthogonal blocks along ``column_axis`` (keyword-only).
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: at call time for rank < 2 shapes (the message names the rank), an
+        out-of-range ``column_axis``, or a column axis not divisible by ``per_gate``.
+      TypeError: for integer or bool dtypes.
+      NotImplementedError: if ``out_sharding`` is given (as JAX).
+
+    References:
+      Saxe, McClelland & Ganguli, "Exact solutions to the nonlinear dynamics of learning in
+      deep linear neural networks", arXiv:1312.6120, 2014. Mezzadri, "How to generate random
+      matrices from the classical compact groups", arXiv:math-ph/0609050, 2007.
+    """
+    check_number("orthogonal", "scale", scale)
+    column_axis = check_int("orthogonal", "column_axis", column_axis, minimum=-(2**31))
+    per_gate = check_int("orthogonal", "per_gate", per_gate)
+    name = "orthogonal"
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        _no_sharding(name, out_sharding)
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype(name, dtype)
+        shape = canonicalize_shape(name, shape)
+        if len(shape) < 2:
+            raise ValueError(
+                f"{name}: needs a shape with at least 2 dimensions, got rank {len(shape)} "
+                f"(shape {shape}); for a diagonal/peephole vector use ones()"
+            )
+        (ca,) = _fans.normalize_axes("column_axis", column_axis, shape)
+        if _is_empty(shape):
+            return jnp.zeros(shape, dtype)
+        n_cols = shape[ca]
+        n_rows = math.prod(shape) // n_cols
+        other = tuple(np.delete(np.array(shape), ca).tolist())
+        cd = compute_dtype(dtype)
+        if per_gate == 1:
+            q = _orthogonal_matrix(key, n_rows, n_cols, (), cd)
+        else:
+            if n_cols % per_gate:
+                raise ValueError(
+                    f"{name}: per_gate={per_gate} does not divide the column axis (axis {ca}, size "
+                    f"{n_cols}) of shape {shape}"
+                )
+            q = _orthogonal_matrix(key, n_rows, n_cols // per_gate, (per_gate,), cd)
+            q = jnp.moveaxis(q, 0, 1)  # (n_rows, gates, block)
+        q = jnp.reshape(q, other + (n_cols,))
+        q = jnp.moveaxis(q, -1, ca)
+        return (jnp.array(scale, cd) * q).astype(dtype)
+
+    return init
+
+
+def delta_orthogonal(
+    scale: Any = 1.0,
+    column_axis: int = -1,
+    dtype: DTypeLike | None = None,
+) -> Initializer:
+    r"""Builds a delta-orthogonal convolution initializer (Xiao et al. 2018), same as JAX.
+
+    For a 3-, 4- or 5-D kernel ``(*window, in, out)`` with ``in <= out``: the centre tap
+    ``W[(k1-1)//2, (k2-1)//2, ...]`` is an ``(in, out)`` row-orthonormal matrix times ``scale``
+    (:math:`W_c W_c^T = \text{scale}^2 I_\text{in}`) and every other tap is exactly 0. For even
+    windows the centre is ``(k-1)//2`` (the lower middle, which is the identity tap of XLA/Flax
+    ``'SAME'`` padding); :func:`jinit.dirac` uses the same default.
+
+    Args:
+      scale: multiplier of the orthogonal matrix.
+      column_axis: passed to :func:`orthogonal` for the ``(in, out)`` centre matrix.
+      dtype: the initializer's default dtype.
+
+    Returns:
+      An initializer.
+
+    Raises:
+      ValueError: if the shape is not 3-, 4- or 5-D or ``in > out``.
+      TypeError: for integer or bool dtypes.
+
+    References:
+      Xiao et al., "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train
+      10,000-Layer Vanilla Convolutional Neural Networks", arXiv:1806.05393, 2018.
+    """
+    check_number("delta_orthogonal", "scale", scale)
+    check_int("delta_orthogonal", "column_axis", column_axis, minimum=-(2**31))
+    name = "delta_orthogonal"
+
+    def init(key, shape, dtype=dtype, out_sharding=None):
+        _no_sharding(name, out_sharding)
+        dtype = canonicalize_dtype(dtype)
+        check_random_dtype(name, dtype)
+        shape = canonicalize_shape(name, shape)
+        if len(shape) not in (3, 4, 5):
+            raise ValueError(
+                f"{name}: needs a 3-D, 4-D or 5-D kernel (*window, in, out), got rank {len(shape)} "
+                f"(shape {shape})"
+            )
+        if shape[-1] < shape[-2]:
+            raise ValueError(
+                f"{name}: needs in <= out, got in={shape[-2]} > out={shape[-1]} "
+                f"for shape {shape}"
+            )
+        cd = compute_dtype(dtype)
+        ortho = orthogonal(scale=scale, column_axis=column_axis)(key, shape[-2:], cd)
+        centre = tuple((k - 1) // 2 for k in shape[:-2])
+        w = jnp.zeros(shape, dtype=cd).at[centre].set(ortho)
+        return w.astype(dtype)
+
+    return init
+
+
+def lsuv_ready_orthogonal(
+    scale: Any = 1.0, column_axis: int = -1, dtype: DTypeLike | None = None
+) -> Initializer:
+    r"""The orthonormal pre-initialisation of LSUV (Mishkin & Matas 2015), step 1 of Alg. 1.
+
+    LSUV first fills every conv/dense kernel with an orthonormal matrix "as in Saxe et al.",
+    built on the kernel flattened to ``(receptive * in, out)`` (the reference code reshapes each
+    blob to ``(out, in * kh * kw)`` and orthonormalises it), then rescales each layer from data
+    until its output variance is 1 (the LSUV pass, ``jinit.lsuv``). In Flax's layouts
+    (``(in, out)``, HWIO) that flattening is exactly :func:`orthogonal` with ``column_axis=-1``:
+    :math:`M = W.\text{reshape}(-1, \text{out})` has orthonormal columns when
+    ``receptive*in >= out`` and orthonormal rows otherwise. The scale is irrelevant to LSUV (it
+    is rescaled afterwards) and defaults to 1. For PyTorch's OIHW layout pass ``column_axis=0``.
+
+    Args:
+      scale: multiplier of the orthonormal matrix.
+      column_axis: the output-channel axis.
+      dtype: the initializer's default dtype.
+
+    Returns:
+      An initializer (numbers identical to ``orthogonal(scale, column_axis)``).
+
+    Raises:
+      ValueError, TypeError: as :func:`orthogonal`.
+
+    References:
+      Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015. Saxe et al.,
+      "Exact solutions to the nonlinear dynamics of learning in deep linear neural networks",
+      arXiv:1312.6120, 2014.
+    """
+    return orthogonal(scale=scale, column_axis=column_axis, dtype=dtype)

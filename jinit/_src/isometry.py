@@ -1,0 +1,109 @@
+"""Dynamical isometry: the singular values of a network's input-output Jacobian at init.
+
+Criticality (chi_1 = 1) makes the *mean* squared singular value of ``J = d x_L / d x_0``
+equal to 1 at every depth; dynamical isometry asks for the whole spectrum to concentrate
+around 1. Pennington et al. (2017) show that orthogonal weights achieve it for tanh near
+q* -> 0, that Gaussian weights cannot (the spectrum spreads with depth), and that ReLU cannot
+with any weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jinit._src import random_mlp, theory
+
+
+def jacobian_singular_values(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+    """Singular values of the Jacobian of ``fn`` at each row of ``x``.
+
+    Args:
+      fn: maps one input vector (n_in,) to one output vector (n_out,).
+      x: inputs, shape (batch, n_in).
+
+    Returns:
+      Array (batch, min(n_in, n_out)), descending per row.
+    """
+    jac = jax.vmap(jax.jacfwd(fn))(x)
+    return jnp.linalg.svd(jac, compute_uv=False)
+
+
+def spectrum_stats(singular_values: jax.Array) -> dict[str, jax.Array]:
+    """Summary of a singular-value spectrum, pooled over all its entries.
+
+    Args:
+      singular_values: any shape.
+
+    Returns:
+      ``{"jacobian/singular_values/<stat>"}`` for ``mean_sq`` (mean of s**2, which is
+      chi_1**depth in mean-field theory), ``std_sq`` (std of s**2: the spread isometry wants
+      near 0), ``max``, ``min`` and ``median``.
+    """
+    s = jnp.asarray(singular_values, jnp.float32).reshape(-1)
+    s2 = s * s
+    stats = {
+        "mean_sq": jnp.mean(s2),
+        "std_sq": jnp.std(s2),
+        "max": jnp.max(s),
+        "min": jnp.min(s),
+        "median": jnp.median(s),
+    }
+    return {f"jacobian/singular_values/{k}": v for k, v in stats.items()}
+
+
+@functools.partial(
+    jax.jit, static_argnames=("activation", "depth", "width", "weights", "num_inputs")
+)
+def mlp_jacobian_singular_values(
+    key: jax.Array,
+    activation: theory.Activation,
+    sigma_w,
+    sigma_b=0.0,
+    *,
+    depth: int,
+    width: int,
+    weights: str = "gaussian",
+    num_inputs: int = 4,
+    q_in=1.0,
+) -> jax.Array:
+    """Jacobian spectrum of a random square MLP, ``x_l = phi(h_l)``, ``h_l = x_{l-1} W_l + b_l``.
+
+    ``J = d x_depth / d x_0 = prod_l D_l W_l^T`` (D_l = diag phi'(h_l)), as in Pennington et al.
+
+    Args:
+      key: PRNG key (weights from ``fold_in(key, 0)``, inputs from ``fold_in(key, 1)``).
+      activation: name or elementwise callable.
+      sigma_w: weight standard deviation times sqrt(fan_in).
+      sigma_b: bias standard deviation.
+      depth: number of layers (static).
+      width: units per layer and input dimension (static).
+      weights: ``"gaussian"`` (``N(0, sigma_w**2 / width)``) or ``"orthogonal"`` (``sigma_w``
+        times a Haar orthogonal matrix).
+      num_inputs: number of inputs x_0 ~ N(0, q_in I) at which J is taken (static).
+      q_in: input second moment; use q* to start at the fixed point.
+
+    Returns:
+      Array (num_inputs, width) of singular values.
+
+    References:
+      Pennington, Schoenholz, Ganguli. Resurrecting the sigmoid in deep learning through
+      dynamical isometry: theory and practice. arXiv:1711.04735, 2017.
+      Saxe, McClelland, Ganguli. Exact solutions to the nonlinear dynamics of learning in deep
+      linear neural networks. arXiv:1312.6120, 2014.
+    """
+    phi = theory.activation_fn(activation)
+    params = random_mlp.init_mlp(
+        jax.random.fold_in(key, 0),
+        width,
+        width,
+        depth,
+        sigma_w=sigma_w,
+        sigma_b=sigma_b,
+        weights=weights,
+    )
+    x = jnp.sqrt(q_in) * jax.random.normal(jax.random.fold_in(key, 1), (num_inputs, width))
+    return jacobian_singular_values(lambda v: phi(random_mlp.apply(params, v, phi)), x)

@@ -1,0 +1,84 @@
+"""Seed sweeps as one program: a leading *model* axis, ``jax.vmap`` over it, sharded over devices.
+
+A sweep trains ``M`` models (seeds x initializers that share shapes) as one compiled program.
+Every leaf of the train state carries a leading model axis; :func:`jinit.fit` with
+``num_models=M`` runs the vmapped program. On one device that is plain ``vmap``; with several
+local devices (GPUs, TPU cores, or ``--xla_force_host_platform_device_count`` CPU devices) the
+model axis is sharded over a 1-D ``Mesh`` with ``NamedSharding`` and XLA runs each device's
+slice of models in parallel, with identical numbers. Under ``jax.distributed`` the same mesh
+spans all hosts' devices.
+
+Keys are never reused: model ``m`` gets ``keys[m]``; the caller derives them, typically
+``seed_keys(seeds)`` (one ``jax.random.key(seed)`` each), so model ``m`` of a sweep has exactly
+the key a single run with that seed would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+PyTree = Any
+MODEL_AXIS = "models"
+
+
+def seed_keys(seeds: Sequence[int]) -> jax.Array:
+    """``(len(seeds),)`` typed keys, ``keys[i] == jax.random.key(seeds[i])``."""
+    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+
+
+def stack_models(trees: Sequence[PyTree]) -> PyTree:
+    """Stacks same-structured pytrees on a new leading model axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_models(tree: PyTree, num_models: int) -> list[PyTree]:
+    """Inverse of :func:`stack_models`."""
+    return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(num_models)]
+
+
+def init_models(init_fn: Callable[[jax.Array], PyTree], keys: jax.Array) -> PyTree:
+    """``jax.vmap(init_fn)(keys)``: one model per key, stacked on a leading axis.
+
+    Model ``m`` equals ``init_fn(keys[m])`` computed alone (the key is split nowhere else).
+    """
+    return jax.vmap(init_fn)(keys)
+
+
+def model_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-D mesh over as many devices as evenly divide ``num_models`` (None for one device).
+
+    Args:
+      num_models: size of the model axis.
+      devices: devices to use; default ``jax.devices()`` (all hosts' devices under
+        ``jax.distributed``).
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    n = max(d for d in range(1, len(devices) + 1) if num_models % d == 0)
+    if n == 1:
+        return None
+    return Mesh(np.array(devices[:n]), (MODEL_AXIS,))
+
+
+def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
+    """Places every leaf's leading (model) axis across ``mesh``; a no-op for ``mesh=None``."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec(MODEL_AXIS))
+    return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def summarize(values: np.ndarray, axis: int = 0) -> dict[str, Any]:
+    """Mean, std (ddof=0), min and max across the seed axis, as Python lists/floats."""
+    v = np.asarray(values, np.float64)
+    return {
+        "mean": v.mean(axis).tolist(),
+        "std": v.std(axis).tolist(),
+        "min": v.min(axis).tolist(),
+        "max": v.max(axis).tolist(),
+    }

@@ -1,0 +1,279 @@
+"""Pure optax training: a jitted step, whole chunks of steps under ``lax.scan``, and an epoch loop.
+
+The contract, written once (optax-style):
+
+* ``loss_fn(params, batch) -> (loss, metrics)``: a scalar loss and a dict of scalar metrics
+  for one batch; pure.
+* ``metric_fn(params, batch) -> dict[str, Array(B)]``: per-example metrics for evaluation.
+* A *batch* is any pytree of arrays whose leading axis is the example axis; the training data
+  lives on the device and batches are gathered by index inside the compiled program, so one
+  call runs ``steps_per_call`` optimizer steps with no host round trip.
+
+The same functions train one model or a stack of models (a seed sweep): with
+``num_models=M`` every leaf of the state carries a leading model axis and the compiled program
+is ``jax.vmap`` of the single-model one (see :mod:`jinit._src.sweep`). Nothing here depends on
+the backend: the programs run unchanged on CPU, GPU or TPU through XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree], tuple[jax.Array, Mapping[str, jax.Array]]]
+MetricFn = Callable[[PyTree, PyTree], Mapping[str, jax.Array]]
+
+
+class TrainState(NamedTuple):
+    """Parameters and optimizer state; with a sweep each leaf has a leading model axis."""
+
+    params: PyTree
+    opt_state: PyTree
+
+
+def init_state(params: PyTree, optimizer: optax.GradientTransformation) -> TrainState:
+    """``TrainState(params, optimizer.init(params))``; vmap it over a stack of params."""
+    return TrainState(params, optimizer.init(params))
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """Returns the pure step ``(state, batch) -> (state, metrics)`` (``metrics`` has ``loss``)."""
+
+    def step(state: TrainState, batch: PyTree):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state), {"loss": loss, **metrics}
+
+    return step
+
+
+def make_train_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """Returns ``chunk(state, data, idx) -> (state, metrics)`` running ``idx.shape[0]`` steps.
+
+    Args of the returned function:
+      state: a ``TrainState``.
+      data: pytree of arrays with the example axis first (the whole training set).
+      idx: int array ``(steps, batch_size)`` of example indices, one row per step.
+
+    Returns ``metrics`` stacked over steps: each leaf has shape ``(steps,)``.
+    """
+    step = make_train_step(loss_fn, optimizer)
+
+    def chunk(state, data, idx):
+        def body(state, idx_t):
+            batch = jax.tree.map(lambda a: jnp.take(a, idx_t, axis=0), data)
+            return step(state, batch)
+
+        return jax.lax.scan(body, state, idx)
+
+    return chunk
+
+
+def make_evaluate(metric_fn: MetricFn, batch_size: int):
+    """Returns ``evaluate(params, data) -> dict`` of example-weighted means over ``data``.
+
+    The data are split into ``ceil(n / batch_size)`` batches scanned inside one program; the
+    last batch is padded and the padding masked out, so every example counts exactly once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def evaluate(params, data):
+        n = jax.tree.leaves(data)[0].shape[0]
+        nb = math.ceil(n / batch_size)
+        pad = nb * batch_size - n
+        padded = jax.tree.map(
+            lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(
+                (nb, batch_size) + a.shape[1:]
+            ),
+            data,
+        )
+        mask = (jnp.arange(nb * batch_size) < n).reshape(nb, batch_size).astype(jnp.float32)
+
+        def body(total, xs):
+            batch, m = xs
+            per_example = metric_fn(params, batch)
+            return jax.tree.map(lambda t, v: t + jnp.sum(v.astype(jnp.float32) * m), total, per_example), None
+
+        zero = jax.tree.map(
+            lambda s: jnp.zeros((), jnp.float32),
+            jax.eval_shape(metric_fn, params, jax.tree.map(lambda a: a[0], padded)),
+        )
+        total, _ = jax.lax.scan(body, zero, (padded, mask))
+        return jax.tree.map(lambda t: t / n, total)
+
+    return evaluate
+
+
+def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    """A shuffled epoch as ``(num_examples // batch_size, batch_size)`` indices.
+
+    Keras's ``fit(shuffle=True)`` permutes the training set every epoch; the remainder that
+    does not fill a batch is dropped here (none for IMDB's 20,000 / 32). ``key`` may carry a
+    leading model axis (one permutation per model): then the result is ``(M, steps, B)``.
+    """
+    if num_examples < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} examples, got {num_examples}")
+    steps = num_examples // batch_size
+
+    def one(k):
+        return jax.random.permutation(k, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+
+    if jnp.ndim(key) == 0:
+        return one(key)
+    return jax.vmap(one)(key)
+
+
+def _divisor_at_most(n: int, k: int) -> int:
+    return max(d for d in range(1, min(n, max(k, 1)) + 1) if n % d == 0)
+
+
+@dataclasses.dataclass
+class EpochResult:
+    """Per-epoch metrics (arrays with a leading model axis for sweeps) and timing."""
+
+    epoch: int
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray] | None
+    seconds: float
+
+
+def fit(
+    state: TrainState,
+    *,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    train_data: PyTree,
+    epochs: int,
+    batch_size: int,
+    shuffle_keys: Callable[[int], jax.Array],
+    val_data: PyTree | None = None,
+    metric_fn: MetricFn | None = None,
+    eval_batch_size: int = 1000,
+    num_models: int | None = None,
+    start_epoch: int = 0,
+    steps_per_call: int = 25,
+    progress: bool | None = None,
+    on_epoch_end: Callable[[EpochResult, TrainState], None] | None = None,
+    programs: Mapping[str, Callable] | None = None,
+) -> tuple[TrainState, list[EpochResult]]:
+    """Trains for ``epochs - start_epoch`` epochs; the same code for one model or a sweep.
+
+    Args:
+      state: initial ``TrainState`` (leading model axis on every leaf when ``num_models``).
+      loss_fn: ``(params, batch) -> (loss, metrics)`` for one model.
+      optimizer: the optax transformation ``state.opt_state`` belongs to.
+      train_data: pytree of arrays, example axis first, already on the device.
+      epochs: total number of epochs; training resumes at ``start_epoch``.
+      batch_size: examples per optimizer step.
+      shuffle_keys: ``epoch -> key`` (one key) or ``(M,)`` keys (one permutation per model).
+      val_data: optional held-out data evaluated with ``metric_fn`` after every epoch.
+      metric_fn: ``(params, batch) -> {name: (B,) per-example values}``.
+      eval_batch_size: batch size of the evaluation program (forward only).
+      num_models: ``None`` for one model, else the size of the leading model axis (vmapped).
+      start_epoch: first epoch to run (for resuming from a checkpoint).
+      steps_per_call: optimizer steps per compiled call (a divisor of the epoch's steps is
+        used, so every call has the same shape and the program compiles once).
+      progress: tqdm bar (epoch, step, loss, accuracy); ``None`` = only on a terminal.
+      on_epoch_end: called with each finished epoch and the state (e.g. to checkpoint).
+      programs: compiled programs from :func:`compile_programs` to reuse.
+
+    Returns:
+      ``(state, history)``, ``history`` a list of :class:`EpochResult`.
+
+    Raises:
+      ValueError: for ``epochs < start_epoch``, ``batch_size < 1`` or a missing ``metric_fn``
+        with ``val_data``.
+    """
+    if epochs < start_epoch:
+        raise ValueError(f"epochs={epochs} is smaller than start_epoch={start_epoch}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if val_data is not None and metric_fn is None:
+        raise ValueError("val_data was given without a metric_fn to evaluate it")
+    progs = dict(programs) if programs else compile_programs(
+        loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=num_models
+    )
+    n = jax.tree.leaves(train_data)[0].shape[0]
+    steps = n // batch_size
+    per_call = _divisor_at_most(steps, steps_per_call)
+    history: list[EpochResult] = []
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        idx = epoch_indices(shuffle_keys(epoch), n, batch_size)
+        bar = _progress_bar(progress, steps, f"epoch {epoch + 1}/{epochs}")
+        parts = []
+        for s in range(0, steps, per_call):
+            idx_s = idx[..., s : s + per_call, :]
+            state, m = progs["train"](state, train_data, idx_s)
+            parts.append(m)
+            if bar is not None:
+                bar.update(per_call)
+                bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
+        train_m = {k: np.asarray(jnp.concatenate([p[k] for p in parts], axis=-1).mean(-1)) for k in parts[0]}
+        val_m = None
+        if val_data is not None:
+            val_m = jax.tree.map(np.asarray, progs["evaluate"](state.params, val_data))
+        if bar is not None:
+            if val_m:
+                bar.set_postfix({f"val_{k}": f"{float(np.mean(v)):.4f}" for k, v in val_m.items()})
+            bar.close()
+        jax.block_until_ready(state)
+        result = EpochResult(epoch, train_m, val_m, time.perf_counter() - t0)
+        history.append(result)
+        if on_epoch_end is not None:
+            on_epoch_end(result, state)
+    return state, history
+
+
+def compile_programs(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    metric_fn: MetricFn | None = None,
+    *,
+    eval_batch_size: int = 1000,
+    num_models: int | None = None,
+) -> dict[str, Callable]:
+    """The jitted programs ``fit`` uses: ``train`` (a chunk of steps) and ``evaluate``.
+
+    With ``num_models`` they are vmapped over a leading model axis of the state; the index
+    array may then be shared ``(steps, B)`` or per model ``(M, steps, B)``.
+    """
+    chunk = make_train_chunk(loss_fn, optimizer)
+    evaluate = make_evaluate(metric_fn, eval_batch_size) if metric_fn is not None else None
+    if num_models is not None:
+        base_chunk = chunk
+
+        def chunk(state, data, idx):
+            idx_axis = 0 if idx.ndim == 3 else None
+            return jax.vmap(base_chunk, in_axes=(0, None, idx_axis))(state, data, idx)
+
+        if evaluate is not None:
+            evaluate = jax.vmap(evaluate, in_axes=(0, None))
+    progs = {"train": jax.jit(chunk, donate_argnums=0)}
+    if evaluate is not None:
+        progs["evaluate"] = jax.jit(evaluate)
+    return progs
+
+
+def _progress_bar(progress: bool | None, total: int, desc: str):
+    if progress is False:
+        return None
+    if progress is None and not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm  # optional: the experiments extra installs it
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="step", leave=True, file=sys.stderr)

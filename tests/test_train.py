@@ -1,0 +1,134 @@
+"""Training loop and seed sweeps: vmapped sweep == separate runs, compile once, resume."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jinit
+
+N, D = 96, 6
+
+
+class MLP(nn.Module):
+    kernel_init: object = jinit.glorot_uniform()
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.tanh(nn.Dense(16, kernel_init=self.kernel_init)(x))
+        return nn.Dense(1, kernel_init=self.kernel_init)(x)[:, 0]
+
+
+MODEL = MLP()
+
+
+def loss_fn(params, batch):
+    logits = MODEL.apply(params, batch["x"])
+    loss = optax.sigmoid_binary_cross_entropy(logits, batch["y"]).mean()
+    return loss, {"accuracy": jnp.mean((logits > 0) == (batch["y"] > 0.5))}
+
+
+def metric_fn(params, batch):
+    logits = MODEL.apply(params, batch["x"])
+    return {"loss": optax.sigmoid_binary_cross_entropy(logits, batch["y"]),
+            "accuracy": ((logits > 0) == (batch["y"] > 0.5)).astype(jnp.float32)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    k1, k2 = jax.random.split(jax.random.key(42))
+    x = jax.random.normal(k1, (N, D))
+    w = jax.random.normal(k2, (D,))
+    return {"x": x, "y": (x @ w > 0).astype(jnp.float32)}
+
+
+OPT = optax.adam(1e-2)
+SEEDS = (0, 1, 2)
+
+
+def init_fn(key):
+    return jinit.init_state(MODEL.init(key, jnp.zeros((1, D))), OPT)
+
+
+def shuffle_keys_for(seeds):
+    keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
+    return lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(keys)
+
+
+def run(state, data, seeds, num_models, epochs=2, start_epoch=0, **kw):
+    keys = shuffle_keys_for(seeds)
+    shuffle = keys if num_models is not None else (lambda e: keys(e)[0])
+    return jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data,
+                     metric_fn=metric_fn, epochs=epochs, batch_size=8, shuffle_keys=shuffle,
+                     num_models=num_models, start_epoch=start_epoch, steps_per_call=4,
+                     progress=False, **kw)
+
+
+def test_vmapped_sweep_equals_separate_runs(data):
+    sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS))
+    for m, seed in enumerate(SEEDS):
+        single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params)):
+            np.testing.assert_allclose(a, b[m], rtol=2e-5, atol=2e-6)
+        for e in range(2):
+            np.testing.assert_allclose(hist[e].train["loss"], sweep_hist[e].train["loss"][m], rtol=1e-5)
+            np.testing.assert_allclose(hist[e].val["accuracy"], sweep_hist[e].val["accuracy"][m])
+
+
+def test_sweep_members_differ(data):
+    state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    k = state.params["params"]["Dense_0"]["kernel"].reshape(len(SEEDS), -1)
+    for i in range(len(SEEDS)):
+        for j in range(i):
+            assert abs(np.corrcoef(k[i], k[j])[0, 1]) < 0.5
+            assert not np.allclose(k[i], k[j])
+
+
+def test_train_program_compiles_once(data):
+    progs = jinit.compile_programs(loss_fn, OPT, metric_fn, eval_batch_size=32, num_models=3)
+    state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    state, _ = run(state, data, SEEDS, num_models=3, epochs=3, programs=progs)
+    assert progs["train"]._cache_size() == 1  # 3 epochs x 3 calls, one compilation
+    assert progs["evaluate"]._cache_size() == 1
+
+
+def test_resume_equals_uninterrupted(data):
+    full, _ = run(jinit.init_models(init_fn, jinit.seed_keys(SEEDS)), data, SEEDS, 3, epochs=3)
+    half, _ = run(jinit.init_models(init_fn, jinit.seed_keys(SEEDS)), data, SEEDS, 3, epochs=1)
+    half = jax.tree.map(np.asarray, half)  # as if restored from a checkpoint
+    rest, hist = run(jax.tree.map(jnp.asarray, half), data, SEEDS, 3, epochs=3, start_epoch=1)
+    assert [h.epoch for h in hist] == [1, 2]
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(rest.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_counts_every_example_once():
+    ev = jinit.make_evaluate(lambda p, b: {"v": b["x"]}, batch_size=7)
+    x = jnp.arange(20.0)
+    np.testing.assert_allclose(jax.jit(ev)(None, {"x": x})["v"], x.mean())
+
+
+def test_epoch_indices_are_permutations():
+    idx = jinit.epoch_indices(jax.random.key(0), 20, 6)
+    assert idx.shape == (3, 6) and len(set(np.asarray(idx).ravel().tolist())) == 18
+    per_model = jinit.epoch_indices(jax.random.split(jax.random.key(0), 2), 20, 6)
+    assert per_model.shape == (2, 3, 6)
+    assert not np.array_equal(per_model[0], per_model[1])
+
+
+def test_bad_arguments_are_named(data):
+    state = init_fn(jax.random.key(0))
+    with pytest.raises(ValueError, match="batch_size"):
+        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, epochs=1, batch_size=0,
+                  shuffle_keys=lambda e: jax.random.key(e))
+    with pytest.raises(ValueError, match="metric_fn"):
+        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data, epochs=1,
+                  batch_size=8, shuffle_keys=lambda e: jax.random.key(e))
+    with pytest.raises(ValueError, match="start_epoch"):
+        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, epochs=1, start_epoch=2,
+                  batch_size=8, shuffle_keys=lambda e: jax.random.key(e))
+    with pytest.raises(ValueError, match="batch_size"):
+        jinit.epoch_indices(jax.random.key(0), 4, 8)
