@@ -13,6 +13,7 @@ import pathlib
 import platform
 import sys
 import tempfile
+import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -161,3 +162,118 @@ def plot_curves(
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def model_keys(inits, seeds):
+    """Per model (initializer-major order): its init key and its data-order key.
+
+    The seed alone fixes both, so initializers are compared paired, seed by seed: the same
+    weights wherever they share an initializer, the same data order.
+    """
+    s = [int(x) for _ in inits for x in seeds]
+    init_keys = jax.numpy.stack([jax.random.fold_in(jax.random.key(x), 0) for x in s])
+    data_keys = jax.numpy.stack([jax.random.fold_in(jax.random.key(x), 1) for x in s])
+    return init_keys, data_keys
+
+
+def run_sweep(
+    *,
+    out: pathlib.Path,
+    config: dict[str, Any],
+    inits,
+    seeds,
+    init_state_fn,
+    loss_fn,
+    metric_fn,
+    optimizer,
+    train,
+    val,
+    test,
+    epochs: int,
+    batch_size: int,
+    steps_per_call: int,
+    eval_batch_size: int,
+    restart: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Trains every (initializer, seed) model as one vmapped program, resumably.
+
+    Args:
+      init_state_fn: ``(init_name, key) -> TrainState`` of one model (vmapped over seeds).
+      train, val, test: pytrees of arrays (example axis first).
+
+    Returns:
+      ``{"initializers": {name: per-seed curves, test metrics, mean, std}, ...timing}``.
+    """
+    import jinit
+
+    init_keys, data_keys = model_keys(inits, seeds)
+    s = len(seeds)
+    num_models = len(inits) * s
+    t0 = time.perf_counter()
+    stacks = [jinit.init_models(lambda k, n=name: init_state_fn(n, k), init_keys[i * s : (i + 1) * s])
+              for i, name in enumerate(inits)]
+    state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+
+    ckpt = EpochCheckpoints(out / "checkpoints", config, restart=restart)
+    history: list[dict] = []
+    start_epoch = 0
+    restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
+    if restored is not None:
+        state, meta = restored
+        history, start_epoch = meta["history"], meta["epochs_done"]
+        print(f"resuming after epoch {start_epoch} from {out / 'checkpoints'}", file=sys.stderr)
+    mesh = jinit.model_mesh(num_models)
+    state = jinit.shard_models(state, mesh)
+    programs = jinit.compile_programs(loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size,
+                                      num_models=num_models)
+
+    def on_epoch_end(result, state):
+        history.append({"epoch": result.epoch + 1, "seconds": result.seconds,
+                        **{f"train_{k}": v.tolist() for k, v in result.train.items()},
+                        **{f"val_{k}": v.tolist() for k, v in result.val.items()}})
+        ckpt.save(result.epoch, state, {"history": history})
+
+    t1 = time.perf_counter()
+    state, _ = jinit.fit(
+        state, loss_fn=loss_fn, optimizer=optimizer, train_data=train, val_data=val,
+        metric_fn=metric_fn, epochs=epochs, batch_size=batch_size,
+        shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
+        num_models=num_models, start_epoch=start_epoch, steps_per_call=steps_per_call,
+        progress=progress, on_epoch_end=on_epoch_end, programs=programs,
+    )
+    train_s = time.perf_counter() - t1
+    test_m = jax.tree.map(np.asarray, programs["evaluate"](state, test))
+    ckpt.close()
+
+    per_init = {}
+    metrics = [k[len("val_"):] for k in history[0] if k.startswith("val_")] if history else []
+    for i, name in enumerate(inits):
+        sl = slice(i * s, (i + 1) * s)
+        entry: dict[str, Any] = {"seeds": list(seeds)}
+        for split in ("train", "val"):
+            for m in metrics:
+                key = f"{split}_{m}"
+                entry[f"{key}_per_epoch"] = np.array([np.asarray(h[key])[sl] for h in history]).T.tolist()
+        for m, v in test_m.items():
+            v = np.asarray(v)[sl]
+            entry[f"test_{m}"] = v.tolist()
+            entry[f"test_{m}_mean"] = float(v.mean())
+            entry[f"test_{m}_std"] = float(v.std())
+        per_init[name] = entry
+    n_train = jax.tree.leaves(train)[0].shape[0]
+    epoch_s = [h["seconds"] for h in history]
+    return {
+        "initializers": per_init,
+        "epoch_seconds": epoch_s,
+        "init_s": init_s,
+        "train_s_this_run": train_s,
+        "resumed_from_epoch": start_epoch,
+        "num_models": num_models,
+        "sharded_over_devices": 1 if mesh is None else int(mesh.size),
+        "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
+        "config": config,
+        "environment": environment(),
+    }

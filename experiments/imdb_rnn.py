@@ -51,6 +51,10 @@ INITIALIZERS = {
     "glorot_uniform": jinit.glorot_uniform(),
     "he_normal": jinit.he_normal(),
     "orthogonal": jinit.orthogonal(),
+    # LSUV arm: orthonormal embedding (the RNN's own kernels are already orthogonal/glorot),
+    # then jinit.lsuv on a batch of training reviews scales every layer to unit output
+    # variance in forward order (Mishkin & Matas 2015).
+    "lsuv": jinit.lsuv_ready_orthogonal(),
 }
 DEFAULT_INITS = ("uniform", "glorot_uniform", "he_normal")
 
@@ -72,6 +76,7 @@ class Config:
     test_limit: int | None = None
     steps_per_call: int = 25
     eval_batch_size: int = 1000
+    lsuv_batch_size: int = 256  # training reviews the LSUV arm normalizes on
 
 
 def parse_args(argv=None):
@@ -132,88 +137,36 @@ def make_functions(cfg: Config):
     return loss_fn, metric_fn, init_params
 
 
-def model_keys(cfg: Config):
-    """Per model (init-major order): the init key and the data-order key of its seed."""
-    seeds = [s for _ in cfg.inits for s in cfg.seeds]
-    init_keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in seeds])
-    data_keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
-    return init_keys, data_keys
-
-
-def initial_state(cfg: Config, optimizer, init_params):
-    init_keys, _ = model_keys(cfg)
-    s = len(cfg.seeds)
-    stacks = [jinit.init_models(lambda k, n=name: init_params(n, k), init_keys[i * s : (i + 1) * s])
-              for i, name in enumerate(cfg.inits)]
-    params = jax.tree.map(lambda *xs: jnp.concatenate(xs), *stacks)
-    return jax.vmap(lambda p: jinit.init_state(p, optimizer))(params)
-
-
 def run(args, cfg: Config) -> dict:
     t_start = time.perf_counter()
-    out = pathlib.Path(args.out)
     data = imdb.load_imdb(args.data_dir, num_words=cfg.num_words, maxlen=cfg.maxlen,
                           cache_dir=args.cache_dir)
     t_data = time.perf_counter() - t_start
-    train, val, test = split_data(data, cfg)
-    train, val, test = (jax.tree.map(jnp.asarray, d) for d in (train, val, test))
+    train, val, test = (jax.tree.map(jnp.asarray, d) for d in split_data(data, cfg))
     optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
     loss_fn, metric_fn, init_params = make_functions(cfg)
-    num_models = len(cfg.inits) * len(cfg.seeds)
-    mesh = jinit.model_mesh(num_models)
+    lsuv_batch = train["x"][: cfg.lsuv_batch_size]
 
-    state = initial_state(cfg, optimizer, init_params)
-    config = dataclasses.asdict(cfg)
-    ckpt = common.EpochCheckpoints(out / "checkpoints", config, restart=args.restart)
-    history: list[dict] = []
-    start_epoch = 0
-    restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
-    if restored is not None:
-        state, meta = restored
-        history, start_epoch = meta["history"], meta["epochs_done"]
-        print(f"resuming from epoch {start_epoch} ({out / 'checkpoints'})", file=sys.stderr)
-    state = jinit.shard_models(state, mesh)
+    def init_state_fn(name, key):
+        params = init_params(name, key)
+        if name == "lsuv":  # orthonormal pre-init everywhere, then LSUV on a training batch
+            params = jinit.lsuv(ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden), params,
+                                lsuv_batch)[0]
+        return jinit.init_state(params, optimizer)
 
-    _, data_keys = model_keys(cfg)
-    programs = jinit.compile_programs(loss_fn, optimizer, metric_fn,
-                                      eval_batch_size=cfg.eval_batch_size, num_models=num_models)
-
-    def on_epoch_end(result: jinit.EpochResult, state):
-        history.append({
-            "epoch": result.epoch + 1,
-            "seconds": result.seconds,
-            "train_loss": result.train["loss"].tolist(),
-            "train_accuracy": result.train["accuracy"].tolist(),
-            "val_loss": result.val["loss"].tolist(),
-            "val_accuracy": result.val["accuracy"].tolist(),
-        })
-        ckpt.save(result.epoch, state, {"history": history})
-
-    t_train = time.perf_counter()
-    state, _ = jinit.fit(
-        state, loss_fn=loss_fn, optimizer=optimizer, train_data=train, val_data=val,
-        metric_fn=metric_fn, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=num_models, start_epoch=start_epoch, steps_per_call=cfg.steps_per_call,
-        progress=False if args.no_progress else None, on_epoch_end=on_epoch_end, programs=programs,
+    out = pathlib.Path(args.out)
+    results = common.run_sweep(
+        out=out, config=dataclasses.asdict(cfg), inits=cfg.inits, seeds=cfg.seeds,
+        init_state_fn=init_state_fn, loss_fn=loss_fn, metric_fn=metric_fn, optimizer=optimizer,
+        train=train, val=val, test=test, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call, eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart, progress=False if args.no_progress else None,
     )
-    t_train = time.perf_counter() - t_train
-    test_m = jax.tree.map(np.asarray, programs["evaluate"](state.params, test))
-    ckpt.close()
-    wall = time.perf_counter() - t_start
-
-    results = summarize(cfg, history, test_m)
     results.update({
-        "config": config,
-        "wall_time_s": wall,
+        "wall_time_s": time.perf_counter() - t_start,
         "data_load_s": t_data,
-        "train_s_this_run": t_train,
-        "resumed_from_epoch": start_epoch,
-        "num_models": num_models,
-        "sharded_over_devices": 1 if mesh is None else mesh.size,
         "data": {"source": data.source, "train": int(train["y"].shape[0]),
                  "val": int(val["y"].shape[0]), "test": int(test["y"].shape[0])},
-        "environment": common.environment(),
     })
     common.write_json_atomic(out / "results.json", results)
     curves = {name: np.array(r["val_accuracy_per_epoch"]) for name, r in results["initializers"].items()}
@@ -222,38 +175,13 @@ def run(args, cfg: Config) -> dict:
     return results
 
 
-def summarize(cfg: Config, history: list[dict], test_m: dict) -> dict:
-    """Per initializer: per-seed curves (seeds x epochs), test accuracy, mean and std."""
-    s = len(cfg.seeds)
-    per_init = {}
-    for i, name in enumerate(cfg.inits):
-        sl = slice(i * s, (i + 1) * s)
-
-        def curve(key, sl=sl):
-            return np.array([np.asarray(h[key])[sl] for h in history]).T.tolist()  # (seeds, epochs)
-
-        test_acc = np.asarray(test_m["accuracy"])[sl]
-        per_init[name] = {
-            "seeds": list(cfg.seeds),
-            "train_loss_per_epoch": curve("train_loss"),
-            "train_accuracy_per_epoch": curve("train_accuracy"),
-            "val_loss_per_epoch": curve("val_loss"),
-            "val_accuracy_per_epoch": curve("val_accuracy"),
-            "test_accuracy": test_acc.tolist(),
-            "test_loss": np.asarray(test_m["loss"])[sl].tolist(),
-            "test_accuracy_mean": float(test_acc.mean()),
-            "test_accuracy_std": float(test_acc.std()),
-        }
-    return {"initializers": per_init,
-            "epoch_seconds": [h["seconds"] for h in history]}
-
-
 def main(argv=None):
     args, cfg = parse_args(argv)
     results = run(args, cfg)
     for name, r in results["initializers"].items():
+        accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
         print(f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f}"
-              f"  (seeds {r['test_accuracy']})")
+              f"  (seeds: {accs})")
     print(f"wall time {results['wall_time_s']:.1f} s; results in {args.out}")
 
 

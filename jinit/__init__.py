@@ -105,3 +105,6 @@ from jinit._src.recommend import edge_of_chaos as edge_of_chaos
 from jinit._src.recommend import recommend as recommend
 
 __version__ = "0.1.0"
+
+# Every public name imported above (keep this last: names imported after it are not public).
+__all__ = sorted(n for n in dir() if not n.startswith("_"))

@@ -25,7 +25,7 @@ def test_orthogonal_linear_network_is_exactly_isometric():
 def test_isometry_gaussian_vs_orthogonal_tanh_and_relu():
     """Critical tanh: orthogonal concentrates the spectrum, Gaussian spreads it; ReLU (He) spreads
     it with either. The mean squared singular value is ~chi_1**depth = 1 in all critical cases."""
-    depth, width, sigma_b = 16, 128, 0.05
+    depth, width, sigma_b = 16, 64, 0.05
     sw = float(theory.critical_sigma_w("tanh", sigma_b))
     q = float(theory.critical_point("tanh", sigma_b)["q_star"])
     stats = {}

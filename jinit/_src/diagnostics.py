@@ -78,6 +78,19 @@ SATURATED_FRACTION = 0.5
 # --------------------------------------------------------------------------- statistics
 
 
+def _moments(a: jax.Array, *extra: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+    """Mean, std (two-pass) and the means of extra same-shaped features, in two fused reductions.
+
+    Stacking the features before one reduction keeps the compiled program small (a few kernels
+    per tensor instead of one per statistic), which matters when every layer is measured.
+    """
+    axes = tuple(range(1, a.ndim + 1))
+    means = jnp.mean(jnp.stack([a, *extra]), axis=axes)
+    mean = means[0]
+    std = jnp.sqrt(jnp.mean(jnp.square(a - mean)))
+    return mean, std, list(means[1:])
+
+
 def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     """Mean, std, zero/dead fractions and saturated fractions of one activation tensor.
 
@@ -90,31 +103,53 @@ def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     """
     a = jnp.asarray(a).astype(jnp.float32)
     units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-    is_zero = units == 0
-    lo, hi = jnp.min(a), jnp.max(a)
-    tanh_sat = jnp.mean(jnp.abs(a) > 0.99)
-    sigmoid_sat = jnp.mean((a < 0.01) | (a > 0.99))
+    one, zero = jnp.float32(1.0), jnp.float32(0.0)
+    mean, std, (zero_frac, tanh_sat, sigmoid_sat) = _moments(
+        a,
+        jnp.where(a == 0, one, zero),
+        jnp.where(jnp.abs(a) > 0.99, one, zero),
+        jnp.where((a < 0.01) | (a > 0.99), one, zero),
+    )
+    lo, hi = -jnp.max(-a), jnp.max(a)
     return {
-        "mean": jnp.mean(a),
-        "std": jnp.std(a),
-        "zero_frac": jnp.mean(is_zero),
-        "dead_frac": jnp.mean(jnp.all(is_zero, axis=0)),
-        "sat_frac": jnp.where((lo >= -1.0) & (hi <= 1.0), tanh_sat, 0.0),
-        "sat01_frac": jnp.where((lo >= 0.0) & (hi <= 1.0), sigmoid_sat, 0.0),
+        "mean": mean,
+        "std": std,
+        "zero_frac": zero_frac,
+        "dead_frac": jnp.mean(jnp.where(jnp.max(jnp.abs(units), axis=0) == 0, one, zero)),
+        "sat_frac": jnp.where((lo >= -1.0) & (hi <= 1.0), tanh_sat, zero),
+        "sat01_frac": jnp.where((lo >= 0.0) & (hi <= 1.0), sigmoid_sat, zero),
     }
 
 
 def _grad_stats(g: jax.Array) -> dict[str, jax.Array]:
     g = jnp.asarray(g).astype(jnp.float32)
-    return {"norm": jnp.sqrt(jnp.sum(g * g)), "std": jnp.std(g)}
+    _, std, (mean_sq,) = _moments(g, jnp.square(g))
+    return {"norm": jnp.sqrt(mean_sq * g.size), "std": std}
 
 
 def _param_stats(w: jax.Array) -> dict[str, jax.Array]:
     w = jnp.asarray(w).astype(jnp.float32)
-    out = {"mean": jnp.mean(w), "std": jnp.std(w), "norm": jnp.sqrt(jnp.sum(w * w))}
+    mean, std, (mean_sq,) = _moments(w, jnp.square(w))
+    out = {"mean": mean, "std": std, "norm": jnp.sqrt(mean_sq * w.size)}
     if w.ndim >= 2:
-        out["fan_in_var"] = math.prod(w.shape[:-1]) * jnp.var(w)
+        out["fan_in_var"] = math.prod(w.shape[:-1]) * jnp.square(std)
     return out
+
+
+def _grouped(fn, arrays: Mapping[str, jax.Array], group: str, stats: dict) -> None:
+    """Sets ``stats[f"{group}/{name}/{stat}"] = fn(arrays[name])[stat]``.
+
+    Arrays of equal shape and dtype (the hidden layers of a uniform network) are stacked and
+    measured by one vmapped ``fn``, so the compiled program does not grow with depth.
+    """
+    by_shape = collections.defaultdict(list)
+    for name, a in arrays.items():
+        by_shape[(a.shape, a.dtype)].append(name)
+    for names in by_shape.values():
+        out = jax.vmap(fn)(jnp.stack([arrays[n] for n in names]))
+        for i, name in enumerate(names):
+            for stat, v in out.items():
+                stats[f"{group}/{name}/{stat}"] = v[i]
 
 
 def _path_str(path) -> str:
@@ -365,30 +400,22 @@ def layer_statistics(
     )
 
     stats: dict[str, jax.Array] = {}
+    out_keys = [k for name in order for k in outs if k == name or k.startswith(name + "[")]
     for index, name in enumerate(order):
-        keys = [k for k in outs if k == name or k.startswith(name + "[")]
-        for key in keys:
-            stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
-            for stat, v in activation_stats(outs[key]).items():
-                stats[f"output/{key}/{stat}"] = v
-            for stat, v in _grad_stats(g_out[key]).items():
-                stats[f"output_grad/{key}/{stat}"] = v
-        if name in ins:
-            for stat, v in activation_stats(ins[name]).items():
-                stats[f"input/{name}/{stat}"] = v
-    sq_w, sq_g = jnp.float32(0.0), jnp.float32(0.0)
-    for (path, w), (_, g) in zip(
-        _flat_with_paths(diff_params), _flat_with_paths(g_params), strict=True
-    ):
-        for stat, v in _param_stats(w).items():
-            stats[f"param/{path}/{stat}"] = v
-        for stat, v in _grad_stats(g).items():
-            stats[f"param_grad/{path}/{stat}"] = v
-        sq_w = sq_w + stats[f"param/{path}/norm"] ** 2
-        sq_g = sq_g + stats[f"param_grad/{path}/norm"] ** 2
+        for key in out_keys:
+            if key == name or key.startswith(name + "["):
+                stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
+    _grouped(activation_stats, {k: outs[k] for k in out_keys}, "output", stats)
+    _grouped(_grad_stats, {k: g_out[k] for k in out_keys}, "output_grad", stats)
+    _grouped(activation_stats, {n: ins[n] for n in order if n in ins}, "input", stats)
+    params = dict(_flat_with_paths(diff_params))
+    grads = dict(_flat_with_paths(g_params))
+    _grouped(_param_stats, params, "param", stats)
+    _grouped(_grad_stats, grads, "param_grad", stats)
     stats["summary/loss/value"] = jnp.asarray(loss, jnp.float32)
-    stats["summary/param/norm"] = jnp.sqrt(sq_w)
-    stats["summary/param_grad/norm"] = jnp.sqrt(sq_g)
+    for group, names in (("param", params), ("param_grad", grads)):
+        squares = [jnp.square(stats[f"{group}/{n}/norm"]) for n in names]
+        stats[f"summary/{group}/norm"] = jnp.sqrt(sum(squares, jnp.float32(0.0)))
     return stats
 
 

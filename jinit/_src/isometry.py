@@ -106,4 +106,15 @@ def mlp_jacobian_singular_values(
         weights=weights,
     )
     x = jnp.sqrt(q_in) * jax.random.normal(jax.random.fold_in(key, 1), (num_inputs, width))
-    return jacobian_singular_values(lambda v: phi(random_mlp.apply(params, v, phi)), x)
+    dphi = theory.derivative(phi)
+    # J^T as a running product (batch, width, width): one scan of matmuls, cheap to compile.
+    h = x @ params["first"]["kernel"] + params["first"]["bias"]
+    jac_t = jnp.broadcast_to(params["first"]["kernel"], (num_inputs, width, width))
+
+    def step(carry, layer):
+        h, jac_t = carry
+        jac_t = (jac_t * dphi(h)[:, None, :]) @ layer["kernel"]
+        return (phi(h) @ layer["kernel"] + layer["bias"], jac_t), None
+
+    (h, jac_t), _ = jax.lax.scan(step, (h, jac_t), params["hidden"])
+    return jnp.linalg.svd(jac_t * dphi(h)[:, None, :], compute_uv=False)

@@ -42,6 +42,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jex_core
 
 from jinit._src import lsuv_report as rep
@@ -133,7 +134,12 @@ def make_config(
             f"{fn}: on_zero_variance must be one of {ZERO_POLICIES}, got {on_zero_variance!r}"
         )
     for name, v in (("target", target), ("tol", tol), ("target_mean", target_mean)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != v or abs(v) == float("inf"):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or v != v
+            or abs(v) == float("inf")
+        ):
             raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
     if target <= 0:
         raise ValueError(f"{fn}: target (the target variance) must be > 0, got {target!r}")
@@ -192,39 +198,27 @@ class Site:
 
 @dataclasses.dataclass
 class Solution:
-    """The solver's answer for one site (before the final statistics)."""
+    """The solver's answer for one site.
+
+    ``rec`` holds the layer's raw statistics (arrays already computed for the solve); the report
+    is derived from the records of all layers at once at the end of the pass (see
+    :func:`report_table`), so a layer adds no scalar bookkeeping kernels of its own.
+    """
 
     kernel: jax.Array
     bias: jax.Array | None
     y: jax.Array | None  # the corrected output, or None: the adapter must run the layer
-    fields: dict[str, Any]
-    ok: jax.Array
-    after: Any = None  # closed-form statistics of ``y``, when ``y`` is the solver's
+    rec: dict[str, Any]
+    closed: bool  # y (if given) is c (y0 - B) + B' and its statistics follow from rec
 
 
 def _stat_dtype(dtype) -> Any:
-    return jnp.promote_types(jnp.float32, dtype)
+    """float32 statistics, float64 for float64 outputs (explicit: no implicit promotion)."""
+    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 def _full_precision(*dtypes) -> bool:
     return all(jnp.finfo(d).bits >= 32 for d in dtypes)
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    ok = jnp.asarray(True)
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if isinstance(leaf, jax.Array | jax.core.Tracer) or hasattr(leaf, "dtype"):
-            a = jnp.asarray(leaf)
-            if jnp.issubdtype(a.dtype, jnp.inexact) and a.size:
-                ok = ok & jnp.all(jnp.isfinite(a))
-    return ok
-
-
-def _zero_threshold(y_dtype, mean_sq: jax.Array) -> jax.Array:
-    """Variance below which a signal is indistinguishable from rounding of the output."""
-    eps = float(jnp.finfo(y_dtype).eps)
-    tiny = float(jnp.finfo(mean_sq.dtype).tiny)
-    return (4.0 * eps) ** 2 * mean_sq + tiny
 
 
 def _bcast(u: jax.Array, ndim: int) -> jax.Array:
@@ -252,23 +246,6 @@ def orthogonal_kernel(key: jax.Array, name: str, kernel: jax.Array) -> jax.Array
     if kernel.ndim < 2:
         return kernel
     return lsuv_ready_orthogonal()(k, kernel.shape, kernel.dtype)
-
-
-def static_skip_row(name: str, reason: str) -> dict[str, Any]:
-    """The report row of a layer skipped before any computation."""
-    nan = jnp.float32(jnp.nan)
-    return dict(
-        path=name,
-        note=reason,
-        iterations=0,
-        scale=1.0,
-        var_before=nan,
-        var_after=nan,
-        mean_after=nan,
-        converged=False,
-        status=rep.SKIPPED,
-        units_skipped=0,
-    )
 
 
 def check_static(cfg: Config, site: Site) -> str | None:
@@ -313,60 +290,85 @@ def _pooled_stats(y: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _unit_stats(y: jax.Array, unit_ndim: int) -> tuple[jax.Array, jax.Array]:
     """Per-unit mean and variance over all leading axes (two passes, robust to offsets)."""
     red = tuple(range(y.ndim - unit_ndim))
-    mean_u = jnp.mean(y, axis=red)
-    var_u = jnp.mean(jnp.square(y - mean_u), axis=red)
-    return mean_u, var_u
+    mean_k = jnp.mean(y, axis=red, keepdims=True)
+    var_u = jnp.mean(jnp.square(y - mean_k), axis=red)
+    return mean_k.reshape(var_u.shape), var_u
 
 
-@dataclasses.dataclass
-class _Moments:
-    """Moments of ``y0 = z + B`` from its per-unit means/variances (``z`` the kernel part)."""
-
-    mean_u: jax.Array  # per-unit mean of y0
-    var_u: jax.Array  # per-unit variance of y0 (= of z)
-    b_u: jax.Array  # per-unit bias (zeros if none)
-    zbar_u: jax.Array  # per-unit mean of z
-    var_z: jax.Array  # pooled Var(z)            (the quadratic coefficient A)
-    cov_zb: jax.Array  # Cov_u(zbar, b)           (B)
-    var_b: jax.Array  # Var_u(b)                 (C)
-    mean_z: jax.Array
-    mean_b: jax.Array
-    mean_sq: jax.Array  # E[y0^2] (for the zero threshold)
-
-
-def _moments(yf: jax.Array, bias: jax.Array | None, unit_ndim: int) -> _Moments:
+# The six moments of a layer's output y0 = z + B (z: the kernel part, B: the bias broadcast over
+# the trailing unit axes), means over units u of: Var(y0_u), zbar_u, zbar_u^2, b_u, b_u^2,
+# zbar_u b_u. Everything the report needs for an affine layer follows from them.
+def _moments(yf: jax.Array, bias: jax.Array | None, unit_ndim: int):
     mean_u, var_u = _unit_stats(yf, unit_ndim)
     b_u = bias.astype(yf.dtype) if bias is not None else jnp.zeros_like(mean_u)
     zbar_u = mean_u - b_u
-    # One small reduction for all scalar moments (fewer kernels to compile).
-    stacked = jnp.stack([var_u, zbar_u, zbar_u * zbar_u, b_u, b_u * b_u, zbar_u * b_u])
-    e_var, e_z, e_z2, e_b, e_b2, e_zb = jnp.mean(stacked.reshape(6, -1), axis=1)
-    return _Moments(
-        mean_u=mean_u,
-        var_u=var_u,
-        b_u=b_u,
-        zbar_u=zbar_u,
-        var_z=e_var + jnp.maximum(e_z2 - e_z * e_z, 0.0),
-        cov_zb=e_zb - e_z * e_b,
-        var_b=jnp.maximum(e_b2 - e_b * e_b, 0.0),
-        mean_z=e_z,
-        mean_b=e_b,
-        mean_sq=e_var + e_z2 + 2.0 * e_zb + e_b2,
+    m6 = jnp.mean(
+        jnp.stack([var_u, zbar_u, zbar_u * zbar_u, b_u, b_u * b_u, zbar_u * b_u]).reshape(6, -1),
+        axis=1,
     )
+    return m6, mean_u, var_u, b_u, zbar_u
 
 
-def solve(cfg: Config, site: Site) -> Solution:
-    """Solves one site; see the module docstring."""
-    if cfg.per_unit:
-        return _solve_per_unit(cfg, site)
-    return _solve_lsuv(cfg, site)
+def _pooled_m6(var_y: jax.Array, mean_y: jax.Array) -> jax.Array:
+    """Moments of a layer treated as all kernel part (no separable bias)."""
+    z = jnp.zeros_like(var_y)
+    return jnp.stack([var_y, mean_y, mean_y * mean_y, z, z, z])
 
 
-def _while(cfg: Config, var_at, v0, ok, one, target):
+def _quad(m6: jax.Array):
+    """``(A, B, C, mean, E[y^2])``: pooled ``Var(s z + B) = A s^2 + 2 B s + C``."""
+    e_var, e_z, e_z2, e_b, e_b2, e_zb = (m6[..., i] for i in range(6))
+    a = e_var + jnp.maximum(e_z2 - e_z * e_z, 0.0)
+    b = e_zb - e_z * e_b
+    c = jnp.maximum(e_b2 - e_b * e_b, 0.0)
+    return a, b, c, e_z + e_b, e_var + e_z2 + 2.0 * e_zb + e_b2
+
+
+def _zero_threshold(eps, mean_sq: jax.Array) -> jax.Array:
+    """Variance below which a signal is indistinguishable from rounding of the output
+    (``eps``: the machine epsilon of the layer's output dtype)."""
+    return (4.0 * eps) ** 2 * mean_sq + float(jnp.finfo(jnp.float32).tiny)
+
+
+def _ok_closed(cfg: Config, m6, maxabs, eps, v0=None):
+    """Validity of a layer from its moments: (in_ok, out_ok, zero, ok, v0)."""
+    a, b, c, mean, mean_sq = _quad(m6)
+    if v0 is None:
+        v0 = a + 2.0 * b + c
+    thr = _zero_threshold(eps, mean_sq)
+    zero = (a <= thr) | (v0 <= thr)
+    in_ok = jnp.isfinite(maxabs)
+    out_ok = jnp.isfinite(v0) & jnp.isfinite(mean) & jnp.isfinite(a)
+    return in_ok, out_ok, zero, in_ok & out_ok & ~zero, v0
+
+
+def _closed_form_scale(cfg: Config, m6, ok, v0):
+    r"""The fixed point of the paper's loop for an affine layer, in one step.
+
+    The pooled variance at kernel scale :math:`s` is the quadratic
+    :math:`v(s) = A s^2 + 2 B s + C` (:math:`A = \mathrm{Var}(z)`,
+    :math:`B = \mathrm{Cov}_u(\bar z_u, b_u)`, :math:`C = \mathrm{Var}_u(b_u)`), so the fixed
+    point :math:`v(s) = \tau` of the loop is its positive root. With a zero (or constant) bias
+    this IS the paper's first step :math:`s = \sqrt{\tau / v_0}`, after which its loop stops.
+    If no positive root exists (the bias alone varies more than the target) one paper step is
+    taken and the layer is reported as not converged. Returns ``s`` (1 when nothing is done).
+    """
+    a, b, c, _, _ = _quad(m6)
+    c = c - cfg.target
+    disc = b * b - a * c
+    root = (jnp.sqrt(jnp.maximum(disc, 0.0)) - b) / a
+    has_root = (disc >= 0) & (root > 0) & jnp.isfinite(root)
+    step = jnp.sqrt(cfg.target / jnp.where(v0 > 0, v0, cfg.target))
+    go = ok & (jnp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
+    return jnp.where(go, jnp.where(has_root, root, step), 1.0)
+
+
+def _while(cfg: Config, var_at, v0, ok):
     """The paper's loop: ``s *= sqrt(target / v)`` while ``|v - target| >= tol``, bounded.
 
     ``var_at(s)`` is the measured variance at kernel scale ``s``. Returns ``(iterations, s)``.
     """
+    target = jnp.asarray(cfg.target, v0.dtype)
 
     def cond(c):
         i, _, v = c
@@ -378,203 +380,249 @@ def _while(cfg: Config, var_at, v0, ok, one, target):
         s = s * jnp.sqrt(target / v)
         return i + 1, s, var_at(s)
 
-    i, s, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), one, v0))
+    init = (jnp.asarray(0, jnp.int32), jnp.ones((), v0.dtype), v0)
+    i, s, _ = jax.lax.while_loop(cond, body, init)
     return i, s
 
 
-def _closed_form_scale(cfg: Config, m: _Moments, v0, ok, target):
-    r"""The fixed point of the paper's loop for an affine layer, in one step.
+def _closes(cfg: Config, site: Site) -> bool:
+    """Whether the corrected output is computed in closed form (else the layer is re-run)."""
+    return site.affine and (
+        site.run is None or (not cfg.exact and _full_precision(site.y0.dtype, site.kernel.dtype))
+    )
 
-    The pooled variance at kernel scale :math:`s` is the quadratic
-    :math:`v(s) = A s^2 + 2 B s + C` (:math:`A = \mathrm{Var}(z)`, :math:`B = \mathrm{Cov}_u(
-    \bar z_u, b_u)`, :math:`C = \mathrm{Var}_u(b_u)`), so the loop's fixed point
-    :math:`v(s) = \tau` is its positive root. With zero (or constant) bias this is exactly the
-    paper's first step :math:`s = \sqrt{\tau / v_0}`, after which the loop stops. If no positive
-    root exists (the bias alone varies more than the target) one paper step is taken and the
-    layer is reported as not converged.
-    """
-    a, b, c = m.var_z, m.cov_zb, m.var_b - target
-    disc = b * b - a * c
-    sq = jnp.sqrt(jnp.maximum(disc, 0.0))
-    root = jnp.where(b >= 0, -c / (b + sq), (sq - b) / a)  # numerically stable branch
-    has_root = (disc >= 0) & (root > 0) & jnp.isfinite(root)
-    go = ok & (jnp.abs(v0 - target) >= cfg.tol) & (cfg.max_iters > 0)
-    s = jnp.where(has_root, root, jnp.sqrt(target / jnp.where(v0 > 0, v0, target)))
-    one = jnp.ones((), v0.dtype)
-    return jnp.where(go, s, one), go.astype(jnp.int32)
+
+def _max_abs(tree: Any) -> jax.Array:
+    """max |x| over the floating leaves: finite iff every entry is (NaN propagates)."""
+    out = jnp.zeros((), jnp.float32)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            a = jnp.asarray(leaf)
+            if jnp.issubdtype(a.dtype, jnp.inexact) and a.size:
+                out = jnp.maximum(out, jnp.max(jnp.abs(a)).astype(jnp.float32))
+    return out
+
+
+def solve(cfg: Config, site: Site) -> Solution:
+    """Solves one site; see the module docstring."""
+    if cfg.per_unit:
+        return _solve_per_unit(cfg, site)
+    return _solve_lsuv(cfg, site)
 
 
 def _solve_lsuv(cfg: Config, site: Site) -> Solution:
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
-    target = jnp.asarray(cfg.target, sd)
-    one = jnp.ones((), sd)
-    in_ok = _all_finite(site.inputs)
-    affine = site.affine
-    nu = site.unit_ndim
-    after = None
+    eps = float(jnp.finfo(y0.dtype).eps)
+    maxabs = _max_abs(site.inputs)
+    rec: dict[str, Any] = {"maxabs": maxabs}
+    center = cfg.center and b0 is not None
+    closed = _closes(cfg, site)
 
-    if affine:
-        m = _moments(yf, b0, nu)
-        thr = _zero_threshold(y0.dtype, m.mean_sq)
-        zero = m.var_z <= thr
-        mean_y = m.mean_z + m.mean_b
+    if site.affine:
+        m6, _, _, b_u, _ = _moments(yf, b0, site.unit_ndim)
+        rec["m6"] = m6
         if cfg.measure == "pre":
-            v0 = m.var_z + 2.0 * m.cov_zb + m.var_b
-        else:
+            _, _, _, ok, v0 = _ok_closed(cfg, m6, maxabs, eps)
+            s = _closed_form_scale(cfg, m6, ok, v0)
+        else:  # the paper's loop, one elementwise pass per iteration; no re-run
             v0 = _pooled_stats(_measure(cfg, yf))[0]
-            zero = zero | (v0 <= thr)
-        out_ok = jnp.isfinite(v0) & jnp.isfinite(mean_y) & jnp.isfinite(m.var_z)
-        ok = in_ok & out_ok & ~zero
-        if cfg.measure == "pre":
-            s, iters = _closed_form_scale(cfg, m, v0, ok, target)
-        else:  # one elementwise pass per iteration; the layer is not re-run
-            bb = _bcast(m.b_u, yf.ndim)
+            _, _, _, ok, _ = _ok_closed(cfg, m6, maxabs, eps, v0)
+            bb = _bcast(b_u, yf.ndim)
             zf = yf - bb
-
-            def var_at(s):
-                return _pooled_stats(_measure(cfg, s * zf + bb))[0]
-
-            iters, s = _while(cfg, var_at, v0, ok, one, target)
+            rec["iters"], s = _while(
+                cfg, lambda s: _pooled_stats(_measure(cfg, s * zf + bb))[0], v0, ok
+            )
+            rec["v0"] = v0
     else:
         var_y, mean_y = _pooled_stats(yf)
-        thr = _zero_threshold(y0.dtype, var_y + mean_y**2)
+        rec["m6"] = m6 = _pooled_m6(var_y, mean_y)
         v0 = _pooled_stats(_measure(cfg, yf))[0] if cfg.measure == "post" else var_y
-        zero = (var_y <= thr) | (v0 <= thr)
-        out_ok = jnp.isfinite(v0) & jnp.isfinite(mean_y) & jnp.isfinite(var_y)
-        ok = in_ok & out_ok & ~zero
+        _, _, _, ok, _ = _ok_closed(cfg, m6, maxabs, eps, v0)
 
         def var_at(s):
             y = site.run(_scale_param(k0, s), b0).astype(sd)
             return _pooled_stats(_measure(cfg, y))[0]
 
-        iters, s = _while(cfg, var_at, v0, ok, one, target)
+        rec["iters"], s = _while(cfg, var_at, v0, ok)
+        rec["v0"] = v0
 
     ok = ok & jnp.isfinite(s) & (s > 0)
-    s = jnp.where(ok, s, one)
-    iters = jnp.where(ok, iters, 0)
+    s = jnp.where(ok, s, 1.0).astype(sd)
+    rec["s"] = s
     kernel = _scale_param(k0, s)
-
-    bias = b0
     shift = jnp.zeros((), sd)
-    if cfg.center and b0 is not None:
-        if affine:
-            mean_s = s * m.mean_z + m.mean_b
+    if center:
+        if site.affine:
+            e = m6
+            mean_s = s * e[1] + e[3]
         else:
             mean_s = jnp.mean(site.run(kernel, b0).astype(sd))
         shift = jnp.where(ok & jnp.isfinite(mean_s), mean_s, shift)
-        bias = (b0.astype(sd) - shift).astype(b0.dtype)
-
+        rec["shift"] = shift
+    bias = (b0.astype(sd) - shift).astype(b0.dtype) if center else b0
     y = None
-    if affine and (site.run is None or (not cfg.exact and _full_precision(y0.dtype, k0.dtype))):
-        bb = _bcast(m.b_u, yf.ndim)
-        y = jnp.where(ok, (s * (yf - bb) + bb - shift).astype(y0.dtype), y0)
-        if cfg.measure == "pre":  # statistics of that output, in closed form
-            var_after = m.var_z * s * s + 2.0 * m.cov_zb * s + m.var_b
-            after = (var_after, s * m.mean_z + m.mean_b - shift)
-
-    status = jnp.where(
-        ~in_ok,
-        rep.NONFINITE_INPUT,
-        jnp.where(~out_ok, rep.NONFINITE_OUTPUT, jnp.where(zero, rep.ZERO_VARIANCE, rep.OK)),
-    )
-    fields = dict(
-        path=site.name,
-        note="",
-        iterations=iters,
-        scale=s,
-        var_before=v0,
-        status=status,
-        units_skipped=0,
-    )
-    return Solution(kernel=kernel, bias=bias, y=y, fields=fields, ok=ok, after=after)
+    if closed:
+        bb = _bcast(b_u, yf.ndim)
+        y_new = s * (yf - bb) + bb
+        if center:
+            y_new = y_new - shift
+        y = jnp.where(ok, y_new.astype(y0.dtype), y0)
+    return Solution(kernel=kernel, bias=bias, y=y, rec=rec, closed=closed and cfg.measure == "pre")
 
 
 def _solve_per_unit(cfg: Config, site: Site) -> Solution:
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
-    target = jnp.asarray(cfg.target, sd)
-    in_ok = _all_finite(site.inputs)
-
-    m = _moments(yf, b0, site.unit_ndim)
-    zero_u = m.var_u <= _zero_threshold(y0.dtype, m.var_u + m.mean_u**2)
-    out_ok = jnp.all(jnp.isfinite(m.mean_u)) & jnp.all(jnp.isfinite(m.var_u))
+    eps = float(jnp.finfo(y0.dtype).eps)
+    maxabs = _max_abs(site.inputs)
+    m6, mean_u, var_u, b_u, zbar_u = _moments(yf, b0, site.unit_ndim)
+    zero_u = var_u <= _zero_threshold(eps, var_u + mean_u**2)
+    in_ok = jnp.isfinite(maxabs)
+    out_ok = jnp.all(jnp.isfinite(mean_u)) & jnp.all(jnp.isfinite(var_u))
     ok = in_ok & out_ok & ~jnp.all(zero_u)
     live = ok & ~zero_u
-    one = jnp.ones((), sd)
-    c_u = jnp.where(live, jnp.sqrt(target / jnp.where(zero_u, one, m.var_u)), one)
-    kernel = _scale_param(k0, c_u)
-    bias = b0
-    new_b = m.b_u
+    c_u = jnp.where(live, jnp.sqrt(cfg.target / jnp.where(zero_u, 1.0, var_u)), 1.0).astype(sd)
+    new_b = b_u
     if b0 is not None:
-        new_b = jnp.where(live, cfg.target_mean - c_u * m.zbar_u, m.b_u)
-        bias = new_b.astype(b0.dtype)
-
-    y = None
-    after = None
-    if site.run is None or (not cfg.exact and _full_precision(y0.dtype, k0.dtype)):
-        bb = _bcast(m.b_u, yf.ndim)
-        y = (_bcast(c_u, yf.ndim) * (yf - bb) + _bcast(new_b, yf.ndim)).astype(y0.dtype)
-        y = jnp.where(ok, y, y0)
-        after = (c_u * c_u * m.var_u, c_u * m.zbar_u + new_b)  # per-unit var and mean
-
-    v0 = m.var_z + 2.0 * m.cov_zb + m.var_b
-    status = jnp.where(
-        ~in_ok,
-        rep.NONFINITE_INPUT,
-        jnp.where(~out_ok, rep.NONFINITE_OUTPUT, jnp.where(ok, rep.OK, rep.ZERO_VARIANCE)),
-    )
-    fields = dict(
-        path=site.name,
-        note="",
-        iterations=jnp.where(ok, 1, 0),
+        new_b = jnp.where(live, cfg.target_mean - c_u * zbar_u, b_u)
+    kernel = _scale_param(k0, c_u)
+    bias = new_b.astype(b0.dtype) if b0 is not None else None
+    closed = _closes(cfg, site)
+    rec = dict(
+        maxabs=maxabs,
+        m6=m6,
+        ok=ok,
+        live=live,
         scale=jnp.sqrt(jnp.mean(jnp.square(c_u))),
-        var_before=v0,
-        status=status,
         units_skipped=jnp.where(in_ok & out_ok, jnp.sum(zero_u), 0),
     )
-    fields["_live"] = live
-    return Solution(kernel=kernel, bias=bias, y=y, fields=fields, ok=ok, after=after)
+    y = None
+    if closed:
+        bb = _bcast(b_u, yf.ndim)
+        y = (_bcast(c_u, yf.ndim) * (yf - bb) + _bcast(new_b, yf.ndim)).astype(y0.dtype)
+        y = jnp.where(ok, y, y0)
+        rec["after_u"] = (c_u * c_u * var_u, c_u * zbar_u + new_b)  # per-unit var and mean
+    return Solution(kernel=kernel, bias=bias, y=y, rec=rec, closed=closed)
+
+
+def _unit_summary(cfg: Config, var_u, mean_u, live, has_bias: bool):
+    """Pooled variance and mean, and whether every live unit meets both targets."""
+    var_after = jnp.mean(var_u) + jnp.mean(jnp.square(mean_u - jnp.mean(mean_u)))
+    mean_after = jnp.mean(mean_u)
+    good = jnp.all(jnp.where(live, jnp.abs(var_u - cfg.target), 0.0) < cfg.tol)
+    if has_bias:
+        good = good & jnp.all(jnp.where(live, jnp.abs(mean_u - cfg.target_mean), 0.0) < cfg.tol)
+    return var_after, mean_after, good
 
 
 def finish(cfg: Config, site: Site, sol: Solution, y: jax.Array) -> dict[str, Any]:
-    """Final statistics of the corrected output ``y`` (the tensor passed to later layers).
+    """The record of a solved layer, completed with the statistics of its corrected output.
 
-    When ``y`` was computed by the solver as the affine map ``c (y0 - B) + B'`` of the measured
-    output, its moments follow exactly from the per-unit moments of ``y0`` (no extra pass);
-    otherwise they are measured on ``y``.
+    When ``y`` is the solver's closed-form output ``c (y0 - B) + B'``, its moments follow exactly
+    from those of ``y0`` (no pass over ``y``); otherwise (re-run layers, ``measure="post"``) they
+    are measured on ``y`` here.
     """
+    rec = dict(sol.rec)
     sd = _stat_dtype(y.dtype)
-    fields = dict(sol.fields)
-    closed = sol.after is not None and y is sol.y
     if cfg.per_unit:
-        live = fields.pop("_live")
-        if closed:
-            var_u, mean_u = sol.after
+        if sol.closed and y is sol.y:
+            var_u, mean_u = rec.pop("after_u")
         else:
+            rec.pop("after_u", None)
             mean_u, var_u = _unit_stats(y.astype(sd), site.unit_ndim)
-        var_after = jnp.mean(var_u) + jnp.mean(jnp.square(mean_u - jnp.mean(mean_u)))
-        mean_after = jnp.mean(mean_u)
-        dv = jnp.where(live, jnp.abs(var_u - cfg.target), 0.0)
-        good = jnp.all(dv < cfg.tol)
-        if site.bias is not None:
-            dm = jnp.where(live, jnp.abs(mean_u - cfg.target_mean), 0.0)
-            good = good & jnp.all(dm < cfg.tol)
-        converged = sol.ok & good
-    else:
-        if closed:
-            var_after, mean_after = sol.after
-        else:
-            var_after, mean_after = _pooled_stats(_measure(cfg, y.astype(sd)))
-        converged = sol.ok & (jnp.abs(var_after - cfg.target) < cfg.tol)
-    bad_after = ~(jnp.isfinite(var_after) & jnp.isfinite(mean_after))
-    fields["status"] = jnp.where(
-        (fields["status"] == rep.OK) & bad_after, rep.NONFINITE_OUTPUT, fields["status"]
+        va, ma, good = _unit_summary(cfg, var_u, mean_u, rec.pop("live"), site.bias is not None)
+        rec.update(var_after=va, mean_after=ma, good=good)
+    elif not (sol.closed and y is sol.y):
+        rec["var_after"], rec["mean_after"] = _pooled_stats(_measure(cfg, y.astype(sd)))
+    return dict(path=site.name, note="", rec=rec, eps=float(jnp.finfo(site.y0.dtype).eps))
+
+
+def static_skip_row(name: str, reason: str) -> dict[str, Any]:
+    """The report row of a layer skipped before any computation."""
+    return dict(path=name, note=reason, rec=None, eps=1.0)
+
+
+def _stack(rows, key, default, dtype=jnp.float32):
+    vals = [
+        jnp.asarray(r["rec"][key]).astype(dtype)
+        if r["rec"] is not None and key in r["rec"]
+        else jnp.asarray(default, dtype)
+        for r in rows
+    ]
+    return jnp.stack(vals)
+
+
+def report_table(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, jax.Array]:
+    """The report's per-layer arrays, computed for all layers at once from their records."""
+    n = len(rows)
+    f32 = jnp.float32
+    if n == 0:
+        return {k: jnp.zeros((0,), f32) for k in rep.ARRAY_FIELDS}
+    done = np.array([r["rec"] is not None for r in rows])
+    m6 = jnp.stack(
+        [r["rec"]["m6"].astype(f32) if r["rec"] is not None else jnp.zeros(6, f32) for r in rows]
     )
-    fields.update(var_after=var_after, mean_after=mean_after, converged=converged & ~bad_after)
-    return fields
+    maxabs = _stack(rows, "maxabs", 0.0)
+    eps = jnp.asarray([r["eps"] for r in rows], f32)
+    has_v0 = np.array([r["rec"] is not None and "v0" in r["rec"] for r in rows])
+    v0_meas = _stack(rows, "v0", np.nan)
+    a, b, c, mean, mean_sq = _quad(m6)
+    v0 = jnp.where(has_v0, v0_meas, a + 2.0 * b + c)
+    thr = _zero_threshold(eps, mean_sq)
+    zero = (a <= thr) | (v0 <= thr)
+    in_ok = jnp.isfinite(maxabs)
+    out_ok = jnp.isfinite(v0) & jnp.isfinite(mean) & jnp.isfinite(a)
+    if cfg.per_unit:
+        ok = _stack(rows, "ok", False, jnp.bool_)
+        scale = _stack(rows, "scale", 1.0)
+        iters = ok.astype(jnp.int32)
+        units = _stack(rows, "units_skipped", 0, jnp.int32)
+        zero = ~ok & in_ok & out_ok
+        good = _stack(rows, "good", False, jnp.bool_)
+        var_after = _stack(rows, "var_after", np.nan)
+        mean_after = _stack(rows, "mean_after", np.nan)
+    else:
+        scale = _stack(rows, "s", 1.0)
+        ok = in_ok & out_ok & ~zero & jnp.isfinite(scale) & (scale > 0)
+        has_it = np.array([r["rec"] is not None and "iters" in r["rec"] for r in rows])
+        go = ok & (jnp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
+        iters = jnp.where(has_it, _stack(rows, "iters", 0, jnp.int32), go.astype(jnp.int32))
+        iters = jnp.where(ok, iters, 0)
+        units = jnp.zeros((n,), jnp.int32)
+        has_after = np.array([r["rec"] is not None and "var_after" in r["rec"] for r in rows])
+        shift = _stack(rows, "shift", 0.0)
+        var_after = jnp.where(
+            has_after, _stack(rows, "var_after", np.nan), a * scale * scale + 2.0 * b * scale + c
+        )
+        mean_after = jnp.where(
+            has_after, _stack(rows, "mean_after", np.nan), scale * (mean - m6[:, 3]) + m6[:, 3]
+        ) - jnp.where(has_after, 0.0, shift)
+        good = jnp.abs(var_after - cfg.target) < cfg.tol
+    bad_after = ~(jnp.isfinite(var_after) & jnp.isfinite(mean_after))
+    status = jnp.where(
+        ~in_ok,
+        rep.NONFINITE_INPUT,
+        jnp.where(
+            ~out_ok | (ok & bad_after),
+            rep.NONFINITE_OUTPUT,
+            jnp.where(zero, rep.ZERO_VARIANCE, rep.OK),
+        ),
+    )
+    nan = jnp.full((n,), jnp.nan, f32)
+    table = dict(
+        iterations=jnp.where(done, iters, 0),
+        scale=jnp.where(done, jnp.where(ok | cfg.per_unit, scale, 1.0), 1.0),
+        var_before=jnp.where(done, v0, nan),
+        var_after=jnp.where(done, var_after, nan),
+        mean_after=jnp.where(done, mean_after, nan),
+        converged=jnp.where(done, ok & good & ~bad_after, False),
+        status=jnp.where(done, status, rep.SKIPPED),
+        units_skipped=jnp.where(done, units, 0),
+    )
+    return table
 
 
 def current_trace() -> Any:
@@ -583,10 +631,10 @@ def current_trace() -> Any:
 
 
 class Recorder:
-    """Collects report rows and parameter updates while the forward pass is traced.
+    """Collects per-layer records and parameter updates while the forward pass is traced.
 
-    Adapters call :meth:`layer` for each selected layer; it returns what the adapter must write
-    back and the output to continue with. Layers met again (weight sharing) are not re-solved.
+    Adapters call :meth:`solve` then :meth:`finish` for each selected layer met at the top level
+    of the pass. Layers met again (weight sharing) are not re-solved.
     """
 
     def __init__(self, cfg: Config, orthogonal_key: jax.Array | None):
@@ -595,7 +643,6 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self.updates: dict[tuple, jax.Array] = {}
         self.done: set[str] = set()
-        self.seen_inner: set[str] = set()
         self.trace = current_trace()
         self.passthrough = 0
 
@@ -609,16 +656,10 @@ class Recorder:
 
     def skip_inner(self, name: str) -> None:
         """A selected layer reached inside a lifted transform (nn.scan, nn.remat, ...)."""
-        if name in self.done or name in self.seen_inner:
-            return
-        self.seen_inner.add(name)
-        self.done.add(name)
-        self.rows.append(
-            static_skip_row(
-                name,
-                "called inside a lifted transform (scan/remat/vmap); LSUV cannot rescale it "
-                "there. Wrap recurrent cells in nn.RNN, or run lsuv on the inner module",
-            )
+        self.skip(
+            name,
+            "called inside a lifted transform (scan/remat/vmap); LSUV cannot rescale it there. "
+            "Wrap recurrent cells in nn.RNN, or run lsuv on the inner module",
         )
 
     def initial_kernel(self, name: str, kernel: jax.Array) -> jax.Array:
@@ -627,7 +668,7 @@ class Recorder:
         return kernel
 
     def solve(self, site: Site) -> Solution | None:
-        """Static checks then the loop; ``None`` means the layer was skipped statically."""
+        """Static checks then the solve; ``None`` means the layer was skipped statically."""
         self.done.add(site.name)
         reason = check_static(self.cfg, site)
         if reason is not None:
@@ -646,4 +687,4 @@ class Recorder:
             tol=self.cfg.tol,
             on_zero_variance=self.cfg.on_zero_variance,
         )
-        return rep.stack_rows(meta, self.rows)
+        return rep.make_report(meta, self.rows, report_table(self.cfg, self.rows))

@@ -215,7 +215,9 @@ class _Pass:
             and params[g]["kernel"].shape[0] == x.shape[-1]
         ]
         names = {g: f"{cell_name}/{g}" for g in gates}
-        todo = [g for g in gates if self.rec.cfg.selects(names[g]) and names[g] not in self.rec.done]
+        todo = [
+            g for g in gates if self.rec.cfg.selects(names[g]) and names[g] not in self.rec.done
+        ]
         if not gates and self.rec.cfg.selects(cell_name) and cell_name not in self.rec.done:
             self.rec.skip(cell_name, f"no input projections recognised in {type(cell).__name__}")
         if todo and not self.rec.at_outer_trace():

@@ -36,7 +36,7 @@ STATUS_NAMES = {
     NONFINITE_OUTPUT: "non-finite output",
 }
 
-_ARRAY_FIELDS = (
+ARRAY_FIELDS = (
     "iterations",
     "scale",
     "var_before",
@@ -136,7 +136,9 @@ class LSUVReport:
             for i, path in enumerate(self.paths):
                 st = int(status[member + (i,)])
                 if st == NONFINITE_INPUT:
-                    first = "the input batch" if i == 0 else f"between layer {self.paths[i - 1]!r} and"
+                    first = (
+                        "the input batch" if i == 0 else f"between layer {self.paths[i - 1]!r} and"
+                    )
                     msgs.append(
                         f"non-finite values (NaN/inf) first appear in the input of layer {path!r}"
                         f"{where}: they come from {first} this layer."
@@ -189,7 +191,7 @@ class LSUVReport:
         """Flat ``{"<method>/<path>/<stat>": value}`` dict (nanodo-style metrics)."""
         out: dict[str, Any] = {}
         for i, path in enumerate(self.paths):
-            for name in _ARRAY_FIELDS:
+            for name in ARRAY_FIELDS:
                 out[f"{self.method}/{path}/{name}"] = np.asarray(getattr(self, name))[..., i]
         return out
 
@@ -199,7 +201,7 @@ class LSUVReport:
         rows = []
         for i, path in enumerate(self.paths):
             row: dict[str, Any] = {"path": path}
-            for name in _ARRAY_FIELDS:
+            for name in ARRAY_FIELDS:
                 v = np.asarray(getattr(self, name)).reshape(-1, len(self.paths))[0, i]
                 row[name] = v.item()
             row["status"] = STATUS_NAMES[int(row["status"])]
@@ -217,10 +219,11 @@ class LSUVReport:
         lines = [head]
         for r in self.rows():
             status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-            lines.append(
-                f"{r['path']:<32} {r['iterations']:>5d} {r['scale']:>9.4g} {r['var_before']:>11.4g} "
-                f"{r['var_after']:>10.4g} {r['mean_after']:>10.4g} {str(r['converged']):>5}  {status}"
+            nums = (
+                f"{r['iterations']:>5d} {r['scale']:>9.4g} {r['var_before']:>11.4g} "
+                f"{r['var_after']:>10.4g} {r['mean_after']:>10.4g} {str(r['converged']):>5}"
             )
+            lines.append(f"{r['path']:<32} {nums}  {status}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -229,28 +232,22 @@ class LSUVReport:
 
 jax.tree_util.register_dataclass(
     LSUVReport,
-    data_fields=list(_ARRAY_FIELDS),
+    data_fields=list(ARRAY_FIELDS),
     meta_fields=["method", "measured", "target", "tol", "on_zero_variance", "paths", "notes"],
 )
 
 
-def stack_rows(meta: Mapping[str, Any], rows: list[dict[str, Any]]) -> LSUVReport:
-    """Builds a report from per-layer rows of scalar arrays (inside the traced pass)."""
+def make_report(meta: Mapping[str, Any], rows: list[dict[str, Any]], table) -> LSUVReport:
+    """Builds a report from the rows' static parts and the per-layer arrays in ``table``."""
     import jax.numpy as jnp
 
-    fields: dict[str, Any] = {}
     dtypes = {
         "iterations": jnp.int32,
         "status": jnp.int32,
         "units_skipped": jnp.int32,
         "converged": jnp.bool_,
     }
-    for name in _ARRAY_FIELDS:
-        dt = dtypes.get(name, jnp.float32)
-        if rows:
-            fields[name] = jnp.stack([jnp.asarray(r[name]).astype(dt) for r in rows])
-        else:
-            fields[name] = jnp.zeros((0,), dt)
+    fields = {k: jnp.asarray(table[k]).astype(dtypes.get(k, jnp.float32)) for k in ARRAY_FIELDS}
     return LSUVReport(
         paths=tuple(r["path"] for r in rows),
         notes=tuple(r["note"] for r in rows),

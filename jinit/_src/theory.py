@@ -88,19 +88,31 @@ def activation_fn(activation: Activation, **kwargs: Any) -> Callable[[jax.Array]
     Raises:
       ValueError: for an unknown name (the message lists the known ones).
     """
-    if callable(activation):
-        return functools.partial(activation, **kwargs) if kwargs else activation
-    if activation not in _ACTIVATIONS:
+    if not callable(activation) and activation not in _ACTIVATIONS:
         raise ValueError(
             f"unknown activation {activation!r}; known names: {sorted(_ACTIVATIONS)}, "
             "or pass an elementwise callable"
         )
-    fn = _ACTIVATIONS[activation]
-    return functools.partial(fn, **kwargs) if kwargs else fn
+    fn = activation if callable(activation) else _ACTIVATIONS[activation]
+    return _bind(fn, tuple(sorted(kwargs.items()))) if kwargs else fn
 
 
-def _derivative(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
-    """Elementwise derivative of an elementwise function (one forward-mode pass)."""
+@functools.lru_cache(maxsize=256)
+def _bind(fn, kwargs):
+    # One object per (function, keywords), so the jitted functions here, which take the
+    # activation as a static argument, compile once per activation rather than once per call.
+    return functools.partial(fn, **dict(kwargs))
+
+
+def derivative(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """Elementwise derivative phi' of an elementwise function (one forward-mode pass).
+
+    Args:
+      fn: elementwise function.
+
+    Returns:
+      A function computing ``fn'(x)`` elementwise.
+    """
     return lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),))[1]
 
 
@@ -348,7 +360,7 @@ def chi_1(activation: Activation, sigma_w, sigma_b=0.0, *, q=None, num_points: i
     phi = activation_fn(activation)
     if q is None:
         q = q_star(phi, sigma_w, sigma_b, num_points=num_points)
-    dphi = _derivative(phi)
+    dphi = derivative(phi)
     return sigma_w**2 * gaussian_expectation(lambda u: dphi(u) ** 2, q, num_points=num_points)
 
 
@@ -422,8 +434,8 @@ def mean_field(activation: Activation, sigma_w, sigma_b=0.0) -> dict[str, jax.Ar
       arXiv:1611.01232, 2017.
     """
     phi = activation_fn(activation)
-    dphi = _derivative(phi)
-    d2phi = _derivative(dphi)
+    dphi = derivative(phi)
+    d2phi = derivative(dphi)
     qs = q_star(phi, sigma_w, sigma_b)
     x1 = chi_1(phi, sigma_w, sigma_b, q=qs)
     cs = c_star(phi, sigma_w, sigma_b, q=qs)
@@ -530,7 +542,7 @@ def critical_point(
       dynamical isometry. arXiv:1711.04735, 2017.
     """
     phi = activation_fn(activation)
-    dphi = _derivative(phi)
+    dphi = derivative(phi)
     sigma_b = jnp.asarray(sigma_b, jnp.result_type(sigma_b, jnp.float32))
 
     def s_of(q):
@@ -631,7 +643,14 @@ def simulate(
     """
     phi = activation_fn(activation)
     params = random_mlp.init_mlp(
-        key, x.shape[-1], width, depth, sigma_w=sigma_w, sigma_b=sigma_b, weights=weights
+        key,
+        x.shape[-1],
+        width,
+        depth,
+        sigma_w=sigma_w,
+        sigma_b=sigma_b,
+        weights=weights,
+        dtype=x.dtype,
     )
     pre = random_mlp.preactivations(params, x, phi)
     q = jnp.mean(pre**2, axis=-1)

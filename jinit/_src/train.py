@@ -5,6 +5,9 @@ The contract, written once (optax-style):
 * ``loss_fn(params, batch) -> (loss, metrics)``: a scalar loss and a dict of scalar metrics
   for one batch; pure.
 * ``metric_fn(params, batch) -> dict[str, Array(B)]``: per-example metrics for evaluation.
+* Models with non-trained state (BatchNorm running statistics) keep it in
+  ``TrainState.model_state``; then ``loss_fn(params, batch, model_state) -> (loss, (metrics,
+  new_model_state))`` and ``metric_fn(params, batch, model_state)``.
 * A *batch* is any pytree of arrays whose leading axis is the example axis; the training data
   lives on the device and batches are gathered by index inside the compiled program, so one
   call runs ``steps_per_call`` optimizer steps with no host round trip.
@@ -35,25 +38,34 @@ MetricFn = Callable[[PyTree, PyTree], Mapping[str, jax.Array]]
 
 
 class TrainState(NamedTuple):
-    """Parameters and optimizer state; with a sweep each leaf has a leading model axis."""
+    """Parameters, optimizer state and (optional) non-trained model state such as BatchNorm
+    running statistics; with a sweep each leaf has a leading model axis."""
 
     params: PyTree
     opt_state: PyTree
+    model_state: PyTree = None
 
 
-def init_state(params: PyTree, optimizer: optax.GradientTransformation) -> TrainState:
-    """``TrainState(params, optimizer.init(params))``; vmap it over a stack of params."""
-    return TrainState(params, optimizer.init(params))
+def init_state(
+    params: PyTree, optimizer: optax.GradientTransformation, model_state: PyTree = None
+) -> TrainState:
+    """``TrainState(params, optimizer.init(params), model_state)``; vmap it over stacked params."""
+    return TrainState(params, optimizer.init(params), model_state)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
     """Returns the pure step ``(state, batch) -> (state, metrics)`` (``metrics`` has ``loss``)."""
 
     def step(state: TrainState, batch: PyTree):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if state.model_state is None:
+            (loss, metrics), grads = grad_fn(state.params, batch)
+            model_state = None
+        else:
+            (loss, (metrics, model_state)), grads = grad_fn(state.params, batch, state.model_state)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state), {"loss": loss, **metrics}
+        return TrainState(params, opt_state, model_state), {"loss": loss, **metrics}
 
     return step
 
@@ -81,7 +93,9 @@ def make_train_chunk(loss_fn: LossFn, optimizer: optax.GradientTransformation):
 
 
 def make_evaluate(metric_fn: MetricFn, batch_size: int):
-    """Returns ``evaluate(params, data) -> dict`` of example-weighted means over ``data``.
+    """Returns ``evaluate(state, data) -> dict`` of example-weighted means over ``data``.
+
+    ``state`` is a :class:`TrainState` (its params and model_state are used) or bare params.
 
     The data are split into ``ceil(n / batch_size)`` batches scanned inside one program; the
     last batch is padded and the padding masked out, so every example counts exactly once.
@@ -89,7 +103,15 @@ def make_evaluate(metric_fn: MetricFn, batch_size: int):
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-    def evaluate(params, data):
+    def evaluate(state, data):
+        if isinstance(state, TrainState):
+            args = (state.params,) if state.model_state is None else (state.params, state.model_state)
+        else:
+            args = (state,)
+
+        def metrics_of(batch):
+            return metric_fn(args[0], batch, *args[1:])
+
         n = jax.tree.leaves(data)[0].shape[0]
         nb = math.ceil(n / batch_size)
         pad = nb * batch_size - n
@@ -103,12 +125,12 @@ def make_evaluate(metric_fn: MetricFn, batch_size: int):
 
         def body(total, xs):
             batch, m = xs
-            per_example = metric_fn(params, batch)
+            per_example = metrics_of(batch)
             return jax.tree.map(lambda t, v: t + jnp.sum(v.astype(jnp.float32) * m), total, per_example), None
 
         zero = jax.tree.map(
             lambda s: jnp.zeros((), jnp.float32),
-            jax.eval_shape(metric_fn, params, jax.tree.map(lambda a: a[0], padded)),
+            jax.eval_shape(metrics_of, jax.tree.map(lambda a: a[0], padded)),
         )
         total, _ = jax.lax.scan(body, zero, (padded, mask))
         return jax.tree.map(lambda t: t / n, total)
@@ -224,7 +246,7 @@ def fit(
         train_m = {k: np.asarray(jnp.concatenate([p[k] for p in parts], axis=-1).mean(-1)) for k in parts[0]}
         val_m = None
         if val_data is not None:
-            val_m = jax.tree.map(np.asarray, progs["evaluate"](state.params, val_data))
+            val_m = jax.tree.map(np.asarray, progs["evaluate"](state, val_data))
         if bar is not None:
             if val_m:
                 bar.set_postfix({f"val_{k}": f"{float(np.mean(v)):.4f}" for k, v in val_m.items()})

@@ -1,0 +1,171 @@
+"""The CIFAR-10 CNN initialization study: glorot, He, random normal, orthogonal, LSUV and zeros.
+
+Conv(32, 3x3, relu) -> MaxPool -> Conv(64, 3x3, relu) -> MaxPool -> Dense(64, relu) ->
+Dense(10, softmax), as in the Keras seed study: Adam (lr 1e-3), batch 32, 5 epochs, the last 20%
+of the training set held out for validation, test accuracy on the 10,000 test images. Every
+(initializer, seed) pair is one model of one vmapped program; the initializer is applied to
+every Conv and Dense kernel (biases zero).
+
+    python experiments/cifar10_cnn.py --data-dir ../shared/data
+    python experiments/cifar10_cnn.py --data-dir ../shared/data --quick
+
+Writes ``results.json`` and ``val_accuracy.png`` to ``--out`` (default ``runs/cifar10_cnn``);
+resumes from its last finished epoch when restarted with the same arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jinit  # noqa: E402
+from experiments import common  # noqa: E402
+from experiments.data import cifar10  # noqa: E402
+from experiments.models import CifarCNN  # noqa: E402
+
+INITIALIZERS = {
+    "glorot_uniform": jinit.glorot_uniform(),
+    "he_normal": jinit.he_normal(),
+    "random_normal": jinit.normal(0.05),  # Keras RandomNormal(stddev=0.05)
+    "orthogonal": jinit.orthogonal(),
+    "lsuv": jinit.lsuv_ready_orthogonal(),  # + jinit.lsuv on one training batch
+    "zeros": jinit.zeros(),
+}
+DEFAULT_INITS = tuple(INITIALIZERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    inits: tuple[str, ...] = DEFAULT_INITS
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    adam_eps: float = 1e-7  # Keras's Adam epsilon
+    validation_split: float = 0.2
+    train_limit: int | None = None
+    test_limit: int | None = None
+    steps_per_call: int = 50
+    eval_batch_size: int = 500
+    lsuv_batch_size: int = 256
+    conv_impl: str = "auto"  # im2col on CPU, XLA's convolution elsewhere
+
+
+def conv_impl(cfg: Config) -> str:
+    if cfg.conv_impl != "auto":
+        return cfg.conv_impl
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+
+
+def parse_args(argv=None):
+    p = common.base_parser(__doc__.splitlines()[0], "runs/cifar10_cnn")
+    p.add_argument("--inits", default=",".join(DEFAULT_INITS), help=f"from {sorted(INITIALIZERS)}")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--conv-impl", default="auto", choices=["auto", "im2col", "xla"])
+    args = p.parse_args(argv)
+    inits = tuple(s for s in args.inits.split(",") if s)
+    unknown = [s for s in inits if s not in INITIALIZERS]
+    if unknown:
+        p.error(f"--inits: unknown {unknown}; choose from {sorted(INITIALIZERS)}")
+    cfg = Config(inits=inits, seeds=tuple(int(s) for s in args.seeds.split(",") if s),
+                 conv_impl=args.conv_impl)
+    if args.quick:
+        cfg = dataclasses.replace(cfg, epochs=1, train_limit=640, test_limit=200, steps_per_call=5,
+                                  eval_batch_size=100, lsuv_batch_size=64)
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    return args, cfg
+
+
+def split_data(data: cifar10.Cifar10, cfg: Config):
+    x, y = data.x_train, data.y_train
+    if cfg.train_limit:
+        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
+    n_val = int(len(x) * cfg.validation_split)  # Keras validation_split: the last 20%
+    xt, yt = data.x_test, data.y_test
+    if cfg.test_limit:
+        xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
+    return ({"x": x[: len(x) - n_val], "y": y[: len(x) - n_val]},
+            {"x": x[len(x) - n_val :], "y": y[len(x) - n_val :]},
+            {"x": xt, "y": yt})
+
+
+def classification_fns(model):
+    """Softmax cross-entropy loss and per-example metrics for a model without state."""
+
+    def loss_fn(params, batch):
+        logits = model.apply(params, batch["x"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
+
+    def metric_fn(params, batch):
+        logits = model.apply(params, batch["x"])
+        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]),
+                "accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)}
+
+    return loss_fn, metric_fn
+
+
+def run(args, cfg: Config) -> dict:
+    t_start = time.perf_counter()
+    data = cifar10.load_cifar10(args.data_dir)
+    t_data = time.perf_counter() - t_start
+    train, val, test = (jax.tree.map(jnp.asarray, d) for d in split_data(data, cfg))
+    optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
+    impl = conv_impl(cfg)
+    loss_fn, metric_fn = classification_fns(CifarCNN(conv_impl=impl))
+    lsuv_batch = train["x"][: cfg.lsuv_batch_size]
+
+    def init_state_fn(name, key):
+        model = CifarCNN(kernel_init=INITIALIZERS[name], conv_impl=impl)
+        params = model.init(key, train["x"][:1])
+        if name == "lsuv":
+            params = jinit.lsuv(model, params, lsuv_batch)[0]
+        return jinit.init_state(params, optimizer)
+
+    out = pathlib.Path(args.out)
+    results = common.run_sweep(
+        out=out, config=dataclasses.asdict(cfg), inits=cfg.inits, seeds=cfg.seeds,
+        init_state_fn=init_state_fn, loss_fn=loss_fn, metric_fn=metric_fn, optimizer=optimizer,
+        train=train, val=val, test=test, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call, eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart, progress=False if args.no_progress else None,
+    )
+    results.update({
+        "wall_time_s": time.perf_counter() - t_start,
+        "data_load_s": t_data,
+        "conv_impl": impl,
+        "data": {"source": data.source, "train": int(train["y"].shape[0]),
+                 "val": int(val["y"].shape[0]), "test": int(test["y"].shape[0])},
+    })
+    results["images_per_s"] = [results["num_models"] * v for v in results["examples_per_s_per_model"]]
+    common.write_json_atomic(out / "results.json", results)
+    curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
+    common.plot_curves(curves, out / "val_accuracy.png", ylabel="validation accuracy",
+                       title=f"CIFAR-10 CNN: initializers ({len(cfg.seeds)} seeds, mean ± std)")
+    return results
+
+
+def main(argv=None):
+    args, cfg = parse_args(argv)
+    results = run(args, cfg)
+    for name, r in results["initializers"].items():
+        accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
+        print(f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
+              f"{r['test_accuracy_std']:.4f}  (seeds: {accs})")
+    print(f"wall time {results['wall_time_s']:.1f} s; results in {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

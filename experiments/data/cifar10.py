@@ -1,0 +1,170 @@
+"""CIFAR-10 from the official *binary* version (``cifar-10-batches-bin``), never from pickles.
+
+Each ``data_batch_{1..5}.bin`` / ``test_batch.bin`` holds 10,000 records of 3073 bytes: one
+label byte (0-9), then 1024 red, 1024 green and 1024 blue bytes, each plane a row-major 32x32
+image. The reader takes the files from a folder or straight from the official
+``cifar-10-binary.tar.gz``; the python version of the dataset is pickle, which can execute code
+from an untrusted file, so it is never read. Without a local copy it falls back to
+tensorflow-datasets (``cifar10``), and stops with a message saying where to put the archive
+when that fails too.
+
+Images are returned NHWC float32 in [0, 1] (the seed study's ``x / 255``), labels int32.
+
+Reference: A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tarfile
+
+import numpy as np
+
+RECORD = 3073
+TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+TEST_FILES = ("test_batch.bin",)
+ARCHIVE_NAMES = ("cifar-10-binary.tar.gz",)
+LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Raised when neither a local copy nor a download of CIFAR-10 is available."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cifar10:
+    """``x_*``: float32 ``(n, 32, 32, 3)`` in [0, 1]; ``y_*``: int32 ``(n,)``."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+def decode_records(buf: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
+    """Decodes binary CIFAR records into uint8 NHWC images and int32 labels.
+
+    Raises:
+      ValueError: naming ``name`` and the byte offset, if the length is not a whole number of
+        3073-byte records (a truncated file) or a label byte is not in 0..9.
+    """
+    if len(buf) == 0 or len(buf) % RECORD:
+        whole = len(buf) // RECORD
+        raise ValueError(
+            f"{name}: {len(buf)} bytes is not a whole number of {RECORD}-byte CIFAR-10 records "
+            f"(truncated or corrupt at offset {whole * RECORD}, after {whole} whole records)"
+        )
+    rec = np.frombuffer(buf, np.uint8).reshape(-1, RECORD)
+    labels = rec[:, 0].astype(np.int32)
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise ValueError(
+            f"{name}: label byte {labels[bad[0]]} at offset {bad[0] * RECORD} is not in 0..9 "
+            f"(record {bad[0]}): not a CIFAR-10 binary file"
+        )
+    images = rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> NHWC
+    return images, labels
+
+
+def find_local_copy(data_dir: str | os.PathLike) -> pathlib.Path | None:
+    """The ``cifar-10-batches-bin`` folder or binary archive in ``data_dir`` (or ``cifar10/``)."""
+    data_dir = pathlib.Path(data_dir)
+    for folder in (data_dir / "cifar10", data_dir):
+        if (folder / "cifar-10-batches-bin" / TEST_FILES[0]).is_file():
+            return folder / "cifar-10-batches-bin"
+        if (folder / TEST_FILES[0]).is_file():
+            return folder
+        for name in ARCHIVE_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _read_files(source: pathlib.Path) -> dict[str, bytes]:
+    wanted = set(TRAIN_FILES + TEST_FILES)
+    if source.is_dir():
+        missing = sorted(f for f in wanted if not (source / f).is_file())
+        if missing:
+            raise ValueError(f"{source}: missing CIFAR-10 binary files {missing}")
+        return {f: (source / f).read_bytes() for f in wanted}
+    out = {}
+    with tarfile.open(source, "r:*") as tar:
+        for m in tar:
+            base = pathlib.PurePosixPath(m.name).name
+            if m.isfile() and base in wanted:
+                out[base] = tar.extractfile(m).read()
+    missing = sorted(wanted - set(out))
+    if missing:
+        raise ValueError(f"{source}: archive lacks CIFAR-10 binary files {missing}")
+    return out
+
+
+def read_split(source: str | os.PathLike, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images and labels of ``files`` (in order) from a folder or archive."""
+    raw = _read_files(pathlib.Path(source))
+    parts = [decode_records(raw[f], f"{source}/{f}") for f in files]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None, *, allow_download: bool = True) -> Cifar10:
+    """Loads CIFAR-10 (50,000 train + 10,000 test, official order), scaled to [0, 1].
+
+    Args:
+      data_dir: folder with ``cifar-10-batches-bin/`` (directly or under ``cifar10/``) or
+        ``cifar-10-binary.tar.gz``; default ``$JINIT_DATA_DIR``, then ``~/.cache/jinit/data``.
+      allow_download: fall back to tensorflow-datasets when no local copy exists.
+
+    Raises:
+      ValueError: a truncated or corrupt file (named, with the byte offset).
+      DataNotFoundError: no local copy and no download.
+    """
+    from experiments.data.imdb import default_data_dir
+
+    data_dir = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
+    local = find_local_copy(data_dir)
+    if local is not None:
+        raw = _read_files(local)
+        tr = [decode_records(raw[f], f"{local}/{f}") for f in TRAIN_FILES]
+        te = decode_records(raw[TEST_FILES[0]], f"{local}/{TEST_FILES[0]}")
+        xtr, ytr = np.concatenate([p[0] for p in tr]), np.concatenate([p[1] for p in tr])
+        xte, yte = te
+        source = str(local)
+    elif allow_download:
+        try:
+            (xtr, ytr), (xte, yte) = _tfds()
+        except Exception as e:
+            raise DataNotFoundError(_missing(data_dir, e)) from e
+        source = "tfds:cifar10"
+    else:
+        raise DataNotFoundError(_missing(data_dir, None))
+    scale = np.float32(1 / 255)
+    return Cifar10(xtr.astype(np.float32) * scale, ytr, xte.astype(np.float32) * scale, yte, source)
+
+
+def _tfds():
+    import tensorflow_datasets as tfds  # optional; only without a local copy
+
+    out = []
+    for split in ("train", "test"):
+        ds = tfds.data_source("cifar10", split=split, download=True)
+        out.append((np.stack([ex["image"] for ex in ds]), np.array([ex["label"] for ex in ds], np.int32)))
+    return out
+
+
+def _missing(data_dir: pathlib.Path, err: Exception | None) -> str:
+    why = f" (tensorflow-datasets download failed: {type(err).__name__}: {err})" if err else ""
+    return (
+        f"CIFAR-10 not found in data_dir={str(data_dir)!r}{why}. Put the official binary version "
+        "(cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, or its extracted "
+        f"cifar-10-batches-bin/ folder) in {data_dir} or {data_dir / 'cifar10'}, or pass --data-dir."
+    )
+
+
+def encode_records(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """Inverse of :func:`decode_records` (uint8 NHWC images): for tests and tiny fixtures."""
+    images = np.asarray(images, np.uint8)
+    planes = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    return np.concatenate([np.asarray(labels, np.uint8)[:, None], planes], axis=1).tobytes()

@@ -1,0 +1,566 @@
+"""Tests of jinit.lsuv: the field cases 16-20 (and the LSUV parts of 9 and 15), the algorithm's
+properties (exact one-step convergence on linear layers, execution order, bounded loops), the
+model adapters (linen, NNX, plain functions, recurrent cells, BatchNorm/Dropout) and the jit
+contract (one compilation, vmap over keys, bitwise determinism)."""
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jinit
+from jinit._src import lsuv as lsuv_mod
+
+ORTH = jinit.lsuv_ready_orthogonal()
+
+
+@pytest.fixture(autouse=True)
+def _strict_numerics():
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        yield
+
+
+def normal(seed, shape, dtype=jnp.float32):
+    return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+def leaves_equal(a, b):
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def dense_outputs(model, variables, x):
+    """Pre-activation outputs of every Dense/Conv, by module path (capture_intermediates)."""
+    _, st = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    flat = jax.tree_util.tree_flatten_with_path(st["intermediates"])[0]
+    out = {}
+    for kp, v in flat:
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in kp]
+        if "__call__" in keys and any(str(k).startswith(("Dense", "Conv")) for k in keys):
+            out["/".join(str(k) for k in keys[: keys.index("__call__")])] = v
+    return out
+
+
+class MLP(nn.Module):
+    widths: tuple = (64, 64, 64)
+    act: str = "relu"
+    use_bias: bool = True
+    kernel_init: object = ORTH
+
+    @nn.compact
+    def __call__(self, x):
+        for i, w in enumerate(self.widths):
+            x = nn.Dense(w, kernel_init=self.kernel_init, use_bias=self.use_bias)(x)
+            if i < len(self.widths) - 1 and self.act:
+                x = getattr(jax.nn, self.act)(x)
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# Field cases
+# --------------------------------------------------------------------------------------------
+
+
+class Case16(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(256, kernel_init=ORTH)(x)
+        x = nn.PReLU()(x)
+        x = nn.Dense(256, use_bias=False, kernel_init=ORTH)(x)
+        x = nn.LayerNorm()(x)
+        return nn.Dense(10, kernel_init=ORTH)(x)
+
+
+def test_case16_only_kernels_rescaled():
+    x = normal(1, (512, 64))
+    model = Case16()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    p, p2 = v["params"], v2["params"]
+    # Only Dense kernels change; PReLU slope, LayerNorm scale/bias and every bias are bitwise kept.
+    for name, iters in zip(report.paths, np.asarray(report.iterations)):
+        assert jnp.array_equal(p[name]["kernel"], p2[name]["kernel"]) == (iters == 0)
+    assert int(np.sum(np.asarray(report.iterations))) >= 2
+    for name in ("Dense_0", "Dense_2"):
+        assert jnp.array_equal(p[name]["bias"], p2[name]["bias"])
+    assert "bias" not in p2["Dense_1"]
+    assert leaves_equal(p["PReLU_0"], p2["PReLU_0"])
+    assert leaves_equal(p["LayerNorm_0"], p2["LayerNorm_0"])
+    # Each Dense output (pre-activation) has variance within 0.1 of 1 on the LSUV batch.
+    for path, y in dense_outputs(model, v2, x).items():
+        assert abs(float(jnp.var(y)) - 1.0) < 0.1, path
+    # The report lists exactly the three Dense layers, in forward order.
+    assert report.paths == ("Dense_0", "Dense_1", "Dense_2")
+    assert bool(jnp.all(report.converged))
+
+
+def linear_model(depth=4, width=128):
+    # Kernels of variance 0.3/fan_in: every layer is far from unit variance before LSUV.
+    init = nn.initializers.variance_scaling(0.3, "fan_in", "normal")
+    return MLP(widths=(width,) * depth, act="", kernel_init=init)
+
+
+def test_case17_linear_exact_one_iteration():
+    x = normal(1, (512, 64))
+    model = linear_model()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    assert np.all(np.asarray(report.iterations) == 1)
+    assert np.all(np.abs(np.asarray(report.var_after) - 1.0) < 1e-4)
+    for path, y in dense_outputs(model, v2, x).items():
+        assert abs(float(jnp.var(y)) - 1.0) < 1e-4, path
+
+
+def test_case17_unreachable_tolerance_terminates_and_reports():
+    x = normal(1, (512, 64))
+    model = linear_model()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x, tol=0.0, max_iters=5)
+    assert np.all(np.asarray(report.iterations) <= 5)
+    assert not np.any(np.asarray(report.converged))
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(v2))
+    for path, y in dense_outputs(model, v2, x).items():
+        assert abs(float(jnp.var(y)) - 1.0) < 1e-3, path
+    # The generic (re-run) path runs the paper's while_loop up to max_iters.
+    _, r = jinit.lsuv(model, v, x, tol=0.0, max_iters=5, measure="post", activation=jnp.tanh)
+    assert np.all(np.asarray(r.iterations) == 5) and not np.any(np.asarray(r.converged))
+
+
+def test_case17_ten_layer_mlp_compiles_and_runs_fast():
+    x = normal(1, (256, 64))
+    model = MLP(widths=(128,) * 10)
+    v = model.init(jax.random.key(3), x)
+    t = time.perf_counter()
+    v2, report = jinit.lsuv(model, v, x)
+    jax.block_until_ready(v2)
+    assert time.perf_counter() - t < 30.0
+    assert len(report) == 10 and bool(jnp.all(report.converged))
+
+
+class Case18(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(512, kernel_init=ORTH)(x))
+        x = nn.relu(nn.Dense(512, kernel_init=ORTH)(x))
+        return nn.Dense(10, kernel_init=ORTH)(x)
+
+
+def test_case18_measures_pre_activation_by_default():
+    x = normal(1, (2048, 256))
+    model = Case18()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    assert report.measured == "pre"
+    outs = dense_outputs(model, v2, x)
+    for path in ("Dense_0", "Dense_1"):
+        assert abs(float(jnp.var(outs[path])) - 1.0) < 0.1
+        assert abs(float(jnp.var(jax.nn.relu(outs[path]))) - 0.341) < 0.05
+    # measure="post": the reverse holds, and the report says which tensor was measured.
+    v3, report3 = jinit.lsuv(model, v, x, measure="post", activation=jax.nn.relu)
+    assert report3.measured == "post"
+    outs = dense_outputs(model, v3, x)
+    for path in ("Dense_0", "Dense_1"):
+        assert abs(float(jnp.var(jax.nn.relu(outs[path]))) - 1.0) < 0.1
+        assert float(jnp.var(outs[path])) > 2.0
+
+
+class Case19(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(64, kernel_init=ORTH, bias_init=nn.initializers.constant(-10.0))(x))
+        x = nn.relu(nn.Dense(64, kernel_init=ORTH)(x))
+        return nn.Dense(10, kernel_init=ORTH)(x)
+
+
+def test_case19_zero_variance_raises_or_skips():
+    x = normal(1, (256, 32))
+    model = Case19()
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"Dense_1.*variance 0\.0"):
+        jinit.lsuv(model, v, x)
+    v2, report = jinit.lsuv(model, v, x, on_zero_variance="skip")
+    # Precondition: layer 0's output is ~N(-10, 1), so the ReLU after it is dead on the batch.
+    h0 = dense_outputs(model, v2, x)["Dense_0"]
+    assert float(jnp.mean(jax.nn.relu(h0) == 0)) == 1.0
+    reasons = report.reasons()
+    assert report.paths == ("Dense_0", "Dense_1", "Dense_2")
+    assert list(np.asarray(report.skipped)) == [False, True, True]
+    assert "zero output variance" in reasons[1]
+    p, p2 = v["params"], v2["params"]
+    for name in ("Dense_1", "Dense_2"):
+        assert jnp.array_equal(p[name]["kernel"], p2[name]["kernel"])
+    for name in p:
+        k, k2 = p[name]["kernel"], p2[name]["kernel"]
+        assert bool(jnp.all(jnp.isfinite(k2)))
+        assert float(jnp.std(k2)) <= 10 * float(jnp.std(k))
+
+
+def test_case20_variance_pooled_over_positions():
+    x = normal(1, (2, 16, 16, 3))
+    model = nn.Conv(32, (3, 3), kernel_init=ORTH)
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    y = model.apply(v2, x)
+    assert y.size == 2 * 16 * 16 * 32
+    assert abs(float(jnp.var(y)) - 1.0) < 0.1 and bool(report.converged[0])
+
+
+def test_case20_single_value_raises():
+    x = normal(1, (1, 8))
+    model = nn.Dense(1)
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"at least 2"):
+        jinit.lsuv(model, v, x)
+
+
+def test_case20_scale_factors_stable_across_batches():
+    model = MLP(widths=(256,) * 4)
+    data = normal(7, (2048, 256))
+    v = model.init(jax.random.key(0), data[:2])
+
+    def scales(batch):
+        return np.asarray(jinit.lsuv(model, v, batch)[1].scale)
+
+    small = scales(data[:16]), scales(data[16:32])
+    large = scales(data[:512]), scales(data[512:1024])
+    assert np.all(np.abs(small[0] / small[1] - 1) < 0.15)
+    assert np.all(np.abs(large[0] / large[1] - 1) < 0.03)
+
+
+def test_case9_bf16_kernels_stay_bf16_and_f64_stays_f64():
+    x = normal(1, (256, 32))
+    model = MLP(widths=(64, 64))
+    v = model.init(jax.random.key(0), x)
+    vb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), v)
+    v2, report = jinit.lsuv(model, vb, x.astype(jnp.bfloat16))
+    assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(v2))
+    assert report.var_after.dtype == jnp.float32
+    assert np.all(np.abs(np.asarray(report.var_after) - 1.0) < 0.1)
+    with jax.experimental.enable_x64():
+        x64 = np.asarray(x, np.float64)
+        v64 = model.init(jax.random.key(0), x64)
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v64)
+        v3, _ = jinit.lsuv(model, v64, x64)
+        assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(v3))
+
+
+def test_case15_vmap_over_keys_equals_separate_runs():
+    x = normal(1, (128, 32))
+    model = MLP(widths=(128, 128))
+
+    def init_one(key):
+        return jinit.lsuv(model, model.init(key, x), x)[0]
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    stacked = jax.vmap(init_one)(keys)
+    for i in range(3):
+        alone = init_one(keys[i])
+        for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
+    k = [np.asarray(stacked["params"]["Dense_1"]["kernel"][i]).ravel() for i in range(3)]
+    for i in range(3):
+        for j in range(i):
+            assert abs(np.corrcoef(k[i], k[j])[0, 1]) < 0.05
+    # Under the outer vmap nothing can raise; the stacked report says everything.
+    _, rep = jax.vmap(lambda key: jinit.lsuv(model, model.init(key, x), x))(keys)
+    assert rep.var_after.shape == (3, 2) and rep.check() is rep
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm and adapters
+# --------------------------------------------------------------------------------------------
+
+
+class Reordered(nn.Module):
+    """Layers defined a, b, c but executed c, a, b."""
+
+    def setup(self):
+        self.a = nn.Dense(32, kernel_init=ORTH)
+        self.b = nn.Dense(32, kernel_init=ORTH)
+        self.c = nn.Dense(32, kernel_init=ORTH)
+
+    def __call__(self, x):
+        return self.b(jnp.tanh(self.a(jnp.tanh(self.c(x)))))
+
+
+def test_report_follows_execution_order_not_definition_order():
+    x = normal(1, (256, 16))
+    model = Reordered()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    assert report.paths == ("c", "a", "b")
+    assert tuple(v2["params"]) == tuple(v["params"])  # same structure back
+    # Each layer was measured on the already-corrected prefix: all unit variance afterwards.
+    assert bool(jnp.all(report.converged))
+    h = jnp.tanh(nn.Dense(32).apply({"params": v2["params"]["c"]}, x))
+    assert abs(float(jnp.var(nn.Dense(32).apply({"params": v2["params"]["a"]}, h))) - 1) < 1e-3
+
+
+class NnxMLP(nnx.Module):
+    def __init__(self, din, widths, rngs):
+        self.layers = nnx.List(
+            [nnx.Linear(i, o, rngs=rngs) for i, o in zip((din,) + widths[:-1], widths)]
+        )
+
+    def __call__(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+
+def test_linen_and_nnx_give_the_same_result():
+    x = normal(1, (256, 32))
+    widths = (64, 64, 10)
+    model = MLP(widths=widths)
+    v = model.init(jax.random.key(0), x)
+    m = NnxMLP(32, widths, nnx.Rngs(0))
+    for i, layer in enumerate(m.layers):
+        layer.kernel.set_value(v["params"][f"Dense_{i}"]["kernel"])
+        layer.bias.set_value(v["params"][f"Dense_{i}"]["bias"])
+    graphdef, state = nnx.split(m)
+    v2, r_linen = jinit.lsuv(model, v, x)
+    state2, r_nnx = jinit.lsuv(graphdef, state, x)
+    assert r_nnx.paths == ("layers/0", "layers/1", "layers/2")
+    m2 = nnx.merge(graphdef, state2)
+    for i, layer in enumerate(m2.layers):
+        np.testing.assert_allclose(
+            layer.kernel.get_value(), v2["params"][f"Dense_{i}"]["kernel"], rtol=1e-6
+        )
+    np.testing.assert_allclose(r_linen.var_after, r_nnx.var_after, rtol=1e-6)
+    # An nnx.Module may be passed directly; the input model is not modified.
+    state3, _ = jinit.lsuv(m, None, x)
+    assert leaves_equal(state3, state2)
+    assert leaves_equal(nnx.state(m), state)
+
+
+def test_compiles_once_per_model_and_shapes():
+    x = normal(1, (64, 16))
+    model = MLP(widths=(32, 32))
+    jinit.lsuv(model, model.init(jax.random.key(0), x), x)
+    n = lsuv_mod._pass._cache_size()
+    for seed in (1, 2):
+        jinit.lsuv(model, model.init(jax.random.key(seed), x), normal(seed, (64, 16)))
+    jinit.lsuv(MLP(widths=(32, 32)), model.init(jax.random.key(3), x), x)  # equal module
+    assert lsuv_mod._pass._cache_size() == n
+    jinit.lsuv(model, model.init(jax.random.key(0), x), normal(1, (32, 16)))  # new shape
+    assert lsuv_mod._pass._cache_size() == n + 1
+
+
+def test_bitwise_deterministic():
+    x = normal(1, (128, 16))
+    model = MLP(widths=(32, 32, 32), act="tanh")
+    v = model.init(jax.random.key(0), x)
+    a, ra = jinit.lsuv(model, v, x, center=True)
+    b, rb = jinit.lsuv(model, v, x, center=True)
+    assert leaves_equal(a, b) and leaves_equal(ra, rb)
+
+
+def dense_fn(p, x):
+    return x @ p["kernel"] + p["bias"]
+
+
+def plain_apply(params, x):
+    h = jnp.tanh(jinit.lsuv_layer("first", dense_fn, params["l0"], x, linear=True))
+    h = jnp.tanh(jinit.lsuv_layer("second", dense_fn, params["l1"], h))  # re-run path
+    return jinit.lsuv_layer("first", dense_fn, params["l0"], h, linear=True)  # shared
+
+
+def test_plain_apply_function_with_named_layers():
+    x = normal(1, (256, 32))
+    params = {
+        "l0": {"kernel": ORTH(jax.random.key(0), (32, 32)), "bias": jnp.zeros(32)},
+        "l1": {"kernel": ORTH(jax.random.key(1), (32, 32)), "bias": jnp.full((32,), 0.1)},
+    }
+    p2, report = jinit.lsuv(plain_apply, params, x)
+    assert report.paths == ("first", "second")
+    assert bool(jnp.all(report.converged))
+    assert jnp.array_equal(p2["l1"]["bias"], params["l1"]["bias"])
+    h = jnp.tanh(dense_fn(p2["l0"], x))
+    assert abs(float(jnp.var(h @ p2["l1"]["kernel"] + p2["l1"]["bias"])) - 1) < 0.1
+    assert jinit.lsuv_layer("first", dense_fn, params["l0"], x).shape == (256, 32)  # outside
+
+
+class Seq(nn.Module):
+    cell: str = "LSTMCell"
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(50, 16)(tokens)
+        x = nn.RNN(getattr(nn, self.cell)(24, kernel_init=ORTH))(x)
+        return nn.Dense(2, kernel_init=ORTH)(x[:, -1])
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "OptimizedLSTMCell", "GRUCell", "SimpleCell"])
+def test_recurrent_input_kernels_per_gate_recurrent_kernels_kept(cell):
+    tokens = jax.random.randint(jax.random.key(2), (16, 12), 0, 50)
+    model = Seq(cell)
+    v = model.init(jax.random.key(0), tokens)
+    v2, report = jinit.lsuv(model, v, tokens)
+    cname = f"{cell}_0"
+    gates = [g for g in v["params"][cname] if g.startswith("i")]
+    assert set(report.paths) == {"Embed_0", "Dense_0"} | {f"{cname}/{g}" for g in gates}
+    for g, p in v["params"][cname].items():
+        same = leaves_equal(p, v2["params"][cname][g])
+        assert same == g.startswith("h"), g  # recurrent kernels (and biases) untouched
+    assert bool(jnp.all(report.converged))
+    emb = nn.Embed(50, 16).apply({"params": v2["params"]["Embed_0"]}, tokens)
+    for g in gates:
+        y = emb @ v2["params"][cname][g]["kernel"]
+        if "bias" in v2["params"][cname][g]:
+            y = y + v2["params"][cname][g]["bias"]
+        assert abs(float(jnp.var(y)) - 1) < 0.1, g
+
+
+class BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(16, (3, 3), kernel_init=ORTH)(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.Dropout(0.5, deterministic=not train)(nn.relu(x))
+        x = nn.Conv(16, (3, 3), feature_group_count=4, kernel_init=ORTH)(x)
+        return nn.ConvTranspose(8, (3, 3), kernel_init=ORTH)(x)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_batchnorm_stats_kept_and_dropout_off(train):
+    x = normal(1, (8, 8, 8, 3))
+    model = BNNet()
+    v = model.init(jax.random.key(0), x, train=False)
+    v2, report = jinit.lsuv(model, v, x, apply_kwargs={"train": train})
+    assert report.paths == ("Conv_0", "Conv_1", "ConvTranspose_0")
+    assert leaves_equal(v["batch_stats"], v2["batch_stats"])
+    assert bool(jnp.all(report.converged))
+    # Dropout was the identity: the pass is deterministic even in train mode, no rng needed.
+    v3, _ = jinit.lsuv(model, v, x, apply_kwargs={"train": train})
+    assert leaves_equal(v2, v3)
+
+
+class WithLog(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(16, kernel_init=ORTH)(x)
+        x = jnp.log(x)  # NaN for negative inputs
+        return nn.Dense(4, kernel_init=ORTH)(x)
+
+
+def test_nonfinite_values_are_located():
+    x = normal(1, (64, 8))
+    model = MLP(widths=(16, 4))
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"batch contains 1 non-finite.*\(3, 5\)"):
+        jinit.lsuv(model, v, x.at[3, 5].set(jnp.nan))
+    m = WithLog()
+    with pytest.raises(ValueError, match=r"first appear in the input of layer 'Dense_1'"):
+        jinit.lsuv(m, m.init(jax.random.key(0), x), x)
+    bad = jax.tree.map(lambda a: a, v)
+    bad["params"]["Dense_1"]["kernel"] = bad["params"]["Dense_1"]["kernel"].at[0, 0].set(jnp.inf)
+    with pytest.raises(ValueError, match=r"output of layer 'Dense_1'"):
+        jinit.lsuv(model, bad, x)
+
+
+def test_include_exclude_and_orthogonal_key():
+    x = normal(1, (128, 16))
+    model = MLP(widths=(32, 32, 32))
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x, exclude=r"Dense_1$")
+    assert report.paths == ("Dense_0", "Dense_2")
+    assert jnp.array_equal(v["params"]["Dense_1"]["kernel"], v2["params"]["Dense_1"]["kernel"])
+    _, report = jinit.lsuv(model, v, x, include="Dense_[02]")
+    assert report.paths == ("Dense_0", "Dense_2")
+    # orthogonal_key: the pass draws orthonormal kernels first (per-path keys), then LSUV.
+    noisy = jax.tree.map(lambda a: a * 0 + 0.3, v)
+    v3, _ = jinit.lsuv(model, noisy, x, orthogonal_key=jax.random.key(5))
+    k = v3["params"]["Dense_1"]["kernel"]
+    gram = k.T @ k
+    np.testing.assert_allclose(gram / gram[0, 0], jnp.eye(32), atol=1e-4)
+
+
+def test_center_shifts_bias_to_zero_mean():
+    x = normal(1, (256, 16)) + 3.0
+    model = MLP(widths=(32, 32))
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x, center=True)
+    assert np.all(np.abs(np.asarray(report.mean_after)) < 1e-5)
+    assert np.all(np.abs(np.asarray(report.var_after) - 1) < 1e-4)
+    for y in dense_outputs(model, v2, x).values():
+        assert abs(float(jnp.mean(y))) < 1e-4
+
+
+class Gen(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Einsum((16, 24), "bi,ij->bj")(x)
+        return nn.DenseGeneral((4, 6), kernel_init=ORTH)(jnp.tanh(x))
+
+
+def test_einsum_generic_loop_and_dense_general():
+    x = normal(1, (128, 16))
+    model = Gen()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    assert report.paths == ("Einsum_0", "DenseGeneral_0")
+    assert bool(jnp.all(report.converged))
+    y = model.apply(v2, x)
+    assert y.shape == (128, 4, 6) and abs(float(jnp.var(y)) - 1) < 0.1
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, c, _):
+        return jnp.tanh(nn.Dense(8, kernel_init=ORTH)(c)), None
+
+
+class Scanned(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8, kernel_init=ORTH)(x)
+        scan = nn.scan(Block, variable_broadcast="params", split_rngs={"params": False}, length=3)
+        x, _ = scan(name="blocks")(x, None)
+        return x
+
+
+def test_layer_inside_lifted_transform_is_reported_not_dropped():
+    x = normal(1, (32, 8))
+    model = Scanned()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jinit.lsuv(model, v, x)
+    assert report.paths == ("Dense_0", "blocks/Dense_0")
+    assert "lifted transform" in report.reasons()[1]
+    assert bool(report.skipped[1])
+    inner = v["params"]["blocks"]["Dense_0"]["kernel"]
+    assert jnp.array_equal(inner, v2["params"]["blocks"]["Dense_0"]["kernel"])
+
+
+def test_under_outer_jit_errors_are_left_to_report_check():
+    x = normal(1, (256, 32))
+    model = Case19()
+    v = model.init(jax.random.key(0), x)
+    v2, report = jax.jit(lambda v, x: jinit.lsuv(model, v, x))(v, x)
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(v2))
+    with pytest.raises(ValueError, match="Dense_1"):
+        report.check()
+    assert "Dense_1" in report.summary() and "lsuv/Dense_1/var_after" in report.to_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target": 0.0}, "target"),
+        ({"tol": -1.0}, "tol"),
+        ({"max_iters": -1}, "max_iters"),
+        ({"measure": "after"}, "measure"),
+        ({"measure": "post"}, "activation"),
+        ({"on_zero_variance": "ignore"}, "on_zero_variance"),
+        ({"include": "("}, "regex"),
+    ],
+)
+def test_bad_settings_name_the_argument(kwargs, match):
+    x = normal(1, (8, 4))
+    model = nn.Dense(4)
+    with pytest.raises(ValueError, match=match):
+        jinit.lsuv(model, model.init(jax.random.key(0), x), x, **kwargs)
