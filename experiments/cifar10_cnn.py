@@ -21,6 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import use_host_devices_from_argv  # noqa: E402
+
+use_host_devices_from_argv()  # --host-devices N: must precede the jax import
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -72,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--conv-impl", default="auto", choices=["auto", "im2col", "xla"])
+    p.add_argument("--host-devices", type=int, default=None,
+                   help="CPU only: split the sweep over N XLA host devices (set before jax starts)")
     args = p.parse_args(argv)
     inits = tuple(s for s in args.inits.split(",") if s)
     unknown = [s for s in inits if s not in INITIALIZERS]

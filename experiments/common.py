@@ -225,27 +225,34 @@ def run_sweep(
         state, meta = restored
         history, start_epoch = meta["history"], meta["epochs_done"]
         print(f"resuming after epoch {start_epoch} from {out / 'checkpoints'}", file=sys.stderr)
-    mesh = jinit.model_mesh(num_models)
-    state = jinit.shard_models(state, mesh)
+    # Every device trains a slice of the models; pad the model axis (copies of the last model)
+    # so that the device count divides it, and drop the copies from everything saved.
+    padded = jinit.padded_size(num_models)
+    mesh = jinit.model_mesh(padded)
+    state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
+    data_keys = jinit.pad_models(data_keys, padded)
     programs = jinit.compile_programs(loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size,
-                                      num_models=num_models)
+                                      num_models=padded)
+
+    def real(tree):
+        return jax.tree.map(lambda a: a[:num_models], tree)
 
     def on_epoch_end(result, state):
         history.append({"epoch": result.epoch + 1, "seconds": result.seconds,
-                        **{f"train_{k}": v.tolist() for k, v in result.train.items()},
-                        **{f"val_{k}": v.tolist() for k, v in result.val.items()}})
-        ckpt.save(result.epoch, state, {"history": history})
+                        **{f"train_{k}": v[:num_models].tolist() for k, v in result.train.items()},
+                        **{f"val_{k}": v[:num_models].tolist() for k, v in result.val.items()}})
+        ckpt.save(result.epoch, real(state), {"history": history})
 
     t1 = time.perf_counter()
     state, _ = jinit.fit(
         state, loss_fn=loss_fn, optimizer=optimizer, train_data=train, val_data=val,
         metric_fn=metric_fn, epochs=epochs, batch_size=batch_size,
         shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=num_models, start_epoch=start_epoch, steps_per_call=steps_per_call,
+        num_models=padded, start_epoch=start_epoch, steps_per_call=steps_per_call,
         progress=progress, on_epoch_end=on_epoch_end, programs=programs,
     )
     train_s = time.perf_counter() - t1
-    test_m = jax.tree.map(np.asarray, programs["evaluate"](state, test))
+    test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
     ckpt.close()
 
     per_init = {}
@@ -273,6 +280,7 @@ def run_sweep(
         "resumed_from_epoch": start_epoch,
         "num_models": num_models,
         "sharded_over_devices": 1 if mesh is None else int(mesh.size),
+        "padded_models": padded - num_models,
         "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
         "config": config,
         "environment": environment(),

@@ -17,22 +17,16 @@ from its last finished epoch.
 
 from __future__ import annotations
 
-import os
+import pathlib
 import sys
 
-# Seed sweeps shard the model axis over devices; on a CPU, --host-devices N makes N XLA CPU
-# devices (one per core) so models run in parallel. Must be set before jax is imported.
-if "--host-devices" in sys.argv:
-    _n = sys.argv[sys.argv.index("--host-devices") + 1]
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_n}"
-    ).strip()
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import use_host_devices_from_argv  # noqa: E402
+
+use_host_devices_from_argv()  # --host-devices N: must precede the jax import
 
 import dataclasses  # noqa: E402
-import pathlib  # noqa: E402
 import time  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

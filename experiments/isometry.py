@@ -69,18 +69,18 @@ def main(argv=None):
     spectra = {}
     for name, (act, sw, sb, weights, q_in) in configs.items():
         per_depth = {}
-        for depth in depths:
-            s = jinit.mlp_jacobian_singular_values(
-                jax.random.fold_in(key, depth),
-                act,
-                sw,
-                sb,
-                depth=depth,
-                width=width,
-                weights=weights,
-                num_inputs=n_inputs,
-                q_in=q_in,
-            )
+        s_all = jinit.mlp_jacobian_singular_values(
+            key,
+            act,
+            sw,
+            sb,
+            depth=tuple(depths),
+            width=width,
+            weights=weights,
+            num_inputs=n_inputs,
+            q_in=q_in,
+        )
+        for depth, s in zip(depths, s_all, strict=True):
             spectra[(name, depth)] = np.asarray(s).ravel()
             stats = jinit.spectrum_stats(s)
             per_depth[str(depth)] = {k.rsplit("/", 1)[1]: float(v) for k, v in stats.items()}
@@ -103,12 +103,19 @@ def plot(results, spectra, out):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for name in results["spectra"]:
         s = spectra[(name, deepest)]
-        axes[0].hist(np.log10(s), bins=60, histtype="step", density=True, lw=1.5, label=name)
+        axes[0].hist(
+            np.log10(np.maximum(s, 1e-8)),
+            bins=60,
+            histtype="step",
+            density=True,
+            lw=1.5,
+            label=name,
+        )
         stds = [results["spectra"][name][str(d)]["std_sq"] for d in depths]
         maxs = [results["spectra"][name][str(d)]["max"] for d in depths]
         axes[1].plot(depths, maxs, "o-", label=name)
         axes[2].plot(depths, stds, "o-", label=name)
-    axes[0].set_xlabel("log10 singular value")
+    axes[0].set_xlabel("log10 singular value (zeros shown at -8)")
     axes[0].set_title(f"Jacobian singular values, depth {deepest}")
     axes[1].set_title("largest singular value vs depth")
     axes[2].set_title("std of squared singular values vs depth")

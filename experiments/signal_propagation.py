@@ -121,28 +121,27 @@ def plot(results, out):
     import matplotlib.pyplot as plt
 
     stds = np.asarray(results["config"]["stds"])
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 7.5))
     for row, act in enumerate(ACTIVATIONS):
         r = results["activations"][act]
-        for col, stat in enumerate(("mean", "std")):
+        m_mean, m_std = np.asarray(r["measured_mean"]), np.asarray(r["measured_std"])
+        p_mean, p_std = np.asarray(r["predicted_mean"]), np.asarray(r["predicted_std"])
+        odd = np.all(np.abs(p_mean) < 1e-9 * p_std)  # tanh: the theory's mean is exactly 0
+        panels = (
+            ("|mean|", np.abs(m_mean), None if odd else np.abs(p_mean), "log"),
+            ("std", m_std, p_std, "log"),
+            ("mean / std", m_mean / m_std, p_mean / p_std, "linear"),
+        )
+        for col, (label, measured, predicted, yscale) in enumerate(panels):
             ax = axes[row, col]
-            measured = np.asarray(r[f"measured_{stat}"])
             for s, m in enumerate(measured):
                 ax.plot(
-                    stds,
-                    np.abs(m),
-                    "o",
-                    ms=3,
-                    alpha=0.6,
-                    label="measured (per seed)" if s == 0 else None,
+                    stds, m, "o", ms=3, alpha=0.6, label="measured (per seed)" if s == 0 else None
                 )
-            ax.plot(
-                stds,
-                np.abs(np.asarray(r[f"predicted_{stat}"])),
-                "-",
-                lw=1.5,
-                label="mean-field prediction",
-            )
+            if predicted is not None:
+                ax.plot(stds, predicted, "-", lw=1.5, label="mean-field prediction")
+            else:
+                ax.text(0.05, 0.9, "mean-field: 0 (odd activation)", transform=ax.transAxes)
             for name, v in results["reference_stds"].items():
                 ax.axvline(v, ls=":", c="gray")
                 ax.text(
@@ -154,11 +153,10 @@ def plot(results, out):
                     fontsize=7,
                 )
             ax.set_xscale("log")
-            ax.set_yscale("log")
+            ax.set_yscale(yscale)
             ax.set_xlabel("weight init std")
-            ax.set_ylabel(f"|{stat}| of layer-{results['config']['depth']} activation")
-            ax.set_title(f"{act}: final activation {stat}")
-            ax.legend(fontsize=8)
+            ax.set_title(f"{act}: {label} of the layer-{results['config']['depth']} activation")
+            ax.legend(fontsize=8, loc="lower right" if col < 2 else "best")
     cfg = results["config"]
     fig.suptitle(f"{cfg['depth']}-layer MLP, width {cfg['width']}, Gaussian input")
     fig.tight_layout()

@@ -75,6 +75,8 @@ from jinit._src.lsuv_report import LSUVReport as LSUVReport
 # --- training loops and seed sweeps (jinit/_src/train.py, jinit/_src/sweep.py) ---
 from jinit._src.sweep import init_models as init_models
 from jinit._src.sweep import model_mesh as model_mesh
+from jinit._src.sweep import pad_models as pad_models
+from jinit._src.sweep import padded_size as padded_size
 from jinit._src.sweep import seed_keys as seed_keys
 from jinit._src.sweep import shard_models as shard_models
 from jinit._src.sweep import stack_models as stack_models

@@ -64,7 +64,7 @@ def mlp_jacobian_singular_values(
     sigma_w,
     sigma_b=0.0,
     *,
-    depth: int,
+    depth: int | tuple[int, ...],
     width: int,
     weights: str = "gaussian",
     num_inputs: int = 4,
@@ -72,14 +72,16 @@ def mlp_jacobian_singular_values(
 ) -> jax.Array:
     """Jacobian spectrum of a random square MLP, ``x_l = phi(h_l)``, ``h_l = x_{l-1} W_l + b_l``.
 
-    ``J = d x_depth / d x_0 = prod_l D_l W_l^T`` (D_l = diag phi'(h_l)), as in Pennington et al.
+    ``J = d x_depth / d x_0 = D_depth W_depth^T ... D_1 W_1^T`` (``D_l = diag phi'(h_l)``), as
+    in Pennington et al. It is accumulated layer by layer (one scan of matmuls), so a tuple of
+    depths costs one network of the largest depth, measured at each depth on the way.
 
     Args:
       key: PRNG key (weights from ``fold_in(key, 0)``, inputs from ``fold_in(key, 1)``).
       activation: name or elementwise callable.
       sigma_w: weight standard deviation times sqrt(fan_in).
       sigma_b: bias standard deviation.
-      depth: number of layers (static).
+      depth: number of layers, or an increasing tuple of depths (static).
       width: units per layer and input dimension (static).
       weights: ``"gaussian"`` (``N(0, sigma_w**2 / width)``) or ``"orthogonal"`` (``sigma_w``
         times a Haar orthogonal matrix).
@@ -87,7 +89,11 @@ def mlp_jacobian_singular_values(
       q_in: input second moment; use q* to start at the fixed point.
 
     Returns:
-      Array (num_inputs, width) of singular values.
+      Array (num_inputs, width) of singular values, or (len(depth), num_inputs, width) for a
+      tuple of depths.
+
+    Raises:
+      ValueError: if the depths are not positive and increasing.
 
     References:
       Pennington, Schoenholz, Ganguli. Resurrecting the sigmoid in deep learning through
@@ -95,19 +101,22 @@ def mlp_jacobian_singular_values(
       Saxe, McClelland, Ganguli. Exact solutions to the nonlinear dynamics of learning in deep
       linear neural networks. arXiv:1312.6120, 2014.
     """
+    depths = depth if isinstance(depth, tuple) else (depth,)
+    if not depths or depths[0] < 1 or list(depths) != sorted(set(depths)):
+        raise ValueError(f"depth must be a positive int or an increasing tuple, got {depth!r}")
     phi = theory.activation_fn(activation)
+    dphi = theory.derivative(phi)
     params = random_mlp.init_mlp(
         jax.random.fold_in(key, 0),
         width,
         width,
-        depth,
+        depths[-1],
         sigma_w=sigma_w,
         sigma_b=sigma_b,
         weights=weights,
     )
     x = jnp.sqrt(q_in) * jax.random.normal(jax.random.fold_in(key, 1), (num_inputs, width))
-    dphi = theory.derivative(phi)
-    # J^T as a running product (batch, width, width): one scan of matmuls, cheap to compile.
+    # Pre-activation h_l and J^T so far, without the last D_l: (batch, width, width).
     h = x @ params["first"]["kernel"] + params["first"]["bias"]
     jac_t = jnp.broadcast_to(params["first"]["kernel"], (num_inputs, width, width))
 
@@ -116,5 +125,10 @@ def mlp_jacobian_singular_values(
         jac_t = (jac_t * dphi(h)[:, None, :]) @ layer["kernel"]
         return (phi(h) @ layer["kernel"] + layer["bias"], jac_t), None
 
-    (h, jac_t), _ = jax.lax.scan(step, (h, jac_t), params["hidden"])
-    return jnp.linalg.svd(jac_t * dphi(h)[:, None, :], compute_uv=False)
+    spectra, done = [], 1
+    for d in depths:
+        segment = jax.tree.map(lambda a, lo=done, hi=d: a[lo - 1 : hi - 1], params["hidden"])
+        (h, jac_t), _ = jax.lax.scan(step, (h, jac_t), segment)
+        spectra.append(jnp.linalg.svd(jac_t * dphi(h)[:, None, :], compute_uv=False))
+        done = d
+    return jnp.stack(spectra) if isinstance(depth, tuple) else spectra[0]

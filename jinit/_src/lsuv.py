@@ -89,6 +89,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from flax import nnx
+from flax.core import FrozenDict
 
 from jinit._src import lsuv_engine as eng
 from jinit._src import lsuv_linen, lsuv_nnx, lsuv_plain
@@ -165,6 +166,14 @@ def _check_batch(fn: str, batch: Any) -> None:
             )
 
 
+def _like(ref: Any, tree: Any) -> Any:
+    """``tree`` with the dict key order of ``ref`` (jit returns dicts with sorted keys)."""
+    if isinstance(ref, dict | FrozenDict) and isinstance(tree, Mapping):
+        out = {k: _like(ref[k], tree[k]) for k in ref if k in tree}
+        return FrozenDict(out) if isinstance(ref, FrozenDict) else out
+    return tree
+
+
 def run_pass(
     fn: str,
     cfg: eng.Config,
@@ -205,6 +214,7 @@ def run_pass(
                 f"{fn}: the model and settings must be hashable (they are static under jit): {e}"
             ) from None
         raise
+    new = _like(params, new)
     if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(report)):
         report.check()
     return new, report

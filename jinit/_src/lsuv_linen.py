@@ -25,6 +25,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from flax.core import FrozenDict
 
 from jinit._src import lsuv_engine as eng
 
@@ -106,7 +107,7 @@ class _Pass:
         if kind is None or mod.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(mod.scope.path)
-        name = _name(path)
+        name = _name(path) or type(mod).__name__  # the root module itself
         if kind in ("rnn", "cell"):
             return self._recurrent(kind, mod, name, next_fun, args, kwargs)
         if not self.rec.cfg.selects(name) or name in self.rec.done:
@@ -267,21 +268,33 @@ def forward(model: nn.Module, variables, batch, kwargs, method, rec: eng.Recorde
         model.apply(variables, batch, mutable=True, method=method, **kwargs)
 
 
+def _key(k) -> Any:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return getattr(k, attr)
+    return k
+
+
 def replace_leaves(tree: Any, updates: Mapping[tuple, Any], drop_value: bool = False) -> Any:
-    """Returns ``tree`` with the leaves at the given key paths replaced (others untouched)."""
+    """Returns ``tree`` with the leaves at the given key paths replaced (others untouched).
+
+    Plain dicts and FrozenDicts are rebuilt in their own key order (``tree_map`` would sort
+    the keys); other containers (e.g. ``nnx.State``) go through ``tree_map_with_path``.
+    """
     if not updates:
         return tree
 
-    def key(k) -> Any:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                return getattr(k, attr)
-        return k
+    def rec(node, prefix):
+        if isinstance(node, dict | FrozenDict):
+            new = {k: rec(v, prefix + (k,)) for k, v in node.items()}
+            return FrozenDict(new) if isinstance(node, FrozenDict) else new
 
-    def f(kp, leaf):
-        p = tuple(key(k) for k in kp)
-        if drop_value and p and p[-1] == "value":
-            p = p[:-1]
-        return updates.get(p, leaf)
+        def f(kp, leaf):
+            p = prefix + tuple(_key(k) for k in kp)
+            if drop_value and p and p[-1] == "value":
+                p = p[:-1]
+            return updates.get(p, leaf)
 
-    return jax.tree_util.tree_map_with_path(f, tree)
+        return jax.tree_util.tree_map_with_path(f, node)
+
+    return rec(tree, ())

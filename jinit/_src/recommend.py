@@ -257,9 +257,10 @@ def recommend(
         sigma_w, bias = critical, sigma_b
         chi_gain = float(theory.chi_1(phi, gain, sigma_b))
         q_crit = float(theory.critical_point(phi, sigma_b)["q_star"])
+        q_text = "q* -> 0" if q_crit < 1e-6 else f"q* = {q_crit:.3g}"
         rationale = (
             f"edge of chaos for {name} at sigma_b = {sigma_b:g}: sigma_w = {critical:.4g} gives "
-            f"chi_1 = 1 (q* = {q_crit:.3g}), where the correlation depth scale diverges and "
+            f"chi_1 = 1 ({q_text}), where the correlation depth scale diverges and "
             f"gradients neither vanish nor explode with depth. The variance-preserving gain "
             f"{gain:.4g} would give chi_1 = {chi_gain:.3g}."
         )
@@ -272,10 +273,11 @@ def recommend(
             f"{name} has no critical point at sigma_b = {sigma_b:g}."
         )
 
-    point = theory.mean_field(phi, sigma_w, bias)
-    chi, xi_c = float(point["chi_1"]), float(point["xi_c"])
-    if abs(chi - 1.0) < 1e-4:
-        xi_c = math.inf
+    if critical is not None and abs(sigma_w - critical) < 1e-6:
+        chi, xi_c = 1.0, math.inf  # on the critical line (the iterated q* converges slowly there)
+    else:
+        point = theory.mean_field(phi, sigma_w, bias)
+        chi, xi_c = float(point["chi_1"]), float(point["xi_c"])
     notes = []
     if depth is not None:
         if math.isfinite(xi_c) and depth > TRAINABLE_DEPTH_PER_XI_C * xi_c:

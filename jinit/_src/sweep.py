@@ -53,6 +53,9 @@ def init_models(init_fn: Callable[[jax.Array], PyTree], keys: jax.Array) -> PyTr
 def model_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     """A 1-D mesh over as many devices as evenly divide ``num_models`` (None for one device).
 
+    Pad the model axis first (:func:`pad_models`) to use every device when the count does not
+    divide.
+
     Args:
       num_models: size of the model axis.
       devices: devices to use; default ``jax.devices()`` (all hosts' devices under
@@ -63,6 +66,27 @@ def model_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> 
     if n == 1:
         return None
     return Mesh(np.array(devices[:n]), (MODEL_AXIS,))
+
+
+def padded_size(num_models: int, num_devices: int | None = None) -> int:
+    """The smallest multiple of the device count that holds ``num_models`` models."""
+    d = num_devices if num_devices is not None else jax.device_count()
+    return -(-num_models // d) * d
+
+
+def pad_models(tree: PyTree, size: int) -> PyTree:
+    """Pads the leading model axis to ``size`` by repeating the last model.
+
+    The copies train exactly like the model they copy and are dropped afterwards
+    (``jax.tree.map(lambda a: a[:num_models], tree)``); they only keep every device busy.
+    """
+    def pad(a):
+        n = a.shape[0]
+        if size < n:
+            raise ValueError(f"size={size} is smaller than the model axis ({n})")
+        return a if size == n else jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)])
+
+    return jax.tree.map(pad, tree)
 
 
 def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:

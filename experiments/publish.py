@@ -1,0 +1,83 @@
+"""Publishes a finished study run into the docs: its results.json, figures and a results page.
+
+    python experiments/publish.py imdb_rnn runs/imdb_rnn
+
+copies ``results.json`` and every PNG of the run into ``docs/experiments/NAME/`` and writes the
+tables of ``docs/experiments/NAME.md`` from the saved numbers (never by hand), between the
+markers ``<!-- results:begin -->`` and ``<!-- results:end -->`` of that page; the prose around
+them is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _sweep_table(r: dict) -> list[str]:
+    lines = ["| initializer | test accuracy (mean ± std) | per seed | final val accuracy | test loss |",
+             "|---|---:|---|---:|---:|"]
+    for name, v in r["initializers"].items():
+        val = np.array(v["val_accuracy_per_epoch"])[:, -1]
+        seeds = ", ".join(f"{a:.4f}" for a in v["test_accuracy"])
+        lines.append(f"| {name} | {v['test_accuracy_mean']:.4f} ± {v['test_accuracy_std']:.4f} | {seeds} | "
+                     f"{val.mean():.4f} | {np.mean(v['test_loss']):.4f} |")
+    return lines
+
+
+def _run_facts(r: dict) -> list[str]:
+    env = r.get("environment", {})
+    facts = [f"- wall time: **{r['wall_time_s']:.0f} s** for {r.get('num_models', '?')} models "
+             f"(data loading {r.get('data_load_s', 0):.1f} s)"]
+    if "epoch_seconds" in r:
+        facts.append("- seconds per epoch (all models together): "
+                     + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"]))
+    if "images_per_s" in r:
+        facts.append("- training images/s (all models): " + ", ".join(f"{s:.0f}" for s in r["images_per_s"]))
+    if "data" in r:
+        d = r["data"]
+        facts.append(f"- data: {d['train']} train / {d['val']} validation / {d['test']} test examples "
+                     f"from `{pathlib.Path(d['source']).name}`")
+    facts.append(f"- jax {env.get('jax')}, backend {env.get('backend')}, {env.get('cpu_count')} CPU cores, "
+                 f"devices {len(env.get('devices', []))}, XLA_FLAGS `{env.get('xla_flags') or 'none'}`")
+    return facts
+
+
+def render(name: str, r: dict) -> str:
+    lines = []
+    if "initializers" in r:
+        lines += _sweep_table(r)
+    lines += [""] + _run_facts(r) if "wall_time_s" in r else []
+    figs = sorted((REPO / "docs" / "experiments" / name).glob("*.png"))
+    lines += [""] + [f"![{f.stem}]({name}/{f.name})" for f in figs]
+    return "\n".join(lines)
+
+
+def publish(name: str, run_dir: str | pathlib.Path, extra_tables: str = "") -> pathlib.Path:
+    run_dir = pathlib.Path(run_dir)
+    dest = REPO / "docs" / "experiments" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run_dir / "results.json", dest / "results.json")
+    for png in run_dir.glob("*.png"):
+        shutil.copy2(png, dest / png.name)
+    r = json.loads((dest / "results.json").read_text())
+    page = REPO / "docs" / "experiments" / f"{name}.md"
+    text = page.read_text() if page.exists() else f"# {name}\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = render(name, r) + ("\n\n" + extra_tables if extra_tables else "")
+    page.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    return page
+
+
+if __name__ == "__main__":
+    print(publish(sys.argv[1], sys.argv[2]))
