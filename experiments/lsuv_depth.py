@@ -146,9 +146,9 @@ def run_pair(cfg: Config, depth: int, act: str, train, test) -> dict:
     chunk = jinit.make_train_chunk(loss_fn, optimizer)
     n = train["x"].shape[0]
     # Each member draws its own minibatches from its seed; the arms of one seed share them.
-    idx = jax.vmap(
-        lambda k: jax.random.randint(k, (cfg.steps, cfg.batch_size), 0, n)
-    )(jax.random.split(jax.random.key(99), len(seeds)))
+    idx = jax.vmap(lambda k: jax.random.randint(k, (cfg.steps, cfg.batch_size), 0, n))(
+        jax.random.split(jax.random.key(99), len(seeds))
+    )
     idx = jnp.tile(idx, (len(ARMS), 1, 1))
 
     @jax.jit
@@ -205,8 +205,13 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
 
     depths, acts = cfg.depths, cfg.activations
     colors = {"he": "C0", "glorot": "C1", "orthogonal": "C2", "lsuv": "C3"}
-    fig, axes = plt.subplots(len(acts), len(depths), figsize=(4 * len(depths), 3.2 * len(acts)),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(acts),
+        len(depths),
+        figsize=(4 * len(depths), 3.2 * len(acts)),
+        squeeze=False,
+        sharey=True,
+    )
     for i, act in enumerate(acts):
         for j, depth in enumerate(depths):
             ax = axes[i, j]
@@ -228,8 +233,9 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
     fig.savefig(out / "loss_curves.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(acts), len(depths), figsize=(4 * len(depths), 3.2 * len(acts)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(acts), len(depths), figsize=(4 * len(depths), 3.2 * len(acts)), squeeze=False
+    )
     for i, act in enumerate(acts):
         for j, depth in enumerate(depths):
             ax = axes[i, j]
@@ -239,8 +245,14 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
                 ax.semilogy(np.arange(1, v.size + 1), v, color=colors[arm], label=arm)
             rep = r["lsuv_report_seed0"]
             ax.semilogy(np.arange(1, depth + 1), rep["var_before"], "k:", label="LSUV: before")
-            ax.semilogy(np.arange(1, depth + 1), rep["var_after"], color=colors["lsuv"],
-                        marker="o", ms=3, label="LSUV: after")
+            ax.semilogy(
+                np.arange(1, depth + 1),
+                rep["var_after"],
+                color=colors["lsuv"],
+                marker="o",
+                ms=3,
+                label="LSUV: after",
+            )
             ax.set_title(f"{act}, {depth} layers")
             ax.set_xlabel("layer")
             if j == 0:
@@ -259,8 +271,11 @@ def run(cfg: Config, out: pathlib.Path) -> dict:
         "study": "lsuv_depth",
         "config": dataclasses.asdict(cfg),
         "environment": common.environment(),
-        "data": {"source": "sklearn.datasets.load_digits", "train": int(train["y"].shape[0]),
-                 "test": int(test["y"].shape[0])},
+        "data": {
+            "source": "sklearn.datasets.load_digits",
+            "train": int(train["y"].shape[0]),
+            "test": int(test["y"].shape[0]),
+        },
         "runs": {},
     }
     for act in cfg.activations:
@@ -270,7 +285,9 @@ def run(cfg: Config, out: pathlib.Path) -> dict:
     for key, r in results["runs"].items():
         summary[key] = {
             arm: {
-                "mean_loss_first_quarter": float(np.mean(r["arms"][arm]["mean_loss_first_quarter"])),
+                "mean_loss_first_quarter": float(
+                    np.mean(r["arms"][arm]["mean_loss_first_quarter"])
+                ),
                 "final_train_loss": float(np.mean(r["arms"][arm]["final_train_loss"])),
                 "test_accuracy": float(np.mean(r["arms"][arm]["test_accuracy"])),
             }

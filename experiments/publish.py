@@ -34,8 +34,9 @@ def _sweep_table(r: dict) -> list[str]:
 
 def _run_facts(r: dict) -> list[str]:
     env = r.get("environment", {})
-    facts = [f"- wall time: **{r['wall_time_s']:.0f} s** for {r.get('num_models', '?')} models "
-             f"(data loading {r.get('data_load_s', 0):.1f} s)"]
+    models = f" for {r['num_models']} models" if "num_models" in r else ""
+    load = f" (data loading {r['data_load_s']:.1f} s)" if "data_load_s" in r else ""
+    facts = [f"- wall time on this machine: **{r['wall_time_s']:.0f} s**{models}{load}"]
     if "epoch_seconds" in r:
         facts.append("- seconds per epoch (all models together): "
                      + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"]))
@@ -50,10 +51,38 @@ def _run_facts(r: dict) -> list[str]:
     return facts
 
 
+def _batchnorm_table(r: dict) -> list[str]:
+    lines = ["| kernel init | with BatchNorm: test accuracy (mean, min-max) | without BatchNorm |",
+             "|---|---:|---:|"]
+    for arm in (k for k in r["batchnorm"] if not k.startswith("_")):
+        cells = []
+        for bn in ("batchnorm", "plain"):
+            a = np.array(r[bn][arm]["test_accuracy"])
+            cells.append(f"{a.mean():.3f} ({a.min():.3f}-{a.max():.3f})")
+        lines.append(f"| {arm} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _symmetry_table(r: dict) -> list[str]:
+    lines = ["| task | init | symmetry gap at init | gap after training | zero throughout | final test |",
+             "|---|---|---:|---:|---|---|"]
+    for task in ("regression", "classification"):
+        for name, v in r[task].items():
+            g = np.array(v["symmetry_gap_per_epoch"])
+            final = ", ".join(f"{k} {np.mean(x):.4f}" for k, x in v["final_test"].items())
+            lines.append(f"| {task} | {name} | {g[:, 0].mean():.3g} | {g[:, -1].mean():.3g} | "
+                         f"{v['zero_gap_throughout']} | {final} |")
+    return lines
+
+
 def render(name: str, r: dict) -> str:
     lines = []
     if "initializers" in r:
         lines += _sweep_table(r)
+    elif "batchnorm" in r:
+        lines += _batchnorm_table(r)
+    elif "regression" in r:
+        lines += _symmetry_table(r)
     lines += [""] + _run_facts(r) if "wall_time_s" in r else []
     figs = sorted((REPO / "docs" / "experiments" / name).glob("*.png"))
     lines += [""] + [f"![{f.stem}]({name}/{f.name})" for f in figs]

@@ -115,7 +115,8 @@ def test_plain_layers_weight_norm_equals_within_layer():
     v = model.init(jax.random.key(0), x)
     a, _ = jinit.within_layer_init(model, v, x)
     b, _ = jinit.weight_norm_init(model, v, x)
-    assert all(bool(jnp.array_equal(p, q)) for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    assert all(bool(jnp.array_equal(p, q)) for p, q in pairs)
 
 
 class NnxNet(nnx.Module):

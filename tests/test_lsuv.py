@@ -29,7 +29,8 @@ def normal(seed, shape, dtype=jnp.float32):
 
 
 def leaves_equal(a, b):
-    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(bool(jnp.array_equal(x, y)) for x, y in pairs)
 
 
 def dense_outputs(model, variables, x):
@@ -81,7 +82,7 @@ def test_case16_only_kernels_rescaled():
     v2, report = jinit.lsuv(model, v, x)
     p, p2 = v["params"], v2["params"]
     # Only Dense kernels change; PReLU slope, LayerNorm scale/bias and every bias are bitwise kept.
-    for name, iters in zip(report.paths, np.asarray(report.iterations)):
+    for name, iters in zip(report.paths, np.asarray(report.iterations), strict=True):
         assert jnp.array_equal(p[name]["kernel"], p2[name]["kernel"]) == (iters == 0)
     assert int(np.sum(np.asarray(report.iterations))) >= 2
     for name in ("Dense_0", "Dense_2"):
@@ -257,7 +258,7 @@ def test_case15_vmap_over_keys_equals_separate_runs():
     stacked, rep = jax.vmap(init_one)(keys)  # a seed sweep is one program
     for i in range(3):
         alone = init_one(keys[i])[0]
-        for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(alone)):
+        for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(alone), strict=True):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
     k = [np.asarray(stacked["params"]["Dense_1"]["kernel"][i]).ravel() for i in range(3)]
     for i in range(3):
@@ -300,7 +301,7 @@ def test_report_follows_execution_order_not_definition_order():
 class NnxMLP(nnx.Module):
     def __init__(self, din, widths, rngs):
         self.layers = nnx.List(
-            [nnx.Linear(i, o, rngs=rngs) for i, o in zip((din,) + widths[:-1], widths)]
+            [nnx.Linear(i, o, rngs=rngs) for i, o in zip((din,) + widths[:-1], widths, strict=True)]
         )
 
     def __call__(self, x):

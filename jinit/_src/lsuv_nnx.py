@@ -111,7 +111,7 @@ def _dispatch(node, base, args, kwargs):
     gd, st = nnx.split(node)
 
     def run(kk, bb):
-        copy = nnx.merge(gd, st)  # a fresh copy, in whatever trace this runs (while_loop)
+        copy = nnx.merge(gd, st, copy=True)  # fresh Variables, in this trace (while_loop)
         getattr(copy, kname).set_value(kk)
         if bb is not None:
             copy.bias.set_value(bb)
@@ -221,7 +221,7 @@ def _recurrent(p: _Pass, kind, node, base, path, args, kwargs):
 
 def forward(graphdef, state, batch, kwargs, rec: eng.Recorder) -> None:
     """Runs the hooked forward pass on a private copy; results land in ``rec``."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, state, copy=True)  # private Variables: `state` stays as is
     paths: dict[int, tuple] = {}
     for path, node in list(nnx.iter_graph(model)):
         if isinstance(node, nnx.Dropout):

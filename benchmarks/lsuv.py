@@ -1,0 +1,366 @@
+"""Wall time of jinit.lsuv against a re-run-everything LSUV in the same JAX and the `lsuv` package.
+
+Architectures (ReLU, batch 256, as in the issue):
+
+* MLP: ``depth`` Dense(256) layers on 256 input features;
+* CNN: ``depth`` 3x3 convolutions with 32 channels (SAME padding) on 32x32x3 inputs.
+
+Implementations:
+
+* ``jinit``: ``jinit.lsuv(model, variables, x)`` (one jitted program). ``first_s`` is the first
+  call (trace + compile + run), ``steady_s`` the median of later calls (already compiled, as in
+  a seed sweep), ``compile_s = first_s - steady_s``.
+* ``naive``: the same algorithm written the straightforward way in the same JAX: one jitted
+  forward pass returning every layer's output variance (compiled once), and a Python loop that,
+  for each layer, re-runs the WHOLE network after every rescaling (what hook-based LSUVs do).
+  ``compile_s`` is the forward's compilation, ``steady_s`` the loop.
+* ``lsuv_pkg``: the reference implementation by the paper's first author, the ``lsuv`` package on
+  PyPI (``lsuv_with_singlebatch``), on the same architecture in PyTorch on CPU; only if ``torch``
+  and ``lsuv`` import (``pip install torch==2.13.0 lsuv``; never a jinit dependency). Its
+  orthonormal pre-init is included (its default), as in the reference numbers of the issue.
+
+Results go to ``--out`` (default ``docs/benchmarks``) as ``lsuv.json`` and ``lsuv.md``. The
+machine is shared: the load average before and after is recorded with the numbers.
+
+Usage::
+
+    python benchmarks/lsuv.py [--depths 8 16 32 64] [--repeats 3] [--naive-cnn-max-depth 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jinit  # noqa: E402
+
+BATCH = 256
+TARGET, TOL, MAX_ITERS = 1.0, 0.1, 10
+
+
+class MLP(nn.Module):
+    depth: int
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth):
+            x = nn.relu(nn.Dense(256, kernel_init=jinit.lsuv_ready_orthogonal())(x))
+        return x
+
+
+class CNN(nn.Module):
+    depth: int
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth):
+            x = nn.relu(nn.Conv(32, (3, 3), kernel_init=jinit.lsuv_ready_orthogonal())(x))
+        return x
+
+
+def make(arch: str, depth: int):
+    key = jax.random.key(0)
+    if arch == "mlp":
+        model, x = MLP(depth), jax.random.normal(jax.random.key(1), (BATCH, 256))
+    else:
+        model, x = CNN(depth), jax.random.normal(jax.random.key(1), (BATCH, 32, 32, 3))
+    return model, model.init(key, x[:1]), x
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - t, out
+
+
+def bench_jinit(arch: str, depth: int, repeats: int) -> dict:
+    model, variables, x = make(arch, depth)
+    jax.block_until_ready((variables, x))
+    first, (v2, report) = timed(lambda: jinit.lsuv(model, variables, x))
+    steady = [timed(lambda: jinit.lsuv(model, variables, x))[0] for _ in range(repeats)]
+    med = statistics.median(steady)
+    return {
+        "first_s": first,
+        "steady_s": med,
+        "steady_runs_s": steady,
+        "compile_s": first - med,
+        "converged": bool(np.all(np.asarray(report.converged))),
+        "iterations": int(np.sum(np.asarray(report.iterations))),
+    }
+
+
+def bench_naive(arch: str, depth: int) -> dict:
+    """The same algorithm, re-running the whole network after every rescaling."""
+    model, variables, x = make(arch, depth)
+    kind = nn.Dense if arch == "mlp" else nn.Conv
+    names = [f"{kind.__name__}_{i}" for i in range(depth)]
+
+    @jax.jit
+    def all_vars(variables, x):
+        _, st = model.apply(
+            variables,
+            x,
+            capture_intermediates=lambda m, _: isinstance(m, kind),
+            mutable=["intermediates"],
+        )
+        return jnp.stack([jnp.var(st["intermediates"][n]["__call__"][0]) for n in names])
+
+    compile_s, _ = timed(lambda: all_vars(variables, x))
+    params = dict(variables["params"])
+    forwards = 0
+    t = time.perf_counter()
+    for i, name in enumerate(names):
+        var = float(all_vars({"params": params}, x)[i])
+        forwards += 1
+        it = 0
+        while abs(var - TARGET) >= TOL and it < MAX_ITERS:
+            layer = dict(params[name])
+            layer["kernel"] = layer["kernel"] * jnp.float32(np.sqrt(TARGET / var))
+            params[name] = layer
+            var = float(all_vars({"params": params}, x)[i])
+            forwards += 1
+            it += 1
+    steady = time.perf_counter() - t
+    return {
+        "first_s": compile_s + steady,
+        "steady_s": steady,
+        "compile_s": compile_s,
+        "full_forward_passes": forwards,
+    }
+
+
+def _import_lsuv_package():
+    """The PyPI ``lsuv`` package (this script is also called lsuv.py: keep it off the path)."""
+    import importlib
+
+    here = pathlib.Path(__file__).resolve().parent
+    saved = sys.path[:]
+    sys.path = [q for q in sys.path if pathlib.Path(q or ".").resolve() != here]
+    cached = sys.modules.pop("lsuv", None)
+    try:
+        import torch  # noqa: F401
+
+        return importlib.import_module("lsuv")
+    except ImportError:
+        return None
+    finally:
+        sys.path = saved
+        if cached is not None and getattr(cached, "__file__", "") == __file__:
+            sys.modules.setdefault("lsuv_benchmark", cached)
+
+
+def bench_lsuv_pkg(arch: str, depth: int) -> dict | None:
+    lsuv = _import_lsuv_package()
+    if lsuv is None:
+        return None
+    import torch
+
+    torch.manual_seed(0)
+    layers: list = []
+    if arch == "mlp":
+        for _ in range(depth):
+            layers += [torch.nn.Linear(256, 256), torch.nn.ReLU()]
+        x = torch.randn(BATCH, 256)
+    else:
+        for i in range(depth):
+            layers += [torch.nn.Conv2d(3 if i == 0 else 32, 32, 3, padding=1), torch.nn.ReLU()]
+        x = torch.randn(BATCH, 3, 32, 32)
+    model = torch.nn.Sequential(*layers)
+    warm = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    lsuv.lsuv_with_singlebatch(warm, torch.randn(16, 8), verbose=False)  # torch's one-time setup
+    t = time.perf_counter()
+    lsuv.lsuv_with_singlebatch(model, x, verbose=False)
+    total = time.perf_counter() - t
+    return {
+        "first_s": total,
+        "steady_s": total,
+        "compile_s": 0.0,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def fmt(v, nd=3):
+    return "—" if v is None else f"{v:.{nd}f}" if v < 100 else f"{v:.0f}"
+
+
+def ratio(a, b):
+    return None if (a is None or b is None or b == 0) else a / b
+
+
+def write_markdown(res: dict, path: pathlib.Path) -> None:
+    rows = res["results"]
+    get = lambda arch, impl, d, k: (rows.get(f"{arch}/{impl}/{d}") or {}).get(k)
+    lines = [
+        "# LSUV benchmark: jinit.lsuv vs re-run-everything JAX vs the `lsuv` package",
+        "",
+        "Generated by `python benchmarks/lsuv.py` (do not edit by hand). Machine: "
+        f"{res['machine']['cpu_count']} CPU cores, {res['machine']['platform']}, "
+        f"jax {res['machine']['jax']}; load average before/after the run: "
+        f"{res['load_before']} / {res['load_after']} (the machine is shared with other jobs, so "
+        "absolute times are noisy; ratios measured in the same run are the signal).",
+        "",
+        "ReLU networks, batch 256, target variance 1, tol 0.1, at most 10 iterations. "
+        "`first` = first call (jinit: trace + compile + run; naive: forward compile + loop; "
+        "`lsuv` pkg: one call, no compilation), `steady` = already compiled (as in a sweep).",
+        "",
+    ]
+    for arch, title in (
+        ("mlp", "MLP, Dense(256) x depth"),
+        ("cnn", "CNN, 3x3 conv 32 ch x depth, 32x32x3"),
+    ):
+        if not any(k.startswith(arch + "/") for k in rows):
+            continue
+        lines += [
+            f"## {title}",
+            "",
+            "| depth | jinit first (s) | jinit compile (s) | jinit steady (s) | naive first (s) | "
+            "naive steady (s) | naive full passes | `lsuv` pkg (s) | pkg / jinit first | "
+            "pkg / jinit steady | naive / jinit first | naive / jinit steady |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for d in res["depths"]:
+            if not any(k.startswith(f"{arch}/") and k.endswith(f"/{d}") for k in rows):
+                continue
+            jf, jc, js = (get(arch, "jinit", d, k) for k in ("first_s", "compile_s", "steady_s"))
+            nf, ns, npass = (
+                get(arch, "naive", d, k) for k in ("first_s", "steady_s", "full_forward_passes")
+            )
+            pf = get(arch, "lsuv_pkg", d, "first_s")
+            r = [ratio(pf, jf), ratio(pf, js), ratio(nf, jf), ratio(ns, js)]
+            lines.append(
+                f"| {d} | {fmt(jf)} | {fmt(jc)} | {fmt(js)} | {fmt(nf)} | {fmt(ns)} | "
+                f"{'—' if npass is None else npass} | {fmt(pf)} | "
+                + " | ".join("—" if x is None else f"{x:.1f}x" for x in r)
+                + " |"
+            )
+        growth = []
+        for impl in ("jinit", "naive", "lsuv_pkg"):
+            for k in ("first_s", "steady_s"):
+                a, b = get(arch, impl, 64, k), get(arch, impl, 32, k)
+                if a is not None and b is not None and not (impl == "lsuv_pkg" and k == "steady_s"):
+                    growth.append(f"{impl} {k.split('_')[0]}: {a / b:.2f}")
+        if growth:
+            lines += [
+                "",
+                "Growth from depth 32 to 64 (2.0 = linear, 4.0 = quadratic): "
+                + "; ".join(growth)
+                + ".",
+            ]
+        lines.append("")
+    lines += ["## Goals (issue 4)", ""] + [f"- {g}" for g in res["goals"]] + [""]
+    path.write_text("\n".join(lines))
+
+
+def goals(res: dict) -> list[str]:
+    rows = res["results"]
+    get = lambda arch, impl, d, k: (rows.get(f"{arch}/{impl}/{d}") or {}).get(k)
+    out = []
+    for arch in ("mlp", "cnn"):
+        for k in ("first_s", "steady_s"):
+            a, b = get(arch, "jinit", 64, k), get(arch, "jinit", 32, k)
+            if a and b:
+                out.append(
+                    f"{arch} jinit {k}: depth64/depth32 = {a / b:.2f} (goal <= 2.2): "
+                    f"{'met' if a / b <= 2.2 else 'NOT met'}"
+                )
+    pf, jf = get("cnn", "lsuv_pkg", 32, "first_s"), get("cnn", "jinit", 32, "first_s")
+    if pf and jf:
+        out.append(
+            f"cnn depth 32, total incl. compilation: lsuv pkg / jinit = {pf / jf:.1f}x "
+            f"(goal >= 10x): {'met' if pf / jf >= 10 else 'NOT met'}"
+        )
+    for d in res["depths"]:
+        pf, jf, js = (
+            get("mlp", i, d, k)
+            for i, k in (("lsuv_pkg", "first_s"), ("jinit", "first_s"), ("jinit", "steady_s"))
+        )
+        if pf and jf and js:
+            out.append(
+                f"mlp depth {d}: total pkg / jinit = {pf / jf:.2f}x (goal >= 1x: "
+                f"{'met' if pf >= jf else 'NOT met'}); steady pkg / jinit = {pf / js:.0f}x "
+                f"(goal >= 10x: {'met' if pf / js >= 10 else 'NOT met'})"
+            )
+    for arch in ("mlp", "cnn"):
+        nf, jf = get(arch, "naive", 32, "first_s"), get(arch, "jinit", 32, "first_s")
+        ns, js = get(arch, "naive", 32, "steady_s"), get(arch, "jinit", 32, "steady_s")
+        if nf and jf:
+            lo, hi = min(nf / jf, ns / js), max(nf / jf, ns / js)
+            verdict = "met" if lo >= 10 else "partly met" if hi >= 10 else "NOT met"
+            out.append(
+                f"{arch} depth 32 vs naive: total {nf / jf:.1f}x, steady {ns / js:.1f}x "
+                f"(goal >= 10x): {verdict}"
+            )
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.add_argument("--archs", nargs="+", default=["mlp", "cnn"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--naive-cnn-max-depth", type=int, default=32)
+    p.add_argument("--pkg-cnn-max-depth", type=int, default=32)
+    p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
+    args = p.parse_args(argv)
+    res = {
+        "depths": args.depths,
+        "batch": BATCH,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
+        "load_before": [round(v, 2) for v in os.getloadavg()],
+        "results": {},
+    }
+    for arch in args.archs:
+        for d in args.depths:
+            for impl in ("jinit", "naive", "lsuv_pkg"):
+                if impl == "naive" and arch == "cnn" and d > args.naive_cnn_max_depth:
+                    continue
+                if impl == "lsuv_pkg" and arch == "cnn" and d > args.pkg_cnn_max_depth:
+                    continue
+                if impl == "jinit":
+                    r = bench_jinit(arch, d, args.repeats)
+                elif impl == "naive":
+                    r = bench_naive(arch, d)
+                else:
+                    r = bench_lsuv_pkg(arch, d)
+                if r is None:
+                    continue
+                res["results"][f"{arch}/{impl}/{d}"] = r
+                print(
+                    f"{arch:>3} depth {d:>2} {impl:>8}: first {r['first_s']:8.3f} s  "
+                    f"steady {r['steady_s']:8.3f} s",
+                    flush=True,
+                )
+    res["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    res["goals"] = goals(res)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lsuv.json").write_text(json.dumps(res, indent=2))
+    write_markdown(res, out / "lsuv.md")
+    for g in res["goals"]:
+        print(g)
+    return res
+
+
+if __name__ == "__main__":
+    main()
