@@ -43,7 +43,7 @@ def main(argv=None):
     args = parse(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    depths, width, n_inputs = ((2, 8), 64, 2) if args.quick else ((2, 8, 32, 128), 256, 4)
+    depths, width, n_inputs = ((2, 4), 32, 1) if args.quick else ((2, 8, 32, 128), 256, 4)
     crit = theory.critical_point("tanh", args.sigma_b)
     sw_tanh, q_star = float(crit["sigma_w"]), float(crit["q_star"])
     configs = {

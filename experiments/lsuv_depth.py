@@ -244,7 +244,10 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
                 v = np.asarray(r["arms"][arm]["layer_variance_seed0"])
                 ax.semilogy(np.arange(1, v.size + 1), v, color=colors[arm], label=arm)
             rep = r["lsuv_report_seed0"]
-            ax.semilogy(np.arange(1, depth + 1), rep["var_before"], "k:", label="LSUV: before")
+            ax.semilogy(
+                np.arange(1, depth + 1), rep["var_before"], "k:",
+                label="LSUV: before its rescaling\n(earlier layers done)",
+            )  # fmt: skip
             ax.semilogy(
                 np.arange(1, depth + 1),
                 rep["var_after"],

@@ -40,7 +40,7 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="smoke run: tiny grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sigma-b2", type=float, default=0.05, help="bias variance of the trained nets")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps (default 300, quick 40)")
+    p.add_argument("--steps", type=int, default=None, help="SGD steps (default 300, quick 20)")
     p.add_argument("--threshold", type=float, default=0.5, help="'trainable' training accuracy")
     return p.parse_args(argv)
 
@@ -88,12 +88,12 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        width, depths, sw2 = 16, (4, 12), np.geomspace(0.25, 16, 4)
-        grid_w2, grid_b2 = np.geomspace(0.25, 16, 12), np.linspace(0.0, 0.2, 5)
+        width, depths, sw2 = 8, (4, 8), np.geomspace(0.25, 16, 3)
+        grid_w2, grid_b2 = np.geomspace(0.25, 16, 6), np.linspace(0.0, 0.2, 3)
     else:
         width, depths, sw2 = 32, (4, 8, 16, 32, 48, 64), np.geomspace(0.25, 16, 13)
         grid_w2, grid_b2 = np.geomspace(0.25, 16, 60), np.linspace(0.0, 0.2, 41)
-    steps = args.steps or (40 if args.quick else 300)
+    steps = args.steps or (20 if args.quick else 300)
     sigma_b = float(np.sqrt(args.sigma_b2))
     t0 = time.time()
 

@@ -46,7 +46,7 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="smoke run: few steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--steps", type=int, default=None, help="training steps (default 2000, quick 50)"
+        "--steps", type=int, default=None, help="training steps (default 2000, quick 20)"
     )
     return p.parse_args(argv)
 
@@ -109,7 +109,7 @@ def main(argv=None):
     args = parse(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (50 if args.quick else 2000)
+    steps = args.steps or (20 if args.quick else 2000)
     key = jax.random.key(args.seed)
     t0 = time.time()
 

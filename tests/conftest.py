@@ -19,5 +19,7 @@ def key():
 def shared_data_dir():
     """The real datasets (../shared/data); tests using it skip with a reason when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set JINIT_DATA_DIR or provide ../shared/data)")
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (set JINIT_DATA_DIR or provide ../shared/data)"
+        )
     return SHARED_DATA

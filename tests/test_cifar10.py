@@ -11,7 +11,9 @@ from experiments.data import cifar10
 
 
 def _fake_split(rng, n):
-    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(
+        np.int32
+    )
 
 
 @pytest.fixture
@@ -43,7 +45,9 @@ def test_folder_round_trip_in_file_order(tiny_folder):
     root, parts = tiny_folder
     d = cifar10.load_cifar10(root, allow_download=False)
     x_expected = np.concatenate([parts[f][0] for f in cifar10.TRAIN_FILES])
-    np.testing.assert_array_equal(d.y_train, np.concatenate([parts[f][1] for f in cifar10.TRAIN_FILES]))
+    np.testing.assert_array_equal(
+        d.y_train, np.concatenate([parts[f][1] for f in cifar10.TRAIN_FILES])
+    )
     np.testing.assert_allclose(d.x_train, x_expected / 255.0, rtol=1e-6)
     assert d.x_train.dtype == np.float32 and d.x_train.shape == (15, 32, 32, 3)
     assert 0.0 <= d.x_test.min() and d.x_test.max() <= 1.0
@@ -115,5 +119,7 @@ def test_real_files_checksums_and_counts(shared_data_dir):
     assert np.bincount(d.y_test).tolist() == [1000] * 10
     assert d.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert d.y_test[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
-    np.testing.assert_allclose(d.x_train.mean((0, 1, 2)) * 255, [125.307, 122.950, 113.865], atol=0.01)
+    np.testing.assert_allclose(
+        d.x_train.mean((0, 1, 2)) * 255, [125.307, 122.950, 113.865], atol=0.01
+    )
     np.testing.assert_array_equal(np.round(d.x_train[0, 0, :4, 0] * 255), [59, 43, 50, 68])

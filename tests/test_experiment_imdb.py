@@ -32,8 +32,21 @@ def tiny_data_dir(tmp_path_factory):
 
 
 def _run(out, data_dir, cache, *extra):
-    return imdb_rnn.main(["--quick", "--out", str(out), "--data-dir", str(data_dir),
-                          "--cache-dir", str(cache), "--no-progress", "--seeds", "0,1", *extra])
+    return imdb_rnn.main(
+        [
+            "--quick",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+            "--cache-dir",
+            str(cache),
+            "--no-progress",
+            "--seeds",
+            "0,1",
+            *extra,
+        ]
+    )
 
 
 def test_quick_run_writes_results_and_plot(tiny_data_dir, tmp_path):
@@ -89,8 +102,20 @@ def test_quick_run_on_real_archive(shared_data_dir, tmp_path):
     if imdb.find_local_copy(shared_data_dir) is None:
         pytest.skip(f"no IMDB archive under {shared_data_dir}")
     cache = os.environ.get("JINIT_CACHE_DIR", str(tmp_path / "cache"))
-    imdb_rnn.main(["--quick", "--out", str(tmp_path / "out"), "--data-dir", str(shared_data_dir),
-                   "--cache-dir", cache, "--no-progress", "--seeds", "0"])
+    imdb_rnn.main(
+        [
+            "--quick",
+            "--out",
+            str(tmp_path / "out"),
+            "--data-dir",
+            str(shared_data_dir),
+            "--cache-dir",
+            cache,
+            "--no-progress",
+            "--seeds",
+            "0",
+        ]
+    )
     r = json.loads((tmp_path / "out" / "results.json").read_text())
     assert r["data"]["source"].endswith((".tar.gz", "aclImdb"))
     assert r["data"]["train"] == 400 and r["data"]["test"] == 250

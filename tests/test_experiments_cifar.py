@@ -28,7 +28,10 @@ def tiny_cifar(tmp_path_factory):
 
 def test_im2col_conv_equals_xla_conv_values_and_grads(key):
     x = jax.random.uniform(key, (2, 12, 12, 5))
-    a, b = Conv(7, (3, 3), padding="VALID", impl="im2col"), Conv(7, (3, 3), padding="VALID", impl="xla")
+    a, b = (
+        Conv(7, (3, 3), padding="VALID", impl="im2col"),
+        Conv(7, (3, 3), padding="VALID", impl="xla"),
+    )
     p = a.init(jax.random.key(1), x)
     np.testing.assert_allclose(a.apply(p, x), b.apply(p, x), rtol=1e-5, atol=1e-6)
     ga = jax.grad(lambda p: (a.apply(p, x) ** 2).sum())(p)
@@ -42,12 +45,27 @@ def test_im2col_conv_equals_xla_conv_values_and_grads(key):
 
 def test_cnn_shapes(key):
     p = CifarCNN().init(key, np.zeros((1, 32, 32, 3), np.float32))["params"]
-    assert p["Conv_0"]["kernel"].shape == (3, 3, 3, 32) and p["Dense_0"]["kernel"].shape == (2304, 64)
+    assert p["Conv_0"]["kernel"].shape == (3, 3, 3, 32) and p["Dense_0"]["kernel"].shape == (
+        2304,
+        64,
+    )
 
 
 def test_cifar_quick(tiny_cifar, tmp_path):
-    r = cifar10_cnn.main(["--quick", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "o"),
-                          "--no-progress", "--seeds", "0", "--inits", "he_normal,lsuv,zeros"])
+    r = cifar10_cnn.main(
+        [
+            "--quick",
+            "--data-dir",
+            str(tiny_cifar),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--seeds",
+            "0",
+            "--inits",
+            "he_normal,lsuv,zeros",
+        ]
+    )
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
     assert saved["initializers"].keys() == {"he_normal", "lsuv", "zeros"}
     assert (tmp_path / "o" / "val_accuracy.png").exists()
@@ -56,8 +74,9 @@ def test_cifar_quick(tiny_cifar, tmp_path):
 
 
 def test_batchnorm_quick(tiny_cifar, tmp_path):
-    r = batchnorm.main(["--quick", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "o"),
-                        "--no-progress"])
+    r = batchnorm.main(
+        ["--quick", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "o"), "--no-progress"]
+    )
     assert set(r["batchnorm"]) >= {"normal_0.001", "normal_1", "he_normal"}
     assert (tmp_path / "o" / "batchnorm_init_scale.png").exists()
 
@@ -96,6 +115,18 @@ def test_symmetry_zero_init_keeps_units_identical_to_the_bit(tmp_path):
 def test_cifar_quick_on_real_files(shared_data_dir, tmp_path):
     if cifar10.find_local_copy(shared_data_dir) is None:
         pytest.skip(f"no CIFAR-10 under {shared_data_dir}")
-    r = cifar10_cnn.main(["--quick", "--data-dir", str(shared_data_dir), "--out", str(tmp_path / "o"),
-                          "--no-progress", "--seeds", "0", "--inits", "glorot_uniform"])
+    r = cifar10_cnn.main(
+        [
+            "--quick",
+            "--data-dir",
+            str(shared_data_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--seeds",
+            "0",
+            "--inits",
+            "glorot_uniform",
+        ]
+    )
     assert r["data"]["train"] == 512 and r["data"]["source"].endswith("cifar-10-batches-bin")

@@ -18,9 +18,14 @@ def test_simple_rnn_has_simplecell_params_and_matches_nn_rnn(key):
     x = jax.random.normal(key, (4, 7, 5))
     layer = SimpleRNN(6)
     params = layer.init(jax.random.key(1), x)["params"]
-    assert jax.tree.map(jnp.shape, params) == {"i": {"kernel": (5, 6), "bias": (6,)}, "h": {"kernel": (6, 6)}}
+    assert jax.tree.map(jnp.shape, params) == {
+        "i": {"kernel": (5, 6), "bias": (6,)},
+        "h": {"kernel": (6, 6)},
+    }
     params = jax.tree.map(lambda p: p + 0.1, params)  # nonzero bias too
-    np.testing.assert_allclose(layer.apply({"params": params}, x), _reference(params, x, 6), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer.apply({"params": params}, x), _reference(params, x, 6), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_hand_written_vjp_equals_autodiff(key):
@@ -57,7 +62,9 @@ def test_imdb_model_gradients_match_reference_composition(key):
         return jnp.sum(out[:, 0] ** 2)
 
     np.testing.assert_allclose(ours(params), ref(params), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(ref)(params))):
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(ref)(params))
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -205,6 +205,8 @@ REGISTRY: list[Row] = [
        shape=SMALL, check=lambda w: ortho_err(w, scale=2.0)),
     _r("orthogonal_conv_axis0", lambda dtype=None: jinit.orthogonal(column_axis=0, dtype=dtype),
        shape=(10, 4, 3, 3), check=lambda w: ortho_err(w, column_axis=0)),
+    _r("orthogonal_cholesky_qr2", lambda dtype=None: jinit.orthogonal(dtype=dtype,
+       method="cholesky_qr2"), shape=(3, 3, 8, 16), check=ortho_err),
     _r("orthogonal_per_gate", lambda dtype=None: jinit.orthogonal(dtype=dtype, per_gate=4),
        shape=(8, 32), check=per_gate_err),
     _r("delta_orthogonal", lambda dtype=None: jinit.delta_orthogonal(dtype=dtype),
@@ -520,6 +522,16 @@ X64_PARITY = (
 )
 
 
+def test_orthogonal_methods_agree_with_jax():
+    # 'qr' is bit-identical; CholeskyQR2 factorises the same draw, so it agrees to rounding.
+    for shape in [(3, 3, 100, 100), (40, 8), (8, 40)]:
+        ref = J.orthogonal()(KEY, shape, jnp.float32)
+        np.testing.assert_array_equal(jinit.orthogonal(method="qr")(KEY, shape), ref)
+        for method in ("auto", "cholesky_qr2"):
+            got = jinit.orthogonal(method=method)(KEY, shape)
+            np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
 def test_same_numbers_as_jax_float64_and_complex128():
     # Under x64 every eager op would recompile; one jit over the distinct code paths
     # compiles once.
@@ -550,7 +562,7 @@ def test_jax_nn_test_table(name, build, complex_ok, shapes):
     for shape in NN_TEST_SHAPES:
         if name == "delta_orthogonal" and (len(shape) < 3 or shape[-1] < shape[-2]):
             continue
-        if name == "vs_axes" and len(shape) < 3:
+        if name == "vs_axes" and len(shape) < 4:
             continue
         for dt in (jnp.float32, jnp.float16, jnp.bfloat16):
             assert _sds(init, shape, dt) == jax.ShapeDtypeStruct(shape, dt)
@@ -583,6 +595,7 @@ BAD_BUILD = [
     (lambda: jinit.truncated_normal(1.0, None, 2.0, -2.0), ValueError, "lower < upper"),
     (lambda: jinit.orthogonal(per_gate=0), ValueError, "per_gate"),
     (lambda: jinit.orthogonal(column_axis=1.5), TypeError, "column_axis"),
+    (lambda: jinit.orthogonal(method="svd"), ValueError, "method='svd'"),
     (lambda: jinit.dirac(layout="NCHW"), ValueError, "'HWIO', 'OIHW'"),
     (lambda: jinit.dirac(center="middle"), ValueError, "center='middle'"),
     (lambda: jinit.sparse(), ValueError, "exactly one"),

@@ -337,6 +337,42 @@ def test_linen_and_nnx_give_the_same_result():
     assert leaves_equal(nnx.state(m), state)
 
 
+class NnxCNN(nnx.Module):
+    def __init__(self, rngs):
+        self.c1 = nnx.Conv(3, 16, (3, 3), kernel_init=ORTH, rngs=rngs)
+        self.bn = nnx.BatchNorm(16, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.c2 = nnx.Conv(16, 16, (3, 3), feature_group_count=4, kernel_init=ORTH, rngs=rngs)
+        self.mix = nnx.Einsum("bhwc,cd->bhwd", (16, 8), rngs=rngs)
+        self.rnn = nnx.RNN(nnx.GRUCell(8, 12, rngs=rngs), rngs=rngs)
+        self.out = nnx.Linear(12, 10, kernel_init=ORTH, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.drop(jax.nn.relu(self.bn(self.c1(x))))
+        x = self.mix(jax.nn.relu(self.c2(x)))  # (B, H, W, 8): rows as sequences
+        return self.out(self.rnn(x.reshape(-1, x.shape[2], 8))[:, -1])
+
+
+def test_nnx_cnn_batchnorm_einsum_rnn_only_kernels_change():
+    x = normal(1, (8, 8, 8, 3))
+    m = NnxCNN(nnx.Rngs(0))
+    before = nnx.to_flat_state(nnx.state(m))
+    state, report = jinit.lsuv(m, None, x)  # train-mode BatchNorm, dropout on in the model
+    assert report.paths == (
+        "c1", "c2", "mix", "rnn/cell/dense_i/r", "rnn/cell/dense_i/z", "rnn/cell/dense_i/n", "out"
+    )  # fmt: skip
+    assert bool(jnp.all(report.converged))
+    changed = {
+        path
+        for (path, a), (_, b) in zip(before, nnx.to_flat_state(state), strict=True)
+        if not jnp.issubdtype(a.get_value().dtype, jax.dtypes.prng_key)
+        and not jnp.array_equal(a.get_value(), b.get_value())
+    }
+    kernels = {("c1", "kernel"), ("c2", "kernel"), ("mix", "kernel"), ("out", "kernel")}
+    assert changed <= kernels | {("rnn", "cell", "dense_i", "kernel")}
+    assert kernels <= changed  # BatchNorm statistics, RNG counters, biases: bitwise unchanged
+
+
 def test_compiles_once_per_model_and_shapes():
     x = normal(1, (64, 16))
     model = MLP(widths=(32, 32))
@@ -384,35 +420,39 @@ def test_plain_apply_function_with_named_layers():
     assert jinit.lsuv_layer("first", dense_fn, params["l0"], x).shape == (256, 32)  # outside
 
 
-class Seq(nn.Module):
-    cell: str = "LSTMCell"
+CELLS = ("LSTMCell", "OptimizedLSTMCell", "GRUCell", "SimpleCell")
 
+
+class Seq(nn.Module):
     @nn.compact
     def __call__(self, tokens):
         x = nn.Embed(50, 16)(tokens)
-        x = nn.RNN(getattr(nn, self.cell)(24, kernel_init=ORTH))(x)
+        for cell in CELLS:
+            x = nn.RNN(getattr(nn, cell)(24, kernel_init=ORTH))(x)
         return nn.Dense(2, kernel_init=ORTH)(x[:, -1])
 
 
-@pytest.mark.parametrize("cell", ["LSTMCell", "OptimizedLSTMCell", "GRUCell", "SimpleCell"])
-def test_recurrent_input_kernels_per_gate_recurrent_kernels_kept(cell):
+def test_recurrent_input_kernels_per_gate_recurrent_kernels_kept():
     tokens = jax.random.randint(jax.random.key(2), (16, 12), 0, 50)
-    model = Seq(cell)
+    model = Seq()
     v = model.init(jax.random.key(0), tokens)
     v2, report = jinit.lsuv(model, v, tokens)
-    cname = f"{cell}_0"
-    gates = [g for g in v["params"][cname] if g.startswith("i")]
-    assert set(report.paths) == {"Embed_0", "Dense_0"} | {f"{cname}/{g}" for g in gates}
-    for g, p in v["params"][cname].items():
-        same = leaves_equal(p, v2["params"][cname][g])
-        assert same == g.startswith("h"), g  # recurrent kernels (and biases) untouched
+    expected = ["Embed_0"]
+    for cell in CELLS:
+        cname = f"{cell}_0"
+        gates = [
+            g for g in ("ii", "if", "ig", "io", "ir", "iz", "in", "i") if g in v["params"][cname]
+        ]
+        expected += [f"{cname}/{g}" for g in gates]
+        for g, p in v["params"][cname].items():
+            same = leaves_equal(p, v2["params"][cname][g])
+            assert same == g.startswith("h"), (cname, g)  # recurrent kernels/biases untouched
+    assert report.paths == tuple(expected + ["Dense_0"])  # execution order, gates per cell
     assert bool(jnp.all(report.converged))
+    # The first cell's gates: unit variance on the embedded sequence, pooled over batch and time.
     emb = nn.Embed(50, 16).apply({"params": v2["params"]["Embed_0"]}, tokens)
-    for g in gates:
-        y = emb @ v2["params"][cname][g]["kernel"]
-        if "bias" in v2["params"][cname][g]:
-            y = y + v2["params"][cname][g]["bias"][None, None, :]
-        assert abs(float(jnp.var(y)) - 1) < 0.1, g
+    for g in ("ii", "if", "ig", "io"):
+        assert abs(float(jnp.var(emb @ v2["params"]["LSTMCell_0"][g]["kernel"])) - 1) < 0.1, g
 
 
 class BNNet(nn.Module):
@@ -425,17 +465,17 @@ class BNNet(nn.Module):
         return nn.ConvTranspose(8, (3, 3), kernel_init=ORTH)(x)
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_batchnorm_stats_kept_and_dropout_off(train):
+def test_batchnorm_stats_kept_and_dropout_off():
     x = normal(1, (8, 8, 8, 3))
     model = BNNet()
     v = model.init(jax.random.key(0), x, train=False)
-    v2, report = jinit.lsuv(model, v, x, apply_kwargs={"train": train})
-    assert report.paths == ("Conv_0", "Conv_1", "ConvTranspose_0")
-    assert leaves_equal(v["batch_stats"], v2["batch_stats"])
-    assert bool(jnp.all(report.converged))
-    # Dropout was the identity: the pass is deterministic even in train mode, no rng needed.
-    v3, _ = jinit.lsuv(model, v, x, apply_kwargs={"train": train})
+    for train in (False, True):  # eval: running statistics; train: batch statistics
+        v2, report = jinit.lsuv(model, v, x, apply_kwargs={"train": train})
+        assert report.paths == ("Conv_0", "Conv_1", "ConvTranspose_0")
+        assert leaves_equal(v["batch_stats"], v2["batch_stats"])
+        assert bool(jnp.all(report.converged))
+    # Dropout was the identity: the pass is deterministic in train mode, and needs no rng.
+    v3, _ = jinit.lsuv(model, v, x, apply_kwargs={"train": True})
     assert leaves_equal(v2, v3)
 
 

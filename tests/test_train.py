@@ -32,8 +32,10 @@ def loss_fn(params, batch):
 
 def metric_fn(params, batch):
     logits = MODEL.apply(params, batch["x"])
-    return {"loss": optax.sigmoid_binary_cross_entropy(logits, batch["y"]),
-            "accuracy": ((logits > 0) == (batch["y"] > 0.5)).astype(jnp.float32)}
+    return {
+        "loss": optax.sigmoid_binary_cross_entropy(logits, batch["y"]),
+        "accuracy": ((logits > 0) == (batch["y"] > 0.5)).astype(jnp.float32),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +62,22 @@ def shuffle_keys_for(seeds):
 def run(state, data, seeds, num_models, epochs=2, start_epoch=0, **kw):
     keys = shuffle_keys_for(seeds)
     shuffle = keys if num_models is not None else (lambda e: keys(e)[0])
-    return jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data,
-                     metric_fn=metric_fn, epochs=epochs, batch_size=8, shuffle_keys=shuffle,
-                     num_models=num_models, start_epoch=start_epoch, steps_per_call=4,
-                     progress=False, **kw)
+    return jinit.fit(
+        state,
+        loss_fn=loss_fn,
+        optimizer=OPT,
+        train_data=data,
+        val_data=data,
+        metric_fn=metric_fn,
+        epochs=epochs,
+        batch_size=8,
+        shuffle_keys=shuffle,
+        num_models=num_models,
+        start_epoch=start_epoch,
+        steps_per_call=4,
+        progress=False,
+        **kw,
+    )
 
 
 def test_vmapped_sweep_equals_separate_runs(data):
@@ -74,7 +88,9 @@ def test_vmapped_sweep_equals_separate_runs(data):
         for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params)):
             np.testing.assert_allclose(a, b[m], rtol=2e-5, atol=2e-6)
         for e in range(2):
-            np.testing.assert_allclose(hist[e].train["loss"], sweep_hist[e].train["loss"][m], rtol=1e-5)
+            np.testing.assert_allclose(
+                hist[e].train["loss"], sweep_hist[e].train["loss"][m], rtol=1e-5
+            )
             np.testing.assert_allclose(hist[e].val["accuracy"], sweep_hist[e].val["accuracy"][m])
 
 
@@ -122,13 +138,49 @@ def test_epoch_indices_are_permutations():
 def test_bad_arguments_are_named(data):
     state = init_fn(jax.random.key(0))
     with pytest.raises(ValueError, match="batch_size"):
-        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, epochs=1, batch_size=0,
-                  shuffle_keys=lambda e: jax.random.key(e))
+        jinit.fit(
+            state,
+            loss_fn=loss_fn,
+            optimizer=OPT,
+            train_data=data,
+            epochs=1,
+            batch_size=0,
+            shuffle_keys=lambda e: jax.random.key(e),
+        )
     with pytest.raises(ValueError, match="metric_fn"):
-        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data, epochs=1,
-                  batch_size=8, shuffle_keys=lambda e: jax.random.key(e))
+        jinit.fit(
+            state,
+            loss_fn=loss_fn,
+            optimizer=OPT,
+            train_data=data,
+            val_data=data,
+            epochs=1,
+            batch_size=8,
+            shuffle_keys=lambda e: jax.random.key(e),
+        )
     with pytest.raises(ValueError, match="start_epoch"):
-        jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, epochs=1, start_epoch=2,
-                  batch_size=8, shuffle_keys=lambda e: jax.random.key(e))
+        jinit.fit(
+            state,
+            loss_fn=loss_fn,
+            optimizer=OPT,
+            train_data=data,
+            epochs=1,
+            start_epoch=2,
+            batch_size=8,
+            shuffle_keys=lambda e: jax.random.key(e),
+        )
     with pytest.raises(ValueError, match="batch_size"):
         jinit.epoch_indices(jax.random.key(0), 4, 8)
+
+
+def test_fit_records_layer_statistics_every_n_steps(data):
+    probe = data["x"][:32]
+    stats_fn = lambda p: jinit.layer_statistics(MODEL, p, probe)  # noqa: E731
+    state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    _, hist = run(state, data, SEEDS, num_models=3, epochs=2, stats_fn=stats_fn, stats_every=8)
+    steps = [s for h in hist for s, _ in h.stats]
+    assert steps == [0, 8, 16]  # 12 steps/epoch in calls of 4: boundaries 0, 4, 8 | 12, 16, 20
+    _, first = hist[0].stats[0]
+    key = next(k for k in first if k.startswith("output/") and k.endswith("/std"))
+    assert first[key].shape == (3,)  # one value per model of the sweep
+    assert np.all(np.isfinite(first[key]))

@@ -64,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jinit._src import reinit
+
 #: Gradient-norm ratio (first layer / last layer) beyond which :func:`diagnose` reports
 #: vanishing (< 1/GRADIENT_RATIO) or exploding (> GRADIENT_RATIO) gradients.
 GRADIENT_RATIO = 100.0
@@ -156,23 +158,9 @@ def _grouped(fn, arrays: Mapping[str, jax.Array], group: str, stats: dict) -> No
                 stats[f"{group}/{name}/{stat}"] = v[i]
 
 
-def _path_str(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    if len(parts) > 1 and parts[-1] == "value":  # nnx.Variable leaves
-        parts = parts[:-1]
-    return "/".join(parts)
-
-
 def _flat_with_paths(tree) -> list[tuple[str, jax.Array]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [(_path_str(p), leaf) for p, leaf in leaves if _is_float_array(leaf)]
+    return [(reinit.path_string(p), leaf) for p, leaf in leaves if _is_float_array(leaf)]
 
 
 def _is_float_array(x) -> bool:

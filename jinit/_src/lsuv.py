@@ -39,11 +39,15 @@ How the pass is built (and why it is fast):
   the model, the settings and the non-array ``apply_kwargs`` are static, params and data traced.
 * ONE forward pass: each layer is solved when the forward pass reaches it, on its actual input
   (the prefix before it is already corrected), then the pass continues with the corrected
-  output. Cost is linear in depth: one evaluation of each layer plus cheap statistics for the
+  output. Cost is linear in depth: one evaluation of each layer plus cheap statistics. For
   affine layers (Dense, DenseGeneral, Conv, ConvTranspose, ConvLocal, Embed, recurrent input
-  projections), whose loop runs in closed form on per-unit moments; other layers (Einsum, plain
-  functions not marked ``linear=True``) re-run only themselves on the captured input in a
-  bounded ``lax.while_loop``. A naive LSUV re-runs the whole network per iteration per layer.
+  projections) the pooled variance at kernel scale ``s`` is a quadratic in ``s`` known from the
+  output's per-unit moments, and the paper's fixed-point loop is solved in one step (with a
+  zero bias, the usual case at init, that IS the paper's first step, after which its loop
+  stops; ``iterations`` is then 0 or 1); other layers (Einsum, plain functions not marked
+  ``linear=True``, ``measure="post"``) run the paper's loop as a bounded ``lax.while_loop``
+  that re-runs only that layer on its captured input. A naive LSUV re-runs the whole network
+  per iteration per layer (see ``benchmarks/lsuv.py``).
 * Pure: the returned tree has the structure of ``params``; only kernels change (and biases,
   with ``center=True``); every other leaf, including BatchNorm statistics, is bitwise the input.
 
@@ -72,7 +76,8 @@ it). A layer called several times is solved at its first call.
 Errors. Values computed inside ``jit`` cannot raise, so the program records, per layer, a
 status (finite input, finite output, zero variance) and the statistics; the Python wrapper
 checks the report when the program returns and raises ``ValueError`` naming the first failing
-layer in execution order. Under an outer ``jit``/``vmap`` the values are tracers, nothing can be
+layer in execution order (chosen over ``checkify``: the pass stays one plain XLA program that
+vmaps, and the same report answers the question under an outer transform). Under an outer ``jit``/``vmap`` the values are tracers, nothing can be
 raised, and failing layers are left unchanged (their status says why); call
 ``report.check()`` on the concrete report afterwards. Shape problems (too few values to estimate
 a variance) raise while tracing. A non-finite batch is rejected on the host before the program

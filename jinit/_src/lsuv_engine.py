@@ -26,7 +26,10 @@ the layer is measured, and each layer costs one forward evaluation plus cheap st
 
 Why not a ``while_loop`` everywhere: XLA compiles every loop (and every small kernel) separately,
 at tens of milliseconds each on CPU, so a per-layer loop would dominate the pass's compile time
-on deep models; the closed form has no control flow and few kernels.
+on deep models; the closed form has no control flow and few kernels. For the same reason the
+report is not assembled per layer: each layer keeps only arrays the solve computed anyway
+(its six output moments, the input's max-abs, the scale), and :func:`report_table` derives every
+report field for all layers at once at the end of the pass.
 
 Statistics are computed in float32 (float64 when the output is float64); the rescaling factor
 is cast to the kernel dtype, never the kernel upcast.
@@ -35,6 +38,7 @@ is cast to the kernel dtype, never the kernel upcast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -70,7 +74,6 @@ class Config:
     min_values: int = 2
     exact: bool = False
     orthogonal: bool = False
-    skip_recurrent: bool = True
 
     @property
     def per_unit(self) -> bool:
@@ -290,8 +293,9 @@ def _pooled_stats(y: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _unit_stats(y: jax.Array, unit_ndim: int) -> tuple[jax.Array, jax.Array]:
     """Per-unit mean and variance over all leading axes (two passes, robust to offsets)."""
     red = tuple(range(y.ndim - unit_ndim))
-    mean_k = jnp.mean(y, axis=red, keepdims=True)
-    var_u = jnp.mean(jnp.square(y - mean_k), axis=red)
+    inv_n = 1.0 / max(1, int(np.prod([y.shape[a] for a in red])))
+    mean_k = jnp.sum(y, axis=red, keepdims=True) * inv_n  # (a multiply fuses into consumers)
+    var_u = jnp.sum(jnp.square(y - mean_k), axis=red) * inv_n
     return mean_k.reshape(var_u.shape), var_u
 
 
@@ -302,22 +306,35 @@ def _moments(yf: jax.Array, bias: jax.Array | None, unit_ndim: int):
     mean_u, var_u = _unit_stats(yf, unit_ndim)
     b_u = bias.astype(yf.dtype) if bias is not None else jnp.zeros_like(mean_u)
     zbar_u = mean_u - b_u
-    m6 = jnp.mean(
-        jnp.stack([var_u, zbar_u, zbar_u * zbar_u, b_u, b_u * b_u, zbar_u * b_u]).reshape(6, -1),
-        axis=1,
+    # All six means from one small Gram matrix of [1, var_u, zbar_u, b_u] (one kernel; a
+    # reduction over a stack costs XLA:CPU several).
+    rows = jnp.stack([jnp.ones_like(var_u), var_u, zbar_u, b_u]).reshape(4, -1)
+    rows = rows * (1.0 / np.sqrt(rows.shape[1]))  # so that rows @ rows.T holds means
+    gram = jnp.dot(rows, rows.T, precision=jax.lax.Precision.HIGHEST)
+    return gram, mean_u, var_u, b_u, zbar_u
+
+
+def _pooled_gram(var_y: jax.Array, mean_y: jax.Array) -> jax.Array:
+    """The Gram matrix of a layer treated as all kernel part (no separable bias)."""
+    one, z = jnp.ones_like(var_y), jnp.zeros_like(var_y)
+    return jnp.stack(
+        [
+            jnp.stack([one, var_y, mean_y, z]),
+            jnp.stack([var_y, z, z, z]),
+            jnp.stack([mean_y, z, mean_y * mean_y, z]),
+            jnp.stack([z, z, z, z]),
+        ]
     )
-    return m6, mean_u, var_u, b_u, zbar_u
 
 
-def _pooled_m6(var_y: jax.Array, mean_y: jax.Array) -> jax.Array:
-    """Moments of a layer treated as all kernel part (no separable bias)."""
-    z = jnp.zeros_like(var_y)
-    return jnp.stack([var_y, mean_y, mean_y * mean_y, z, z, z])
+def _quad(gram: jax.Array):
+    """``(A, B, C, mean, E[y^2])``: pooled ``Var(s z + B) = A s^2 + 2 B s + C``.
 
-
-def _quad(m6: jax.Array):
-    """``(A, B, C, mean, E[y^2])``: pooled ``Var(s z + B) = A s^2 + 2 B s + C``."""
-    e_var, e_z, e_z2, e_b, e_b2, e_zb = (m6[..., i] for i in range(6))
+    ``gram`` is the ``(..., 4, 4)`` matrix of unit means of products of [1, Var(y_u), zbar_u,
+    b_u] (see :func:`_moments`).
+    """
+    g = lambda i, j: gram[..., i, j]  # noqa: E731
+    e_var, e_z, e_z2, e_b, e_b2, e_zb = g(0, 1), g(0, 2), g(2, 2), g(0, 3), g(3, 3), g(2, 3)
     a = e_var + jnp.maximum(e_z2 - e_z * e_z, 0.0)
     b = e_zb - e_z * e_b
     c = jnp.maximum(e_b2 - e_b * e_b, 0.0)
@@ -330,9 +347,9 @@ def _zero_threshold(eps, mean_sq: jax.Array) -> jax.Array:
     return (4.0 * eps) ** 2 * mean_sq + float(jnp.finfo(jnp.float32).tiny)
 
 
-def _ok_closed(cfg: Config, m6, maxabs, eps, v0=None):
+def _ok_closed(cfg: Config, gram, maxabs, eps, v0=None):
     """Validity of a layer from its moments: (in_ok, out_ok, zero, ok, v0)."""
-    a, b, c, mean, mean_sq = _quad(m6)
+    a, b, c, mean, mean_sq = _quad(gram)
     if v0 is None:
         v0 = a + 2.0 * b + c
     thr = _zero_threshold(eps, mean_sq)
@@ -342,7 +359,7 @@ def _ok_closed(cfg: Config, m6, maxabs, eps, v0=None):
     return in_ok, out_ok, zero, in_ok & out_ok & ~zero, v0
 
 
-def _closed_form_scale(cfg: Config, m6, ok, v0):
+def _closed_form_scale(cfg: Config, gram, ok, v0):
     r"""The fixed point of the paper's loop for an affine layer, in one step.
 
     The pooled variance at kernel scale :math:`s` is the quadratic
@@ -353,7 +370,7 @@ def _closed_form_scale(cfg: Config, m6, ok, v0):
     If no positive root exists (the bias alone varies more than the target) one paper step is
     taken and the layer is reported as not converged. Returns ``s`` (1 when nothing is done).
     """
-    a, b, c, _, _ = _quad(m6)
+    a, b, c, _, _ = _quad(gram)
     c = c - cfg.target
     disc = b * b - a * c
     root = (jnp.sqrt(jnp.maximum(disc, 0.0)) - b) / a
@@ -394,13 +411,14 @@ def _closes(cfg: Config, site: Site) -> bool:
 
 def _max_abs(tree: Any) -> jax.Array:
     """max |x| over the floating leaves: finite iff every entry is (NaN propagates)."""
-    out = jnp.zeros((), jnp.float32)
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
-            a = jnp.asarray(leaf)
-            if jnp.issubdtype(a.dtype, jnp.inexact) and a.size:
-                out = jnp.maximum(out, jnp.max(jnp.abs(a)).astype(jnp.float32))
-    return out
+    maxes = [
+        jnp.max(jnp.abs(a)).astype(jnp.float32)
+        for a in jax.tree_util.tree_leaves(tree)
+        if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) and a.size
+    ]
+    if not maxes:
+        return jnp.zeros((), jnp.float32)
+    return functools.reduce(jnp.maximum, maxes)
 
 
 def solve(cfg: Config, site: Site) -> Solution:
@@ -421,14 +439,14 @@ def _solve_lsuv(cfg: Config, site: Site) -> Solution:
     closed = _closes(cfg, site)
 
     if site.affine:
-        m6, _, _, b_u, _ = _moments(yf, b0, site.unit_ndim)
-        rec["m6"] = m6
+        gram, _, _, b_u, _ = _moments(yf, b0, site.unit_ndim)
+        rec["gram"] = gram
         if cfg.measure == "pre":
-            _, _, _, ok, v0 = _ok_closed(cfg, m6, maxabs, eps)
-            s = _closed_form_scale(cfg, m6, ok, v0)
+            _, _, _, ok, v0 = _ok_closed(cfg, gram, maxabs, eps)
+            s = _closed_form_scale(cfg, gram, ok, v0)
         else:  # the paper's loop, one elementwise pass per iteration; no re-run
             v0 = _pooled_stats(_measure(cfg, yf))[0]
-            _, _, _, ok, _ = _ok_closed(cfg, m6, maxabs, eps, v0)
+            _, _, _, ok, _ = _ok_closed(cfg, gram, maxabs, eps, v0)
             bb = _bcast(b_u, yf.ndim)
             zf = yf - bb
             rec["iters"], s = _while(
@@ -437,9 +455,9 @@ def _solve_lsuv(cfg: Config, site: Site) -> Solution:
             rec["v0"] = v0
     else:
         var_y, mean_y = _pooled_stats(yf)
-        rec["m6"] = m6 = _pooled_m6(var_y, mean_y)
+        rec["gram"] = gram = _pooled_gram(var_y, mean_y)
         v0 = _pooled_stats(_measure(cfg, yf))[0] if cfg.measure == "post" else var_y
-        _, _, _, ok, _ = _ok_closed(cfg, m6, maxabs, eps, v0)
+        _, _, _, ok, _ = _ok_closed(cfg, gram, maxabs, eps, v0)
 
         def var_at(s):
             y = site.run(_scale_param(k0, s), b0).astype(sd)
@@ -455,8 +473,7 @@ def _solve_lsuv(cfg: Config, site: Site) -> Solution:
     shift = jnp.zeros((), sd)
     if center:
         if site.affine:
-            e = m6
-            mean_s = s * e[1] + e[3]
+            mean_s = s * gram[0, 2] + gram[0, 3]
         else:
             mean_s = jnp.mean(site.run(kernel, b0).astype(sd))
         shift = jnp.where(ok & jnp.isfinite(mean_s), mean_s, shift)
@@ -478,7 +495,7 @@ def _solve_per_unit(cfg: Config, site: Site) -> Solution:
     yf = y0.astype(sd)
     eps = float(jnp.finfo(y0.dtype).eps)
     maxabs = _max_abs(site.inputs)
-    m6, mean_u, var_u, b_u, zbar_u = _moments(yf, b0, site.unit_ndim)
+    gram, mean_u, var_u, b_u, zbar_u = _moments(yf, b0, site.unit_ndim)
     zero_u = var_u <= _zero_threshold(eps, var_u + mean_u**2)
     in_ok = jnp.isfinite(maxabs)
     out_ok = jnp.all(jnp.isfinite(mean_u)) & jnp.all(jnp.isfinite(var_u))
@@ -493,7 +510,7 @@ def _solve_per_unit(cfg: Config, site: Site) -> Solution:
     closed = _closes(cfg, site)
     rec = dict(
         maxabs=maxabs,
-        m6=m6,
+        gram=gram,
         ok=ok,
         live=live,
         scale=jnp.sqrt(jnp.mean(jnp.square(c_u))),
@@ -562,14 +579,17 @@ def report_table(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, jax.Array
     if n == 0:
         return {k: jnp.zeros((0,), f32) for k in rep.ARRAY_FIELDS}
     done = np.array([r["rec"] is not None for r in rows])
-    m6 = jnp.stack(
-        [r["rec"]["m6"].astype(f32) if r["rec"] is not None else jnp.zeros(6, f32) for r in rows]
+    gram = jnp.stack(
+        [
+            r["rec"]["gram"].astype(f32) if r["rec"] is not None else jnp.zeros((4, 4), f32)
+            for r in rows
+        ]
     )
     maxabs = _stack(rows, "maxabs", 0.0)
     eps = jnp.asarray([r["eps"] for r in rows], f32)
     has_v0 = np.array([r["rec"] is not None and "v0" in r["rec"] for r in rows])
     v0_meas = _stack(rows, "v0", np.nan)
-    a, b, c, mean, mean_sq = _quad(m6)
+    a, b, c, mean, mean_sq = _quad(gram)
     v0 = jnp.where(has_v0, v0_meas, a + 2.0 * b + c)
     thr = _zero_threshold(eps, mean_sq)
     zero = (a <= thr) | (v0 <= thr)
@@ -598,7 +618,7 @@ def report_table(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, jax.Array
             has_after, _stack(rows, "var_after", np.nan), a * scale * scale + 2.0 * b * scale + c
         )
         mean_after = jnp.where(
-            has_after, _stack(rows, "mean_after", np.nan), scale * (mean - m6[:, 3]) + m6[:, 3]
+            has_after, _stack(rows, "mean_after", np.nan), scale * gram[:, 0, 2] + gram[:, 0, 3]
         ) - jnp.where(has_after, 0.0, shift)
         good = jnp.abs(var_after - cfg.target) < cfg.tol
     bad_after = ~(jnp.isfinite(var_after) & jnp.isfinite(mean_after))

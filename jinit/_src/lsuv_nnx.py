@@ -191,12 +191,12 @@ def _recurrent(p: _Pass, kind, node, base, path, args, kwargs):
         bfull = new_biases.get(attr, _get(bvar) if bvar is not None else None)
         k = kfull[:, start : start + width]
         b = bfull[start : start + width] if bfull is not None else None
-        dt = lin.dtype or jnp.result_type(x.dtype, k.dtype)
+        dt = lin.dtype or (x.dtype if x.dtype == k.dtype else jnp.float32)
         k0 = rec.initial_kernel(gname, k)
 
         def run(kk, bb, dt=dt):
             y = jnp.dot(x.astype(dt), kk.astype(dt))
-            return y + bb.astype(dt) if bb is not None else y
+            return y + eng._bcast(bb.astype(dt), y.ndim) if bb is not None else y
 
         y0 = run(k0, b)
         site = eng.Site(

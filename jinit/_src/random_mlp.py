@@ -13,6 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jinit._src import initializers
+
 _WEIGHTS = ("gaussian", "orthogonal")
 
 
@@ -21,7 +23,7 @@ def _layer(key, fan_in, width, sigma_w, sigma_b, weights, dtype):
     if weights == "gaussian":
         w = jax.random.normal(k_w, (fan_in, width), dtype) / jnp.sqrt(float(fan_in))
     else:
-        w = jax.nn.initializers.orthogonal()(k_w, (fan_in, width), dtype)
+        w = initializers.orthogonal()(k_w, (fan_in, width), dtype)
         # Rows are orthonormal when fan_in < width (|x W| = |x|): scale up by sqrt(width/fan_in)
         # so that mean(h**2) = sigma_w**2 |x|**2 / fan_in, as for Gaussian weights.
         w = w * max(1.0, width / fan_in) ** 0.5

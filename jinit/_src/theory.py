@@ -49,15 +49,11 @@ NUM_POINTS_2D = 48
 NUM_ITERS = 500
 
 
-def _leaky_relu(x, negative_slope=0.01):
-    return jnp.where(x >= 0, x, negative_slope * x)
-
-
 _ACTIVATIONS: dict[str, Callable[..., jax.Array]] = {
     "linear": lambda x: x,
     "identity": lambda x: x,
     "relu": jax.nn.relu,
-    "leaky_relu": _leaky_relu,
+    "leaky_relu": jax.nn.leaky_relu,
     "tanh": jnp.tanh,
     "hard_tanh": jax.nn.hard_tanh,
     "sigmoid": jax.nn.sigmoid,
@@ -227,7 +223,8 @@ def second_moment(activation: Activation, q=1.0, *, num_points: int = NUM_POINTS
       num_points: quadrature nodes.
 
     Returns:
-      A scalar array; 1/2 for ReLU at q = 1, (1 + a**2)/2 for leaky ReLU with slope a.
+      A scalar array; 1/2 for ReLU at q = 1, (1 + a**2)/2 for leaky ReLU with slope a. (The
+      JAX, differentiable counterpart of :func:`jinit.compute_gain`'s NumPy quadrature.)
     """
     phi = activation_fn(activation)
     return gaussian_expectation(lambda u: phi(u) ** 2, q, num_points=num_points)

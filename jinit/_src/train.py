@@ -169,6 +169,7 @@ class EpochResult:
     train: dict[str, np.ndarray]
     val: dict[str, np.ndarray] | None
     seconds: float
+    stats: list[tuple[int, dict[str, np.ndarray]]] = dataclasses.field(default_factory=list)
 
 
 def fit(
@@ -189,6 +190,8 @@ def fit(
     progress: bool | None = None,
     on_epoch_end: Callable[[EpochResult, TrainState], None] | None = None,
     programs: Mapping[str, Callable] | None = None,
+    stats_fn: Callable[[PyTree], Mapping[str, jax.Array]] | None = None,
+    stats_every: int = 100,
 ) -> tuple[TrainState, list[EpochResult]]:
     """Trains for ``epochs - start_epoch`` epochs; the same code for one model or a sweep.
 
@@ -210,6 +213,12 @@ def fit(
       progress: tqdm bar (epoch, step, loss, accuracy); ``None`` = only on a terminal.
       on_epoch_end: called with each finished epoch and the state (e.g. to checkpoint).
       programs: compiled programs from :func:`compile_programs` to reuse.
+      stats_fn: optional ``params -> {name: value}`` recorded during training, e.g.
+        ``lambda p: jinit.layer_statistics(model, p, probe_batch, loss)`` (per-layer activation
+        and gradient statistics). It is jitted (vmapped for sweeps) and evaluated at the first
+        chunk boundary at or after every ``stats_every`` optimizer steps; the values land in
+        ``EpochResult.stats`` as ``(global_step, {name: array})``.
+      stats_every: recording period in optimizer steps.
 
     Returns:
       ``(state, history)``, ``history`` a list of :class:`EpochResult`.
@@ -227,16 +236,24 @@ def fit(
     progs = dict(programs) if programs else compile_programs(
         loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=num_models
     )
+    if stats_every < 1:
+        raise ValueError(f"stats_every must be >= 1, got {stats_every}")
     n = jax.tree.leaves(train_data)[0].shape[0]
     steps = n // batch_size
     per_call = _divisor_at_most(steps, steps_per_call)
+    stats_prog = None
+    if stats_fn is not None:
+        stats_prog = jax.jit(jax.vmap(stats_fn) if num_models is not None else stats_fn)
     history: list[EpochResult] = []
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         idx = epoch_indices(shuffle_keys(epoch), n, batch_size)
         bar = _progress_bar(progress, steps, f"epoch {epoch + 1}/{epochs}")
-        parts = []
+        parts, stats = [], []
         for s in range(0, steps, per_call):
+            global_step = epoch * steps + s
+            if stats_prog is not None and (global_step % stats_every) < per_call:
+                stats.append((global_step, jax.tree.map(np.asarray, stats_prog(state.params))))
             idx_s = idx[..., s : s + per_call, :]
             state, m = progs["train"](state, train_data, idx_s)
             parts.append(m)
@@ -252,7 +269,7 @@ def fit(
                 bar.set_postfix({f"val_{k}": f"{float(np.mean(v)):.4f}" for k, v in val_m.items()})
             bar.close()
         jax.block_until_ready(state)
-        result = EpochResult(epoch, train_m, val_m, time.perf_counter() - t0)
+        result = EpochResult(epoch, train_m, val_m, time.perf_counter() - t0, stats)
         history.append(result)
         if on_epoch_end is not None:
             on_epoch_end(result, state)
