@@ -493,7 +493,14 @@ PARITY = [
     ("orthogonal_axis", lambda m: m.orthogonal(1.5, column_axis=1), True),
     ("delta_orthogonal", lambda m: m.delta_orthogonal(), True, [(3, 3, 8, 16), (3, 16, 8)]),
 ]  # fmt: skip
-PARITY = [p if len(p) == 4 else (*p, [SMALL, (3, 3, 8, 16)]) for p in PARITY]
+# Receptive-field fans are compared on a conv shape for a few entries; the rest share SMALL
+# (eager JAX compiles every op per shape, and this suite is compile-bound).
+CONV_PARITY = ("vs_fan_avg_uniform", "vs_fan_in_truncated_normal", "glorot_normal", "he_normal",
+               "orthogonal", "uniform")  # fmt: skip
+PARITY = [
+    p if len(p) == 4 else (*p, [SMALL, (3, 3, 8, 16)] if p[0] in CONV_PARITY else [SMALL])
+    for p in PARITY
+]
 
 
 def test_every_jax_initializer_name_exists():
@@ -574,8 +581,9 @@ def test_jax_nn_test_table(name, build, complex_ok, shapes):
         for dt in (jnp.float32, jnp.float16, jnp.bfloat16):
             assert _sds(init, shape, dt) == jax.ShapeDtypeStruct(shape, dt)
             assert _sds(build(J), shape, dt) == jax.ShapeDtypeStruct(shape, dt)
-    x = init(KEY, shapes[0], jnp.float16)
-    assert x.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(x)))
+    if name in ("normal", "truncated_normal", "vs_fan_in_uniform", "orthogonal"):
+        x = init(KEY, shapes[0], jnp.float16)
+        assert x.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(x)))
     # zeros/ones: JAX style (direct call) and jinit style (factory, dtype at build time).
     if name in ("zeros", "ones"):
         assert getattr(jinit, name)(dtype=jnp.float16)(KEY, (2, 3)).dtype == jnp.float16

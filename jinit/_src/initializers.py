@@ -177,6 +177,43 @@ def _is_empty(shape: tuple[int, ...]) -> bool:
     return any(d == 0 for d in shape)
 
 
+def fused(static_argnums: tuple[int, ...]):
+    """Decorator adding ``fn.call``: run ``fn`` as one jitted program when called eagerly.
+
+    Eager calls (e.g. a Flax ``init`` outside ``jit``) then compile one program per static
+    configuration instead of dispatching op by op -- as ``jax.random.orthogonal`` does --
+    and hyper-parameters such as a scale are traced arguments, so changing them never
+    recompiles. When the key is a tracer (inside the user's ``jit``/``vmap``/``eval_shape``)
+    ``fn`` runs inline, so the traced graph is the same as ``jax.nn.initializers``' and XLA
+    fuses it the same way. ``fn`` takes a keyword ``eager`` (True in the jitted version) that
+    enables :func:`_sample_barrier`; together this keeps jinit bit-identical to JAX both
+    eagerly and under ``jit``.
+    """
+
+    def wrap(fn):
+        jitted = jax.jit(functools.partial(fn, eager=True), static_argnums=static_argnums)
+
+        def call(*args):
+            if isinstance(args[0], jax.core.Tracer):
+                return fn(*args)
+            return jitted(*args)
+
+        fn.jit, fn.call = jitted, call
+        return fn
+
+    return wrap
+
+
+def _sample_barrier(x, eager: bool):
+    """In the eager program, stops XLA fusing a draw with the scaling that follows.
+
+    JAX's eager initializers run ``jax.random.*`` as its own compiled program and multiply
+    afterwards; fusing the two can change the last bit. The barrier keeps the eager result
+    bit-identical to ``jax.nn.initializers``.
+    """
+    return jax.lax.optimization_barrier(x) if eager else x
+
+
 def _no_sharding(fn: str, out_sharding: Any) -> None:
     if out_sharding is not None:
         raise NotImplementedError(
@@ -322,16 +359,24 @@ def uniform(
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("uniform", dtype, complex_ok=False)
         shape = canonicalize_shape("uniform", shape)
-        cd = compute_dtype(dtype)
-        if plain:
-            x = jax.random.uniform(key, shape, cd, out_sharding=out_sharding) * jnp.array(scale, cd)
-        else:
-            x = jax.random.uniform(
-                key, shape, cd, jnp.array(lo, cd), jnp.array(hi, cd), out_sharding=out_sharding
-            )
-        return x.astype(dtype)
+        if out_sharding is None:
+            return _uniform.call(key, scale, lo, hi, shape, dtype, plain)
+        return _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding)
 
     return init
+
+
+@fused(static_argnums=(4, 5, 6, 7))
+def _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding=None, *, eager=False):
+    cd = compute_dtype(dtype)
+    if plain:
+        x = _sample_barrier(jax.random.uniform(key, shape, cd, out_sharding=out_sharding), eager)
+        x = x * jnp.array(scale, cd)
+    else:
+        x = jax.random.uniform(
+            key, shape, cd, jnp.array(lo, cd), jnp.array(hi, cd), out_sharding=out_sharding
+        )
+    return x.astype(dtype)
 
 
 def uniform_symmetric(bound: Any = 0.05, dtype: DTypeLike | None = None) -> Initializer:
@@ -380,13 +425,21 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("normal", dtype)
         shape = canonicalize_shape("normal", shape)
-        cd = compute_dtype(dtype)
-        x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.array(stddev, cd)
-        if add_mean:
-            x = x + jnp.array(mean, cd)
-        return x.astype(dtype)
+        if out_sharding is None:
+            return _normal.call(key, stddev, mean, shape, dtype, add_mean)
+        return _normal(key, stddev, mean, shape, dtype, add_mean, out_sharding)
 
     return init
+
+
+@fused(static_argnums=(3, 4, 5, 6))
+def _normal(key, stddev, mean, shape, dtype, add_mean, out_sharding=None, *, eager=False):
+    cd = compute_dtype(dtype)
+    x = _sample_barrier(jax.random.normal(key, shape, cd, out_sharding=out_sharding), eager)
+    x = x * jnp.array(stddev, cd)
+    if add_mean:
+        x = x + jnp.array(mean, cd)
+    return x.astype(dtype)
 
 
 def truncated_normal(
@@ -433,11 +486,18 @@ def truncated_normal(
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("truncated_normal", dtype, complex_ok=False)
         shape = canonicalize_shape("truncated_normal", shape)
-        cd = compute_dtype(dtype)
-        x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
-        return (x * jnp.array(stddev, cd)).astype(dtype)
+        if out_sharding is None:
+            return _truncated_normal.call(key, stddev, lower, upper, shape, dtype)
+        return _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding)
 
     return init
+
+
+@fused(static_argnums=(4, 5, 6))
+def _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding=None, *, eager=False):
+    cd = compute_dtype(dtype)
+    x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
+    return (_sample_barrier(x, eager) * jnp.array(stddev, cd)).astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,17 +530,51 @@ def sample_with_variance(key, shape, dtype, variance, distribution, out_sharding
     """Zero-mean samples of the given *post-truncation* variance; arithmetic as in JAX.
 
     ``dtype`` must already be canonical and inexact. 16-bit floats are computed in float32.
+    The multiplier (e.g. ``sqrt(variance) / 0.8796...``) is computed with NumPy in the compute
+    dtype -- IEEE-rounded exactly as JAX's eager scalar ops -- and the draw is scaled inside one
+    jitted program, so the result is bit-identical to ``jax.nn.initializers``.
     """
+    cd = compute_dtype(dtype)
+    if (
+        out_sharding is not None
+        or not jnp.issubdtype(cd, jnp.floating)  # complex: op by op, as in JAX
+        or isinstance(key, jax.core.Tracer)  # traced: JAX's exact op sequence, fused by XLA
+    ):
+        return _sample_with_variance(key, shape, dtype, variance, distribution, out_sharding)
+    try:
+        var = np.asarray(variance, dtype=cd)
+    except (TypeError, jax.errors.TracerArrayConversionError):  # a traced scale
+        return _sample_with_variance(key, shape, dtype, variance, distribution)
+    if distribution == "truncated_normal":
+        mult = np.sqrt(var) / np.asarray(TRUNCATED_NORMAL_STD, cd)
+    elif distribution == "normal":
+        mult = np.sqrt(var)
+    else:
+        mult = np.sqrt(np.asarray(3, cd) * var)
+    return _scaled_draw.jit(key, mult, shape, dtype, distribution)
+
+
+@fused(static_argnums=(2, 3, 4))
+def _scaled_draw(key, mult, shape, dtype, distribution, *, eager=False):
+    cd = compute_dtype(dtype)
+    if distribution == "truncated_normal":
+        x = jax.random.truncated_normal(key, -2, 2, shape, cd)
+    elif distribution == "normal":
+        x = jax.random.normal(key, shape, cd)
+    else:
+        x = jax.random.uniform(key, shape, cd, -1)
+    return (_sample_barrier(x, eager) * mult).astype(dtype)
+
+
+def _sample_with_variance(key, shape, dtype, variance, distribution, out_sharding=None):
     cd = compute_dtype(dtype)
     var = jnp.array(variance, dtype=cd)
     real = jnp.issubdtype(cd, jnp.floating)
     if distribution == "truncated_normal":
         if real:
             stddev = jnp.sqrt(var) / jnp.array(TRUNCATED_NORMAL_STD, cd)
-            x = (
-                jax.random.truncated_normal(key, -2, 2, shape, cd, out_sharding=out_sharding)
-                * stddev
-            )
+            x = jax.random.truncated_normal(key, -2, 2, shape, cd, out_sharding=out_sharding)
+            x = x * stddev
         else:
             stddev = jnp.sqrt(var) / jnp.array(COMPLEX_TRUNCATED_NORMAL_STD, cd)
             x = _complex_truncated_normal(key, 2, shape, cd) * stddev
@@ -488,9 +582,8 @@ def sample_with_variance(key, shape, dtype, variance, distribution, out_sharding
         x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.sqrt(var)
     elif distribution == "uniform":
         if real:
-            x = jax.random.uniform(key, shape, cd, -1, out_sharding=out_sharding) * jnp.sqrt(
-                3 * var
-            )
+            x = jax.random.uniform(key, shape, cd, -1, out_sharding=out_sharding)
+            x = x * jnp.sqrt(3 * var)
         else:
             x = _complex_uniform(key, shape, cd) * jnp.sqrt(var)
     else:  # validated at build time
@@ -1025,25 +1118,30 @@ def orthogonal(
         (ca,) = _fans.normalize_axes("column_axis", column_axis, shape)
         if _is_empty(shape):
             return jnp.zeros(shape, dtype)
-        n_cols = shape[ca]
-        n_rows = math.prod(shape) // n_cols
-        other = tuple(np.delete(np.array(shape), ca).tolist())
-        cd = compute_dtype(dtype)
-        if per_gate == 1:
-            q = _orthogonal_matrix(key, n_rows, n_cols, (), cd, method)
-        else:
-            if n_cols % per_gate:
-                raise ValueError(
-                    f"{name}: per_gate={per_gate} does not divide the column axis (axis {ca}, size "
-                    f"{n_cols}) of shape {shape}"
-                )
-            q = _orthogonal_matrix(key, n_rows, n_cols // per_gate, (per_gate,), cd, method)
-            q = jnp.moveaxis(q, 0, 1)  # (n_rows, gates, block)
-        q = jnp.reshape(q, other + (n_cols,))
-        q = jnp.moveaxis(q, -1, ca)
-        return (jnp.array(scale, cd) * q).astype(dtype)
+        if shape[ca] % per_gate:
+            raise ValueError(
+                f"{name}: per_gate={per_gate} does not divide the column axis (axis {ca}, size "
+                f"{shape[ca]}) of shape {shape}"
+            )
+        return _orthogonal.call(key, scale, shape, dtype, ca, per_gate, method)
 
     return init
+
+
+@fused(static_argnums=(2, 3, 4, 5, 6))
+def _orthogonal(key, scale, shape, dtype, ca, per_gate, method, *, eager=False):
+    n_cols = shape[ca]
+    n_rows = math.prod(shape) // n_cols
+    other = tuple(np.delete(np.array(shape), ca).tolist())
+    cd = compute_dtype(dtype)
+    if per_gate == 1:
+        q = _orthogonal_matrix(key, n_rows, n_cols, (), cd, method)
+    else:
+        q = _orthogonal_matrix(key, n_rows, n_cols // per_gate, (per_gate,), cd, method)
+        q = jnp.moveaxis(q, 0, 1)  # (n_rows, gates, block)
+    q = jnp.reshape(_sample_barrier(q, eager), other + (n_cols,))
+    q = jnp.moveaxis(q, -1, ca)
+    return (jnp.array(scale, cd) * q).astype(dtype)
 
 
 def delta_orthogonal(
@@ -1093,13 +1191,18 @@ def delta_orthogonal(
             raise ValueError(
                 f"{name}: needs in <= out, got in={shape[-2]} > out={shape[-1]} for shape {shape}"
             )
-        cd = compute_dtype(dtype)
-        ortho = orthogonal(scale=scale, column_axis=column_axis)(key, shape[-2:], cd)
-        centre = tuple((k - 1) // 2 for k in shape[:-2])
-        w = jnp.zeros(shape, dtype=cd).at[centre].set(ortho)
-        return w.astype(dtype)
+        (ca,) = _fans.normalize_axes("column_axis", column_axis, shape[-2:])
+        return _delta_orthogonal.call(key, scale, shape, dtype, ca)
 
     return init
+
+
+@fused(static_argnums=(2, 3, 4))
+def _delta_orthogonal(key, scale, shape, dtype, ca, *, eager=False):
+    cd = compute_dtype(dtype)
+    ortho = _orthogonal(key, scale, shape[-2:], cd, ca, 1, "qr", eager=eager)
+    centre = tuple((k - 1) // 2 for k in shape[:-2])
+    return jnp.zeros(shape, dtype=cd).at[centre].set(ortho).astype(dtype)
 
 
 def lsuv_ready_orthogonal(

@@ -28,6 +28,7 @@ from jinit._src.initializers import (
     check_number,
     check_random_dtype,
     compute_dtype,
+    fused,
 )
 
 LAYOUTS = ("HWIO", "OIHW")
@@ -217,21 +218,26 @@ def sparse(
         shape = canonicalize_shape("sparse", shape)
         if len(shape) != 2:
             raise ValueError(f"sparse: needs a 2-D shape, got rank {len(shape)} (shape {shape})")
-        rows, cols = shape
+        rows = shape[0]
         if sparsity is not None:
             n_zeros = int(math.ceil(float(sparsity) * rows))
         else:
             n_zeros = max(rows - num_nonzero, 0)
-        cd = compute_dtype(dtype)
-        k_val, k_pos = jax.random.split(key)
-        w = jax.random.normal(k_val, shape, cd) * jnp.array(stddev, cd)
-        if n_zeros and not _is_empty(shape):
-            u = jax.random.uniform(k_pos, shape, cd)
-            zero_rows = jnp.argsort(u, axis=0)[:n_zeros]  # (n_zeros, cols)
-            w = w.at[zero_rows, np.arange(cols)[None, :]].set(0)
-        return w.astype(dtype)
+        return _sparse.call(key, stddev, shape, dtype, n_zeros)
 
     return init
+
+
+@fused(static_argnums=(2, 3, 4))
+def _sparse(key, stddev, shape, dtype, n_zeros, *, eager=False):
+    cd = compute_dtype(dtype)
+    k_val, k_pos = jax.random.split(key)
+    w = jax.random.normal(k_val, shape, cd) * jnp.array(stddev, cd)
+    if n_zeros and not _is_empty(shape):
+        u = jax.random.uniform(k_pos, shape, cd)
+        zero_rows = jnp.argsort(u, axis=0)[:n_zeros]  # (n_zeros, cols)
+        w = w.at[zero_rows, np.arange(shape[1])[None, :]].set(0)
+    return w.astype(dtype)
 
 
 def _hadamard_block(n_rows: int, n_cols: int, dtype) -> jax.Array:
@@ -362,32 +368,38 @@ def conv_orthogonal(scale: Any = 1.0, dtype: DTypeLike | None = None) -> Initial
                 f"{name}: needs a 3-D, 4-D or 5-D kernel (*window, in, out), got rank "
                 f"{len(shape)} (shape {shape})"
             )
-        window, n_in, n_out = shape[:-2], shape[-2], shape[-1]
+        n_in, n_out = shape[-2], shape[-1]
         if n_in > n_out:
             raise ValueError(
                 f"{name}: needs in <= out, got in={n_in} > out={n_out} for shape {shape}"
             )
         if _is_empty(shape):
             return jnp.zeros(shape, dtype)
-        cd = compute_dtype(dtype)
-        steps = [
-            (r, d) for r in range(max(window) - 1) for d in range(len(window)) if r < window[d] - 1
-        ]
-        k_orth, k_q, k_mask = jax.random.split(key, 3)
-        orth = jax.random.orthogonal(k_orth, n_in, (), cd, n_out)  # (in, out), rows orthonormal
-        p = jnp.eye(n_out, dtype=cd).reshape((1,) * len(window) + (n_out, n_out))
-        if steps:
-            qs = jax.random.orthogonal(k_q, n_out, (len(steps),), cd)
-            masks = jax.random.bernoulli(k_mask, 0.5, (len(steps), n_out)).astype(cd)
-            projs = jnp.einsum("sij,sj,skj->sik", qs, masks, qs)
-            for s, (_, d) in enumerate(steps):
-                kp = p @ projs[s]  # taps (..., n, n) @ (n, n)
-                pad_lo = [(0, 0)] * p.ndim
-                pad_hi = [(0, 0)] * p.ndim
-                pad_lo[d] = (0, 1)
-                pad_hi[d] = (1, 0)
-                p = jnp.pad(kp, pad_lo) + jnp.pad(p - kp, pad_hi)
-        w = jnp.einsum("io,...oj->...ij", orth, p) * jnp.array(scale, cd)
-        return w.astype(dtype)
+        return _conv_orthogonal.call(key, scale, shape, dtype)
 
     return init
+
+
+@fused(static_argnums=(2, 3))
+def _conv_orthogonal(key, scale, shape, dtype, *, eager=False):
+    window, n_in, n_out = shape[:-2], shape[-2], shape[-1]
+    cd = compute_dtype(dtype)
+    steps = [
+        (r, d) for r in range(max(window) - 1) for d in range(len(window)) if r < window[d] - 1
+    ]
+    k_orth, k_q, k_mask = jax.random.split(key, 3)
+    orth = jax.random.orthogonal(k_orth, n_in, (), cd, n_out)  # (in, out), rows orthonormal
+    p = jnp.eye(n_out, dtype=cd).reshape((1,) * len(window) + (n_out, n_out))
+    if steps:
+        qs = jax.random.orthogonal(k_q, n_out, (len(steps),), cd)
+        masks = jax.random.bernoulli(k_mask, 0.5, (len(steps), n_out)).astype(cd)
+        projs = jnp.einsum("sij,sj,skj->sik", qs, masks, qs)
+        for s, (_, d) in enumerate(steps):
+            kp = p @ projs[s]  # taps (..., n, n) @ (n, n)
+            pad_lo = [(0, 0)] * p.ndim
+            pad_hi = [(0, 0)] * p.ndim
+            pad_lo[d] = (0, 1)
+            pad_hi[d] = (1, 0)
+            p = jnp.pad(kp, pad_lo) + jnp.pad(p - kp, pad_hi)
+    w = jnp.einsum("io,...oj->...ij", orth, p) * jnp.array(scale, cd)
+    return w.astype(dtype)

@@ -77,11 +77,12 @@ Errors. Values computed inside ``jit`` cannot raise, so the program records, per
 status (finite input, finite output, zero variance) and the statistics; the Python wrapper
 checks the report when the program returns and raises ``ValueError`` naming the first failing
 layer in execution order (chosen over ``checkify``: the pass stays one plain XLA program that
-vmaps, and the same report answers the question under an outer transform). Under an outer ``jit``/``vmap`` the values are tracers, nothing can be
-raised, and failing layers are left unchanged (their status says why); call
-``report.check()`` on the concrete report afterwards. Shape problems (too few values to estimate
-a variance) raise while tracing. A non-finite batch is rejected on the host before the program
-runs. Params returned are finite whenever the inputs are.
+vmaps, and the same report answers the question under an outer transform). Under an outer
+``jit``/``vmap`` the values are tracers, nothing can be raised, and failing layers are left
+unchanged (their status says why); call ``report.check()`` on the concrete report afterwards.
+Shape problems (too few values to estimate a variance) raise while tracing. A non-finite batch
+is rejected on the host before the program runs. Params returned are finite whenever the
+inputs are.
 """
 
 from __future__ import annotations

@@ -111,6 +111,8 @@ class _Pass:
         if kind in ("rnn", "cell"):
             return self._recurrent(kind, mod, name, next_fun, args, kwargs)
         if not self.rec.cfg.selects(name) or name in self.rec.done:
+            if kind == "weight_norm":  # its inner layer is never solved on its own
+                return self._call(next_fun, *args, **kwargs)
             return next_fun(*args, **kwargs)
         if not self.rec.at_outer_trace():
             self.rec.skip_inner(name)

@@ -80,6 +80,7 @@ def pad_models(tree: PyTree, size: int) -> PyTree:
     The copies train exactly like the model they copy and are dropped afterwards
     (``jax.tree.map(lambda a: a[:num_models], tree)``); they only keep every device busy.
     """
+
     def pad(a):
         n = a.shape[0]
         if size < n:

@@ -105,7 +105,9 @@ def make_evaluate(metric_fn: MetricFn, batch_size: int):
 
     def evaluate(state, data):
         if isinstance(state, TrainState):
-            args = (state.params,) if state.model_state is None else (state.params, state.model_state)
+            args = (
+                (state.params,) if state.model_state is None else (state.params, state.model_state)
+            )
         else:
             args = (state,)
 
@@ -126,7 +128,9 @@ def make_evaluate(metric_fn: MetricFn, batch_size: int):
         def body(total, xs):
             batch, m = xs
             per_example = metrics_of(batch)
-            return jax.tree.map(lambda t, v: t + jnp.sum(v.astype(jnp.float32) * m), total, per_example), None
+            return jax.tree.map(
+                lambda t, v: t + jnp.sum(v.astype(jnp.float32) * m), total, per_example
+            ), None
 
         zero = jax.tree.map(
             lambda s: jnp.zeros((), jnp.float32),
@@ -150,7 +154,9 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     steps = num_examples // batch_size
 
     def one(k):
-        return jax.random.permutation(k, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+        return jax.random.permutation(k, num_examples)[: steps * batch_size].reshape(
+            steps, batch_size
+        )
 
     if jnp.ndim(key) == 0:
         return one(key)
@@ -233,8 +239,12 @@ def fit(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if val_data is not None and metric_fn is None:
         raise ValueError("val_data was given without a metric_fn to evaluate it")
-    progs = dict(programs) if programs else compile_programs(
-        loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=num_models
+    progs = (
+        dict(programs)
+        if programs
+        else compile_programs(
+            loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=num_models
+        )
     )
     if stats_every < 1:
         raise ValueError(f"stats_every must be >= 1, got {stats_every}")
@@ -260,7 +270,10 @@ def fit(
             if bar is not None:
                 bar.update(per_call)
                 bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
-        train_m = {k: np.asarray(jnp.concatenate([p[k] for p in parts], axis=-1).mean(-1)) for k in parts[0]}
+        train_m = {
+            k: np.asarray(jnp.concatenate([p[k] for p in parts], axis=-1).mean(-1))
+            for k in parts[0]
+        }
         val_m = None
         if val_data is not None:
             val_m = jax.tree.map(np.asarray, progs["evaluate"](state, val_data))
