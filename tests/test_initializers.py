@@ -542,7 +542,7 @@ def test_orthogonal_methods_agree_with_jax():
     # 'qr' is bit-identical; CholeskyQR2 factorises the same draw, so it agrees to rounding.
     for shape, method in [((3, 3, 100, 100), "auto"), ((8, 40), "cholesky_qr2")]:
         ref = J.orthogonal()(KEY, shape, jnp.float32)
-        np.testing.assert_array_equal(jinit.orthogonal(method="qr")(KEY, shape), ref)
+        np.testing.assert_array_equal(jinit.orthogonal()(KEY, shape), ref)  # default: 'qr'
         np.testing.assert_allclose(jinit.orthogonal(method=method)(KEY, shape), ref, atol=2e-6)
 
 
