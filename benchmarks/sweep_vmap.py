@@ -45,8 +45,10 @@ def worker(num_models: int, steps: int, strategy: str) -> dict:
     opt = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
     rng = np.random.default_rng(0)
     n = steps * cfg.batch_size
-    data = {"x": jnp.asarray(rng.integers(0, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
-            "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32)}
+    data = {
+        "x": jnp.asarray(rng.integers(0, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
+        "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
+    }
     idx = jnp.arange(n).reshape(steps, cfg.batch_size)
     keys = jinit.seed_keys(range(num_models))
 
@@ -73,9 +75,15 @@ def worker(num_models: int, steps: int, strategy: str) -> dict:
     jax.block_until_ready((states, m))
     run_s = time.perf_counter() - t0
     step_s = run_s / (calls * per_call)  # wall time per optimizer step of the whole sweep
-    return {"strategy": strategy, "num_models": num_models, "devices": len(jax.devices()),
-            "compile_s": compile_s, "sweep_step_ms": step_s * 1e3,
-            "model_steps_per_s": num_models / step_s, "steps": calls * per_call}
+    return {
+        "strategy": strategy,
+        "num_models": num_models,
+        "devices": len(jax.devices()),
+        "compile_s": compile_s,
+        "sweep_step_ms": step_s * 1e3,
+        "model_steps_per_s": num_models / step_s,
+        "steps": calls * per_call,
+    }
 
 
 def main():
@@ -96,29 +104,53 @@ def main():
                 continue
             env = dict(os.environ)
             if strategy == "vmap-2dev":
-                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-            out = subprocess.run([sys.executable, __file__, "--worker", str(n), str(args.steps), strategy],
-                                 env=env, capture_output=True, text=True, check=True)
+                env["XLA_FLAGS"] = (
+                    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+                ).strip()
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", str(n), str(args.steps), strategy],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
     base = {r["num_models"]: r["model_steps_per_s"] for r in rows if r["strategy"] == "sequential"}
     for r in rows:
-        r["speedup_vs_sequential"] = r["model_steps_per_s"] / base[r["num_models"]] if r["num_models"] in base else None
+        r["speedup_vs_sequential"] = (
+            r["model_steps_per_s"] / base[r["num_models"]] if r["num_models"] in base else None
+        )
     import jax
 
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
-               "backend": jax.default_backend(), "processor": platform.processor()}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "processor": platform.processor(),
+    }
     outdir = pathlib.Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "sweep_vmap.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    lines = ["| models | strategy | devices | compile (s) | sweep step (ms) | model-steps/s | vs sequential |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    (outdir / "sweep_vmap.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=2)
+    )
+    lines = [
+        "| models | strategy | devices | compile (s) | sweep step (ms) | model-steps/s | vs sequential |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         sp = f"{r['speedup_vs_sequential']:.2f}x" if r["speedup_vs_sequential"] else "-"
-        lines.append(f"| {r['num_models']} | {r['strategy']} | {r['devices']} | {r['compile_s']:.1f} | "
-                     f"{r['sweep_step_ms']:.1f} | {r['model_steps_per_s']:.0f} | {sp} |")
-    md = f"Machine: {machine['cpu_count']} CPU cores, {machine['platform']}, jax {machine['jax']} ({machine['backend']}).\n\n" + "\n".join(lines) + "\n"
+        lines.append(
+            f"| {r['num_models']} | {r['strategy']} | {r['devices']} | {r['compile_s']:.1f} | "
+            f"{r['sweep_step_ms']:.1f} | {r['model_steps_per_s']:.0f} | {sp} |"
+        )
+    md = (
+        f"Machine: {machine['cpu_count']} CPU cores, {machine['platform']}, jax {machine['jax']} ({machine['backend']}).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     (outdir / "sweep_vmap.md").write_text(md)
     print(md)
 

@@ -72,8 +72,10 @@ def jax_case(impl: str, num_models: int | None, steps: int, repeats: int, sequen
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
 
     rng = np.random.default_rng(0)
-    data = {"x": jnp.asarray(rng.random((steps * B, 32, 32, 3)), jnp.float32),
-            "y": jnp.asarray(rng.integers(0, 10, steps * B), jnp.int32)}
+    data = {
+        "x": jnp.asarray(rng.random((steps * B, 32, 32, 3)), jnp.float32),
+        "y": jnp.asarray(rng.integers(0, 10, steps * B), jnp.int32),
+    }
     idx = jnp.arange(steps * B).reshape(steps, B)
     init = lambda k: jinit.init_state(model.init(k, data["x"][:1]), opt)  # noqa: E731
     m = num_models or 1
@@ -102,8 +104,13 @@ def jax_case(impl: str, num_models: int | None, steps: int, repeats: int, sequen
         jax.block_until_ready(out)
 
     rate, times = _median_rate(run, steps, repeats)
-    return {"images_per_s": rate * B * m, "compile_s": compile_s, "flops_per_step": flops,
-            "step_ms": 1e3 / rate, "times_s": times}
+    return {
+        "images_per_s": rate * B * m,
+        "compile_s": compile_s,
+        "flops_per_step": flops,
+        "step_ms": 1e3 / rate,
+        "times_s": times,
+    }
 
 
 def torch_case(steps: int, repeats: int):
@@ -111,8 +118,18 @@ def torch_case(steps: int, repeats: int):
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2304, 64), nn.ReLU(), nn.Linear(64, 10))
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2304, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     x = torch.rand(steps, B, 3, 32, 32)
     y = torch.randint(0, 10, (steps, B))
@@ -126,25 +143,47 @@ def torch_case(steps: int, repeats: int):
 
     run()  # warm-up
     rate, times = _median_rate(run, steps, repeats)
-    return {"images_per_s": rate * B, "step_ms": 1e3 / rate, "times_s": times,
-            "threads": torch.get_num_threads(), "version": torch.__version__}
+    return {
+        "images_per_s": rate * B,
+        "step_ms": 1e3 / rate,
+        "times_s": times,
+        "threads": torch.get_num_threads(),
+        "version": torch.__version__,
+    }
 
 
 def keras_case(steps: int, repeats: int):
     import tensorflow as tf
 
     k = tf.keras
-    model = k.Sequential([k.layers.Input((32, 32, 3)), k.layers.Conv2D(32, 3, activation="relu"),
-                          k.layers.MaxPooling2D(), k.layers.Conv2D(64, 3, activation="relu"),
-                          k.layers.MaxPooling2D(), k.layers.Flatten(), k.layers.Dense(64, activation="relu"),
-                          k.layers.Dense(10)])
-    model.compile(optimizer=k.optimizers.Adam(1e-3),
-                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = k.Sequential(
+        [
+            k.layers.Input((32, 32, 3)),
+            k.layers.Conv2D(32, 3, activation="relu"),
+            k.layers.MaxPooling2D(),
+            k.layers.Conv2D(64, 3, activation="relu"),
+            k.layers.MaxPooling2D(),
+            k.layers.Flatten(),
+            k.layers.Dense(64, activation="relu"),
+            k.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=k.optimizers.Adam(1e-3),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     x = np.random.rand(steps * B, 32, 32, 3).astype(np.float32)
     y = np.random.randint(0, 10, steps * B)
     model.fit(x, y, batch_size=B, epochs=1, verbose=0)
-    rate, times = _median_rate(lambda: model.fit(x, y, batch_size=B, epochs=1, verbose=0), steps, repeats)
-    return {"images_per_s": rate * B, "step_ms": 1e3 / rate, "times_s": times, "version": tf.__version__}
+    rate, times = _median_rate(
+        lambda: model.fit(x, y, batch_size=B, epochs=1, verbose=0), steps, repeats
+    )
+    return {
+        "images_per_s": rate * B,
+        "step_ms": 1e3 / rate,
+        "times_s": times,
+        "version": tf.__version__,
+    }
 
 
 def main():
@@ -174,30 +213,51 @@ def main():
             rows[name] = {"skipped": f"not installed: {e.name}"}
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "times_s"}), flush=True)
     flops = rows.get("jax-im2col", {}).get("flops_per_step")
-    for name, r in rows.items():
+    for r in rows.values():
         if "images_per_s" in r and flops:
             r["achieved_flops"] = flops * r["images_per_s"] / B
             r["fraction_of_peak"] = r["achieved_flops"] / peak
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
-               "backend": jax.default_backend(), "peak_matmul_flops": peak,
-               "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "peak_matmul_flops": peak,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps({"machine": machine, "batch": B, "steps": args.steps,
-                                                           "repeats": args.repeats, "rows": rows}, indent=2))
+    (out / "train_throughput.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "batch": B,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     base = rows["jax-xla"].get("images_per_s")
-    lines = [f"Machine: {machine['cpu_count']} CPU cores, jax {machine['jax']} ({machine['backend']}); "
-             f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s; batch {B}, median of {args.repeats} "
-             f"x {args.steps} steps. FLOPs per step from XLA's cost analysis of the im2col program.", "",
-             "| case | images/s | step (ms) | vs jax-xla | GFLOP/s | of peak |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Machine: {machine['cpu_count']} CPU cores, jax {machine['jax']} ({machine['backend']}); "
+        f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s; batch {B}, median of {args.repeats} "
+        f"x {args.steps} steps. FLOPs per step from XLA's cost analysis of the im2col program.",
+        "",
+        "| case | images/s | step (ms) | vs jax-xla | GFLOP/s | of peak |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in rows.items():
         if "images_per_s" not in r:
             lines.append(f"| {name} | {r['skipped']} | | | | |")
             continue
         gf = f"{r['achieved_flops'] / 1e9:.0f}" if r.get("achieved_flops") else "-"
         fr = f"{100 * r['fraction_of_peak']:.0f}%" if r.get("fraction_of_peak") else "-"
-        lines.append(f"| {name} | {r['images_per_s']:.0f} | {r['step_ms']:.1f} | "
-                     f"{r['images_per_s'] / base:.2f}x | {gf} | {fr} |")
+        lines.append(
+            f"| {name} | {r['images_per_s']:.0f} | {r['step_ms']:.1f} | "
+            f"{r['images_per_s'] / base:.2f}x | {gf} | {fr} |"
+        )
     md = "\n".join(lines) + "\n"
     (out / "train_throughput.md").write_text(md)
     print(md)

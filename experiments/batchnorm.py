@@ -57,7 +57,9 @@ def make_fns(model: CifarCNN):
     def loss_fn(params, batch, model_state):
         variables = {"params": params, **({"batch_stats": model_state} if model.batch_norm else {})}
         if model.batch_norm:
-            logits, updates = model.apply(variables, batch["x"], train=True, mutable=["batch_stats"])
+            logits, updates = model.apply(
+                variables, batch["x"], train=True, mutable=["batch_stats"]
+            )
             new_state = updates["batch_stats"]
         else:
             logits, new_state = model.apply(variables, batch["x"]), model_state
@@ -67,8 +69,10 @@ def make_fns(model: CifarCNN):
     def metric_fn(params, batch, model_state):
         variables = {"params": params, **({"batch_stats": model_state} if model.batch_norm else {})}
         logits = model.apply(variables, batch["x"], train=False)
-        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]),
-                "accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)}
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]),
+            "accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32),
+        }
 
     return loss_fn, metric_fn
 
@@ -97,10 +101,18 @@ def run_arm(batch_norm: bool, cfg: Config, train, test, progress) -> dict:
     data_keys = jnp.concatenate([jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)] * len(arms))
     t0 = time.perf_counter()
     state, hist = jinit.fit(
-        state, loss_fn=loss_fn, optimizer=optimizer, train_data=sub, val_data=test,
-        metric_fn=metric_fn, epochs=1, batch_size=cfg.batch_size,
+        state,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        train_data=sub,
+        val_data=test,
+        metric_fn=metric_fn,
+        epochs=1,
+        batch_size=cfg.batch_size,
         shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=num_models, steps_per_call=50, eval_batch_size=cfg.eval_batch_size,
+        num_models=num_models,
+        steps_per_call=50,
+        eval_batch_size=cfg.eval_batch_size,
         progress=progress,
     )
     seconds = time.perf_counter() - t0
@@ -108,9 +120,15 @@ def run_arm(batch_norm: bool, cfg: Config, train, test, progress) -> dict:
     acc = np.asarray(hist[-1].val["accuracy"]).reshape(len(arms), s)
     loss = np.asarray(hist[-1].val["loss"]).reshape(len(arms), s)
     train_loss = np.asarray(hist[-1].train["loss"]).reshape(len(arms), s)
-    return {name: {"std": std, "test_accuracy": acc[i].tolist(), "test_loss": loss[i].tolist(),
-                   "train_loss_mean_over_run": train_loss[i].tolist()}
-            for i, (name, std, _) in enumerate(arms)} | {"_seconds": seconds}
+    return {
+        name: {
+            "std": std,
+            "test_accuracy": acc[i].tolist(),
+            "test_loss": loss[i].tolist(),
+            "train_loss_mean_over_run": train_loss[i].tolist(),
+        }
+        for i, (name, std, _) in enumerate(arms)
+    } | {"_seconds": seconds}
 
 
 def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
@@ -131,7 +149,9 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("init std of every kernel")
     ax.set_ylabel(f"test accuracy after {cfg.steps} steps")
-    ax.set_title(f"CIFAR-10 CNN: init scale with/without BatchNorm ({len(cfg.seeds)} seeds, min-max band)")
+    ax.set_title(
+        f"CIFAR-10 CNN: init scale with/without BatchNorm ({len(cfg.seeds)} seeds, min-max band)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -144,22 +164,38 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = Config()
     if args.quick:
-        cfg = dataclasses.replace(cfg, stds=(1e-3, 1e-1, 1.0), seeds=(0,), steps=10, test_size=200,
-                                  eval_batch_size=100)
+        cfg = dataclasses.replace(
+            cfg, stds=(1e-3, 1e-1, 1.0), seeds=(0,), steps=10, test_size=200, eval_batch_size=100
+        )
     t0 = time.perf_counter()
     data = cifar10.load_cifar10(args.data_dir)
     train = {"x": jnp.asarray(data.x_train), "y": jnp.asarray(data.y_train)}
-    test = {"x": jnp.asarray(data.x_test[: cfg.test_size]), "y": jnp.asarray(data.y_test[: cfg.test_size])}
+    test = {
+        "x": jnp.asarray(data.x_test[: cfg.test_size]),
+        "y": jnp.asarray(data.y_test[: cfg.test_size]),
+    }
     progress = False if args.no_progress else None
-    results = {arm: run_arm(arm == "batchnorm", cfg, train, test, progress) for arm in ("batchnorm", "plain")}
+    results = {
+        arm: run_arm(arm == "batchnorm", cfg, train, test, progress)
+        for arm in ("batchnorm", "plain")
+    }
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"config": dataclasses.asdict(cfg), **results, "wall_time_s": time.perf_counter() - t0,
-               "environment": common.environment(), "data_source": data.source}
+    summary = {
+        "config": dataclasses.asdict(cfg),
+        **results,
+        "wall_time_s": time.perf_counter() - t0,
+        "environment": common.environment(),
+        "data_source": data.source,
+    }
     common.write_json_atomic(out / "results.json", summary)
     plot(results, cfg, out)
     for arm in ("batchnorm", "plain"):
-        row = ", ".join(f"{k}: {np.mean(v['test_accuracy']):.3f}" for k, v in results[arm].items() if k[0] != "_")
+        row = ", ".join(
+            f"{k}: {np.mean(v['test_accuracy']):.3f}"
+            for k, v in results[arm].items()
+            if k[0] != "_"
+        )
         print(f"{arm:>10}: {row}")
     print(f"wall time {summary['wall_time_s']:.1f} s; results in {out}")
     return summary

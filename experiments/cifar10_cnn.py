@@ -75,18 +75,32 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--conv-impl", default="auto", choices=["auto", "im2col", "xla"])
-    p.add_argument("--host-devices", type=int, default=None,
-                   help="CPU only: split the sweep over N XLA host devices (set before jax starts)")
+    p.add_argument(
+        "--host-devices",
+        type=int,
+        default=None,
+        help="CPU only: split the sweep over N XLA host devices (set before jax starts)",
+    )
     args = p.parse_args(argv)
     inits = tuple(s for s in args.inits.split(",") if s)
     unknown = [s for s in inits if s not in INITIALIZERS]
     if unknown:
         p.error(f"--inits: unknown {unknown}; choose from {sorted(INITIALIZERS)}")
-    cfg = Config(inits=inits, seeds=tuple(int(s) for s in args.seeds.split(",") if s),
-                 conv_impl=args.conv_impl)
+    cfg = Config(
+        inits=inits,
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s),
+        conv_impl=args.conv_impl,
+    )
     if args.quick:
-        cfg = dataclasses.replace(cfg, epochs=1, train_limit=640, test_limit=200, steps_per_call=5,
-                                  eval_batch_size=100, lsuv_batch_size=64)
+        cfg = dataclasses.replace(
+            cfg,
+            epochs=1,
+            train_limit=640,
+            test_limit=200,
+            steps_per_call=5,
+            eval_batch_size=100,
+            lsuv_batch_size=64,
+        )
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     return args, cfg
@@ -100,9 +114,11 @@ def split_data(data: cifar10.Cifar10, cfg: Config):
     xt, yt = data.x_test, data.y_test
     if cfg.test_limit:
         xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
-    return ({"x": x[: len(x) - n_val], "y": y[: len(x) - n_val]},
-            {"x": x[len(x) - n_val :], "y": y[len(x) - n_val :]},
-            {"x": xt, "y": yt})
+    return (
+        {"x": x[: len(x) - n_val], "y": y[: len(x) - n_val]},
+        {"x": x[len(x) - n_val :], "y": y[len(x) - n_val :]},
+        {"x": xt, "y": yt},
+    )
 
 
 def classification_fns(model):
@@ -115,8 +131,10 @@ def classification_fns(model):
 
     def metric_fn(params, batch):
         logits = model.apply(params, batch["x"])
-        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]),
-                "accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)}
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]),
+            "accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32),
+        }
 
     return loss_fn, metric_fn
 
@@ -140,24 +158,48 @@ def run(args, cfg: Config) -> dict:
 
     out = pathlib.Path(args.out)
     results = common.run_sweep(
-        out=out, config=dataclasses.asdict(cfg), inits=cfg.inits, seeds=cfg.seeds,
-        init_state_fn=init_state_fn, loss_fn=loss_fn, metric_fn=metric_fn, optimizer=optimizer,
-        train=train, val=val, test=test, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        steps_per_call=cfg.steps_per_call, eval_batch_size=cfg.eval_batch_size,
-        restart=args.restart, progress=False if args.no_progress else None,
+        out=out,
+        config=dataclasses.asdict(cfg),
+        inits=cfg.inits,
+        seeds=cfg.seeds,
+        init_state_fn=init_state_fn,
+        loss_fn=loss_fn,
+        metric_fn=metric_fn,
+        optimizer=optimizer,
+        train=train,
+        val=val,
+        test=test,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call,
+        eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart,
+        progress=False if args.no_progress else None,
     )
-    results.update({
-        "wall_time_s": time.perf_counter() - t_start,
-        "data_load_s": t_data,
-        "conv_impl": impl,
-        "data": {"source": data.source, "train": int(train["y"].shape[0]),
-                 "val": int(val["y"].shape[0]), "test": int(test["y"].shape[0])},
-    })
-    results["images_per_s"] = [results["num_models"] * v for v in results["examples_per_s_per_model"]]
+    results.update(
+        {
+            "wall_time_s": time.perf_counter() - t_start,
+            "data_load_s": t_data,
+            "conv_impl": impl,
+            "data": {
+                "source": data.source,
+                "train": int(train["y"].shape[0]),
+                "val": int(val["y"].shape[0]),
+                "test": int(test["y"].shape[0]),
+            },
+        }
+    )
+    results["images_per_s"] = [
+        results["num_models"] * v for v in results["examples_per_s_per_model"]
+    ]
     common.write_json_atomic(out / "results.json", results)
     curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
-    common.plot_curves(curves, out / "val_accuracy.png", ylabel="validation accuracy",
-                       title=f"CIFAR-10 CNN: initializers ({len(cfg.seeds)} seeds, mean ± std)")
+    common.plot_curves(
+        curves,
+        out / "val_accuracy.png",
+        ylabel="validation accuracy",
+        title=f"CIFAR-10 CNN: initializers ({len(cfg.seeds)} seeds, mean ± std)",
+    )
     return results
 
 
@@ -166,8 +208,10 @@ def main(argv=None):
     results = run(args, cfg)
     for name, r in results["initializers"].items():
         accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
-        print(f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
-              f"{r['test_accuracy_std']:.4f}  (seeds: {accs})")
+        print(
+            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
+            f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
+        )
     print(f"wall time {results['wall_time_s']:.1f} s; results in {args.out}")
     return results
 

@@ -26,11 +26,25 @@ import numpy as np  # noqa: E402
 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=default_out, help="output directory (results.json, plots, checkpoints)")
-    p.add_argument("--data-dir", default=None, help="dataset folder (default: $JINIT_DATA_DIR, then ~/.cache/jinit/data)")
-    p.add_argument("--cache-dir", default=None, help="cache for preprocessed arrays (default: $JINIT_CACHE_DIR, then ~/.cache/jinit)")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (a few hundred examples, 1 epoch)")
-    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out and start over")
+    p.add_argument(
+        "--out", default=default_out, help="output directory (results.json, plots, checkpoints)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset folder (default: $JINIT_DATA_DIR, then ~/.cache/jinit/data)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache for preprocessed arrays (default: $JINIT_CACHE_DIR, then ~/.cache/jinit)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny smoke run (a few hundred examples, 1 epoch)"
+    )
+    p.add_argument(
+        "--restart", action="store_true", help="ignore existing checkpoints in --out and start over"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -101,7 +115,9 @@ class EpochCheckpoints:
         meta = {**meta, "config_hash": self.hash, "epochs_done": epoch + 1}
         self.manager.save(
             epoch + 1,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
         )
         self.manager.wait_until_finished()
 
@@ -111,7 +127,9 @@ class EpochCheckpoints:
         step = self.manager.latest_step()
         if step is None:
             return None
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
         if meta.get("config_hash") != self.hash:
             raise SystemExit(
                 f"{self.directory} holds checkpoints of another configuration "
@@ -211,8 +229,10 @@ def run_sweep(
     s = len(seeds)
     num_models = len(inits) * s
     t0 = time.perf_counter()
-    stacks = [jinit.init_models(lambda k, n=name: init_state_fn(n, k), init_keys[i * s : (i + 1) * s])
-              for i, name in enumerate(inits)]
+    stacks = [
+        jinit.init_models(lambda k, n=name: init_state_fn(n, k), init_keys[i * s : (i + 1) * s])
+        for i, name in enumerate(inits)
+    ]
     state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
@@ -231,39 +251,57 @@ def run_sweep(
     mesh = jinit.model_mesh(padded)
     state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
     data_keys = jinit.pad_models(data_keys, padded)
-    programs = jinit.compile_programs(loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size,
-                                      num_models=padded)
+    programs = jinit.compile_programs(
+        loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=padded
+    )
 
     def real(tree):
         return jax.tree.map(lambda a: a[:num_models], tree)
 
     def on_epoch_end(result, state):
-        history.append({"epoch": result.epoch + 1, "seconds": result.seconds,
-                        **{f"train_{k}": v[:num_models].tolist() for k, v in result.train.items()},
-                        **{f"val_{k}": v[:num_models].tolist() for k, v in result.val.items()}})
+        history.append(
+            {
+                "epoch": result.epoch + 1,
+                "seconds": result.seconds,
+                **{f"train_{k}": v[:num_models].tolist() for k, v in result.train.items()},
+                **{f"val_{k}": v[:num_models].tolist() for k, v in result.val.items()},
+            }
+        )
         ckpt.save(result.epoch, real(state), {"history": history})
 
     t1 = time.perf_counter()
     state, _ = jinit.fit(
-        state, loss_fn=loss_fn, optimizer=optimizer, train_data=train, val_data=val,
-        metric_fn=metric_fn, epochs=epochs, batch_size=batch_size,
+        state,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        train_data=train,
+        val_data=val,
+        metric_fn=metric_fn,
+        epochs=epochs,
+        batch_size=batch_size,
         shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=padded, start_epoch=start_epoch, steps_per_call=steps_per_call,
-        progress=progress, on_epoch_end=on_epoch_end, programs=programs,
+        num_models=padded,
+        start_epoch=start_epoch,
+        steps_per_call=steps_per_call,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        programs=programs,
     )
     train_s = time.perf_counter() - t1
     test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
     ckpt.close()
 
     per_init = {}
-    metrics = [k[len("val_"):] for k in history[0] if k.startswith("val_")] if history else []
+    metrics = [k[len("val_") :] for k in history[0] if k.startswith("val_")] if history else []
     for i, name in enumerate(inits):
         sl = slice(i * s, (i + 1) * s)
         entry: dict[str, Any] = {"seeds": list(seeds)}
         for split in ("train", "val"):
             for m in metrics:
                 key = f"{split}_{m}"
-                entry[f"{key}_per_epoch"] = np.array([np.asarray(h[key])[sl] for h in history]).T.tolist()
+                entry[f"{key}_per_epoch"] = np.array(
+                    [np.asarray(h[key])[sl] for h in history]
+                ).T.tolist()
         for m, v in test_m.items():
             v = np.asarray(v)[sl]
             entry[f"test_{m}"] = v.tolist()

@@ -75,12 +75,19 @@ class Config:
 
 def parse_args(argv=None):
     p = common.base_parser(__doc__.splitlines()[0], "runs/imdb_rnn")
-    p.add_argument("--inits", default=",".join(DEFAULT_INITS),
-                   help=f"comma-separated, from {sorted(INITIALIZERS)}")
+    p.add_argument(
+        "--inits",
+        default=",".join(DEFAULT_INITS),
+        help=f"comma-separated, from {sorted(INITIALIZERS)}",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--host-devices", type=int, default=None,
-                   help="CPU only: split the sweep over N XLA host devices (set before jax starts)")
+    p.add_argument(
+        "--host-devices",
+        type=int,
+        default=None,
+        help="CPU only: split the sweep over N XLA host devices (set before jax starts)",
+    )
     args = p.parse_args(argv)
     inits = tuple(s for s in args.inits.split(",") if s)
     unknown = [s for s in inits if s not in INITIALIZERS]
@@ -89,8 +96,9 @@ def parse_args(argv=None):
     seeds = tuple(int(s) for s in args.seeds.split(",") if s)
     cfg = Config(inits=inits, seeds=seeds)
     if args.quick:
-        cfg = dataclasses.replace(cfg, epochs=1, train_limit=500, test_limit=250, steps_per_call=5,
-                                  eval_batch_size=250)
+        cfg = dataclasses.replace(
+            cfg, epochs=1, train_limit=500, test_limit=250, steps_per_call=5, eval_batch_size=250
+        )
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     return args, cfg
@@ -121,8 +129,10 @@ def make_functions(cfg: Config):
     def metric_fn(params, batch):
         logits = model.apply(params, batch["x"])
         y = batch["y"].astype(jnp.float32)
-        return {"loss": optax.sigmoid_binary_cross_entropy(logits, y),
-                "accuracy": ((logits > 0) == (y > 0.5)).astype(jnp.float32)}
+        return {
+            "loss": optax.sigmoid_binary_cross_entropy(logits, y),
+            "accuracy": ((logits > 0) == (y > 0.5)).astype(jnp.float32),
+        }
 
     def init_params(name: str, key: jax.Array):
         m = ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden, embedding_init=INITIALIZERS[name])
@@ -133,8 +143,9 @@ def make_functions(cfg: Config):
 
 def run(args, cfg: Config) -> dict:
     t_start = time.perf_counter()
-    data = imdb.load_imdb(args.data_dir, num_words=cfg.num_words, maxlen=cfg.maxlen,
-                          cache_dir=args.cache_dir)
+    data = imdb.load_imdb(
+        args.data_dir, num_words=cfg.num_words, maxlen=cfg.maxlen, cache_dir=args.cache_dir
+    )
     t_data = time.perf_counter() - t_start
     train, val, test = (jax.tree.map(jnp.asarray, d) for d in split_data(data, cfg))
     optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
@@ -144,28 +155,53 @@ def run(args, cfg: Config) -> dict:
     def init_state_fn(name, key):
         params = init_params(name, key)
         if name == "lsuv":  # orthonormal pre-init everywhere, then LSUV on a training batch
-            params = jinit.lsuv(ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden), params,
-                                lsuv_batch)[0]
+            params = jinit.lsuv(
+                ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden), params, lsuv_batch
+            )[0]
         return jinit.init_state(params, optimizer)
 
     out = pathlib.Path(args.out)
     results = common.run_sweep(
-        out=out, config=dataclasses.asdict(cfg), inits=cfg.inits, seeds=cfg.seeds,
-        init_state_fn=init_state_fn, loss_fn=loss_fn, metric_fn=metric_fn, optimizer=optimizer,
-        train=train, val=val, test=test, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        steps_per_call=cfg.steps_per_call, eval_batch_size=cfg.eval_batch_size,
-        restart=args.restart, progress=False if args.no_progress else None,
+        out=out,
+        config=dataclasses.asdict(cfg),
+        inits=cfg.inits,
+        seeds=cfg.seeds,
+        init_state_fn=init_state_fn,
+        loss_fn=loss_fn,
+        metric_fn=metric_fn,
+        optimizer=optimizer,
+        train=train,
+        val=val,
+        test=test,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call,
+        eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart,
+        progress=False if args.no_progress else None,
     )
-    results.update({
-        "wall_time_s": time.perf_counter() - t_start,
-        "data_load_s": t_data,
-        "data": {"source": data.source, "train": int(train["y"].shape[0]),
-                 "val": int(val["y"].shape[0]), "test": int(test["y"].shape[0])},
-    })
+    results.update(
+        {
+            "wall_time_s": time.perf_counter() - t_start,
+            "data_load_s": t_data,
+            "data": {
+                "source": data.source,
+                "train": int(train["y"].shape[0]),
+                "val": int(val["y"].shape[0]),
+                "test": int(test["y"].shape[0]),
+            },
+        }
+    )
     common.write_json_atomic(out / "results.json", results)
-    curves = {name: np.array(r["val_accuracy_per_epoch"]) for name, r in results["initializers"].items()}
-    common.plot_curves(curves, out / "val_accuracy.png", ylabel="validation accuracy",
-                       title=f"IMDB SimpleRNN: embedding init ({len(cfg.seeds)} seeds, mean ± std)")
+    curves = {
+        name: np.array(r["val_accuracy_per_epoch"]) for name, r in results["initializers"].items()
+    }
+    common.plot_curves(
+        curves,
+        out / "val_accuracy.png",
+        ylabel="validation accuracy",
+        title=f"IMDB SimpleRNN: embedding init ({len(cfg.seeds)} seeds, mean ± std)",
+    )
     return results
 
 
@@ -174,8 +210,10 @@ def main(argv=None):
     results = run(args, cfg)
     for name, r in results["initializers"].items():
         accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
-        print(f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f}"
-              f"  (seeds: {accs})")
+        print(
+            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± {r['test_accuracy_std']:.4f}"
+            f"  (seeds: {accs})"
+        )
     print(f"wall time {results['wall_time_s']:.1f} s; results in {args.out}")
 
 

@@ -101,7 +101,9 @@ class SimpleRNN(nn.Module):
     def __call__(self, x):
         if not self.time_major:
             x = jnp.swapaxes(x, 0, 1)
-        z = nn.Dense(self.features, kernel_init=self.kernel_init, bias_init=self.bias_init, name="i")(x)
+        z = nn.Dense(
+            self.features, kernel_init=self.kernel_init, bias_init=self.bias_init, name="i"
+        )(x)
         hs = _Recurrent(self.features, self.recurrent_kernel_init, name="h")(z)
         return hs[-1]
 
@@ -147,7 +149,11 @@ class Conv(nn.Conv):
 
     @nn.compact
     def __call__(self, inputs):
-        ks = tuple(self.kernel_size) if not isinstance(self.kernel_size, int) else (self.kernel_size,)
+        ks = (
+            tuple(self.kernel_size)
+            if not isinstance(self.kernel_size, int)
+            else (self.kernel_size,)
+        )
         simple = (
             self.impl == "im2col"
             and len(ks) == 2
@@ -161,7 +167,9 @@ class Conv(nn.Conv):
             return super().__call__(inputs)
         kh, kw = ks
         cin = inputs.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype)
+        kernel = self.param(
+            "kernel", self.kernel_init, (kh, kw, cin, self.features), self.param_dtype
+        )
         ho, wo = inputs.shape[-3] - kh + 1, inputs.shape[-2] - kw + 1
         patches = jnp.concatenate(
             [inputs[..., i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1
@@ -209,8 +217,12 @@ class CifarCNN(nn.Module):
             return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3)(h)
 
         kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
-        x = max_pool_2x2(nn.relu(norm(Conv(32, (3, 3), padding="VALID", impl=self.conv_impl, **kw)(x))))
-        x = max_pool_2x2(nn.relu(norm(Conv(64, (3, 3), padding="VALID", impl=self.conv_impl, **kw)(x))))
+        x = max_pool_2x2(
+            nn.relu(norm(Conv(32, (3, 3), padding="VALID", impl=self.conv_impl, **kw)(x)))
+        )
+        x = max_pool_2x2(
+            nn.relu(norm(Conv(64, (3, 3), padding="VALID", impl=self.conv_impl, **kw)(x)))
+        )
         x = x.reshape(x.shape[:-3] + (-1,))
         x = nn.relu(norm(nn.Dense(64, **kw)(x)))
         return nn.Dense(10, **kw)(x)

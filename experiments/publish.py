@@ -22,13 +22,17 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _sweep_table(r: dict) -> list[str]:
-    lines = ["| initializer | test accuracy (mean ± std) | per seed | final val accuracy | test loss |",
-             "|---|---:|---|---:|---:|"]
+    lines = [
+        "| initializer | test accuracy (mean ± std) | per seed | final val accuracy | test loss |",
+        "|---|---:|---|---:|---:|",
+    ]
     for name, v in r["initializers"].items():
         val = np.array(v["val_accuracy_per_epoch"])[:, -1]
         seeds = ", ".join(f"{a:.4f}" for a in v["test_accuracy"])
-        lines.append(f"| {name} | {v['test_accuracy_mean']:.4f} ± {v['test_accuracy_std']:.4f} | {seeds} | "
-                     f"{val.mean():.4f} | {np.mean(v['test_loss']):.4f} |")
+        lines.append(
+            f"| {name} | {v['test_accuracy_mean']:.4f} ± {v['test_accuracy_std']:.4f} | {seeds} | "
+            f"{val.mean():.4f} | {np.mean(v['test_loss']):.4f} |"
+        )
     return lines
 
 
@@ -38,22 +42,32 @@ def _run_facts(r: dict) -> list[str]:
     load = f" (data loading {r['data_load_s']:.1f} s)" if "data_load_s" in r else ""
     facts = [f"- wall time on this machine: **{r['wall_time_s']:.0f} s**{models}{load}"]
     if "epoch_seconds" in r:
-        facts.append("- seconds per epoch (all models together): "
-                     + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"]))
+        facts.append(
+            "- seconds per epoch (all models together): "
+            + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"])
+        )
     if "images_per_s" in r:
-        facts.append("- training images/s (all models): " + ", ".join(f"{s:.0f}" for s in r["images_per_s"]))
+        facts.append(
+            "- training images/s (all models): " + ", ".join(f"{s:.0f}" for s in r["images_per_s"])
+        )
     if "data" in r:
         d = r["data"]
-        facts.append(f"- data: {d['train']} train / {d['val']} validation / {d['test']} test examples "
-                     f"from `{pathlib.Path(d['source']).name}`")
-    facts.append(f"- jax {env.get('jax')}, backend {env.get('backend')}, {env.get('cpu_count')} CPU cores, "
-                 f"devices {len(env.get('devices', []))}, XLA_FLAGS `{env.get('xla_flags') or 'none'}`")
+        facts.append(
+            f"- data: {d['train']} train / {d['val']} validation / {d['test']} test examples "
+            f"from `{pathlib.Path(d['source']).name}`"
+        )
+    facts.append(
+        f"- jax {env.get('jax')}, backend {env.get('backend')}, {env.get('cpu_count')} CPU cores, "
+        f"devices {len(env.get('devices', []))}, XLA_FLAGS `{env.get('xla_flags') or 'none'}`"
+    )
     return facts
 
 
 def _batchnorm_table(r: dict) -> list[str]:
-    lines = ["| kernel init | with BatchNorm: test accuracy (mean, min-max) | without BatchNorm |",
-             "|---|---:|---:|"]
+    lines = [
+        "| kernel init | with BatchNorm: test accuracy (mean, min-max) | without BatchNorm |",
+        "|---|---:|---:|",
+    ]
     for arm in (k for k in r["batchnorm"] if not k.startswith("_")):
         cells = []
         for bn in ("batchnorm", "plain"):
@@ -64,14 +78,18 @@ def _batchnorm_table(r: dict) -> list[str]:
 
 
 def _symmetry_table(r: dict) -> list[str]:
-    lines = ["| task | init | symmetry gap at init | gap after training | zero throughout | final test |",
-             "|---|---|---:|---:|---|---|"]
+    lines = [
+        "| task | init | symmetry gap at init | gap after training | zero throughout | final test |",
+        "|---|---|---:|---:|---|---|",
+    ]
     for task in ("regression", "classification"):
         for name, v in r[task].items():
             g = np.array(v["symmetry_gap_per_epoch"])
             final = ", ".join(f"{k} {np.mean(x):.4f}" for k, x in v["final_test"].items())
-            lines.append(f"| {task} | {name} | {g[:, 0].mean():.3g} | {g[:, -1].mean():.3g} | "
-                         f"{v['zero_gap_throughout']} | {final} |")
+            lines.append(
+                f"| {task} | {name} | {g[:, 0].mean():.3g} | {g[:, -1].mean():.3g} | "
+                f"{v['zero_gap_throughout']} | {final} |"
+            )
     return lines
 
 

@@ -57,13 +57,21 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Dense(self.hidden, kernel_init=self.kernel_init, bias_init=jinit.zeros(), name="hidden")(x))
-        return nn.Dense(self.outputs, kernel_init=self.kernel_init, bias_init=jinit.zeros(), name="out")(h)
+        h = nn.relu(
+            nn.Dense(
+                self.hidden, kernel_init=self.kernel_init, bias_init=jinit.zeros(), name="hidden"
+            )(x)
+        )
+        return nn.Dense(
+            self.outputs, kernel_init=self.kernel_init, bias_init=jinit.zeros(), name="out"
+        )(h)
 
 
 def symmetry_gap(params) -> jax.Array:
     """max over unit pairs (i, j) and inputs k of |W[k, i] - W[k, j]| (bias as one more input)."""
-    w = jnp.concatenate([params["params"]["hidden"]["kernel"], params["params"]["hidden"]["bias"][None]], 0)
+    w = jnp.concatenate(
+        [params["params"]["hidden"]["kernel"], params["params"]["hidden"]["bias"][None]], 0
+    )
     return jnp.max(jnp.abs(w[:, :, None] - w[:, None, :]))
 
 
@@ -88,8 +96,10 @@ def task_fns(name: str, model: MLP):
         out = model.apply(params, batch["x"])
         if name == "regression":
             return {"loss": (out[:, 0] - batch["y"]) ** 2}
-        return {"loss": optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]),
-                "accuracy": (jnp.argmax(out, -1) == batch["y"]).astype(jnp.float32)}
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]),
+            "accuracy": (jnp.argmax(out, -1) == batch["y"]).astype(jnp.float32),
+        }
 
     def loss_fn(params, batch):
         m = per_example(params, batch)
@@ -108,19 +118,30 @@ def run_task(name: str, cfg: Config, progress) -> dict:
         loss_fn, metric_fn = task_fns(name, model)
         keys = jinit.seed_keys(cfg.seeds)
         state = jinit.init_models(
-            lambda k, model=model: jinit.init_state(model.init(k, train["x"][:1]), optimizer), keys)
+            lambda k, model=model: jinit.init_state(model.init(k, train["x"][:1]), optimizer), keys
+        )
         gaps = [np.asarray(jax.vmap(symmetry_gap)(state.params)).tolist()]
         data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
         state, hist = jinit.fit(
-            state, loss_fn=loss_fn, optimizer=optimizer, train_data=jax.tree.map(jnp.asarray, train),
-            val_data=jax.tree.map(jnp.asarray, test), metric_fn=metric_fn, epochs=cfg.epochs,
+            state,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            train_data=jax.tree.map(jnp.asarray, train),
+            val_data=jax.tree.map(jnp.asarray, test),
+            metric_fn=metric_fn,
+            epochs=cfg.epochs,
             batch_size=cfg.batch_size,
-            shuffle_keys=lambda e, dk=data_keys: jax.vmap(lambda k: jax.random.fold_in(k, e))(dk),
-            num_models=len(cfg.seeds), progress=progress,
-            on_epoch_end=lambda r, s: gaps.append(np.asarray(jax.vmap(symmetry_gap)(s.params)).tolist()),
+            shuffle_keys=lambda e, dk=data_keys: jax.vmap(jax.random.fold_in, (0, None))(dk, e),
+            num_models=len(cfg.seeds),
+            progress=progress,
+            on_epoch_end=lambda r, s, gaps=gaps: gaps.append(
+                np.asarray(jax.vmap(symmetry_gap)(s.params)).tolist()
+            ),
         )
         out[init_name] = {
-            "symmetry_gap_per_epoch": np.array(gaps).T.tolist(),  # (seeds, epochs + 1), epoch 0 = init
+            "symmetry_gap_per_epoch": np.array(
+                gaps
+            ).T.tolist(),  # (seeds, epochs + 1), epoch 0 = init
             "train_loss_per_epoch": np.array([h.train["loss"] for h in hist]).T.tolist(),
             "test_loss_per_epoch": np.array([h.val["loss"] for h in hist]).T.tolist(),
             "final_test": {k: np.asarray(v).tolist() for k, v in hist[-1].val.items()},
@@ -141,8 +162,12 @@ def plot(results: dict, out: pathlib.Path) -> None:
             g = np.array(r["symmetry_gap_per_epoch"])
             loss = np.array(r["test_loss_per_epoch"])
             (line,) = axes[row, 0].plot(np.arange(g.shape[1]), g.mean(0), label=name)
-            axes[row, 0].fill_between(np.arange(g.shape[1]), g.min(0), g.max(0), alpha=0.2, color=line.get_color())
-            axes[row, 1].plot(np.arange(1, loss.shape[1] + 1), loss.mean(0), label=name, color=line.get_color())
+            axes[row, 0].fill_between(
+                np.arange(g.shape[1]), g.min(0), g.max(0), alpha=0.2, color=line.get_color()
+            )
+            axes[row, 1].plot(
+                np.arange(1, loss.shape[1] + 1), loss.mean(0), label=name, color=line.get_color()
+            )
         axes[row, 0].set_yscale("symlog", linthresh=1e-6)
         axes[row, 0].set_title(f"{task}: symmetry gap max|w_i - w_j|")
         axes[row, 1].set_title(f"{task}: test loss")
@@ -164,15 +189,21 @@ def main(argv=None):
     results = {task: run_task(task, cfg, progress) for task in ("regression", "classification")}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"config": dataclasses.asdict(cfg), **results, "wall_time_s": time.perf_counter() - t0,
-               "environment": common.environment()}
+    summary = {
+        "config": dataclasses.asdict(cfg),
+        **results,
+        "wall_time_s": time.perf_counter() - t0,
+        "environment": common.environment(),
+    }
     common.write_json_atomic(out / "results.json", summary)
     plot(results, out)
     for task in results:
         for name, r in results[task].items():
             g = np.array(r["symmetry_gap_per_epoch"])
-            print(f"{task:>14} {name:>15}: gap at init {g[:, 0].mean():.3g}, final {g[:, -1].mean():.3g}; "
-                  f"final test {({k: round(float(np.mean(v)), 4) for k, v in r['final_test'].items()})}")
+            print(
+                f"{task:>14} {name:>15}: gap at init {g[:, 0].mean():.3g}, final {g[:, -1].mean():.3g}; "
+                f"final test { ({k: round(float(np.mean(v)), 4) for k, v in r['final_test'].items()}) }"
+            )
     print(f"wall time {summary['wall_time_s']:.1f} s; results in {out}")
     return summary
 

@@ -3,7 +3,15 @@
 Public names are re-exported here; the logic lives in ``jinit._src``.
 """
 
-# --- initializers (jinit/_src/initializers*.py) ---
+# One sorted block of re-exports (ruff keeps it sorted); the logic lives in jinit._src.
+from jinit._src import theory as theory
+from jinit._src.datadep import weight_norm_init as weight_norm_init
+from jinit._src.datadep import within_layer_init as within_layer_init
+from jinit._src.diagnostics import Finding as Finding
+from jinit._src.diagnostics import activation_stats as activation_stats
+from jinit._src.diagnostics import diagnose as diagnose
+from jinit._src.diagnostics import layer_order as layer_order
+from jinit._src.diagnostics import layer_statistics as layer_statistics
 from jinit._src.fans import compute_fans as compute_fans
 from jinit._src.gains import calculate_gain as calculate_gain
 from jinit._src.gains import compute_gain as compute_gain
@@ -37,6 +45,12 @@ from jinit._src.initializers_structured import eye as eye
 from jinit._src.initializers_structured import identity as identity
 from jinit._src.initializers_structured import sparse as sparse
 from jinit._src.initializers_structured import zero_hadamard as zero_hadamard
+from jinit._src.isometry import jacobian_singular_values as jacobian_singular_values
+from jinit._src.isometry import mlp_jacobian_singular_values as mlp_jacobian_singular_values
+from jinit._src.isometry import spectrum_stats as spectrum_stats
+from jinit._src.lsuv import lsuv as lsuv
+from jinit._src.lsuv_plain import lsuv_layer as lsuv_layer
+from jinit._src.lsuv_report import LSUVReport as LSUVReport
 from jinit._src.presets import PRESETS as PRESETS
 from jinit._src.presets import Preset as Preset
 from jinit._src.presets import flax_default_kernel as flax_default_kernel
@@ -60,19 +74,13 @@ from jinit._src.presets import torch_rnn_uniform as torch_rnn_uniform
 from jinit._src.presets import torch_trunc_normal as torch_trunc_normal
 from jinit._src.presets import torch_xavier_normal as torch_xavier_normal
 from jinit._src.presets import torch_xavier_uniform as torch_xavier_uniform
+from jinit._src.recommend import Recommendation as Recommendation
+from jinit._src.recommend import edge_of_chaos as edge_of_chaos
+from jinit._src.recommend import recommend as recommend
 from jinit._src.reinit import path_hash as path_hash
 from jinit._src.reinit import path_key as path_key
 from jinit._src.reinit import path_string as path_string
 from jinit._src.reinit import reinit as reinit
-
-# --- LSUV and data-dependent initialization (jinit/_src/lsuv*.py) ---
-from jinit._src.datadep import weight_norm_init as weight_norm_init
-from jinit._src.datadep import within_layer_init as within_layer_init
-from jinit._src.lsuv import lsuv as lsuv
-from jinit._src.lsuv_plain import lsuv_layer as lsuv_layer
-from jinit._src.lsuv_report import LSUVReport as LSUVReport
-
-# --- training loops and seed sweeps (jinit/_src/train.py, jinit/_src/sweep.py) ---
 from jinit._src.sweep import init_models as init_models
 from jinit._src.sweep import model_mesh as model_mesh
 from jinit._src.sweep import pad_models as pad_models
@@ -91,20 +99,6 @@ from jinit._src.train import init_state as init_state
 from jinit._src.train import make_evaluate as make_evaluate
 from jinit._src.train import make_train_chunk as make_train_chunk
 from jinit._src.train import make_train_step as make_train_step
-
-# --- diagnostics and theory (jinit/_src/diagnostics.py, jinit/_src/theory.py) ---
-from jinit._src import theory as theory
-from jinit._src.diagnostics import Finding as Finding
-from jinit._src.diagnostics import activation_stats as activation_stats
-from jinit._src.diagnostics import diagnose as diagnose
-from jinit._src.diagnostics import layer_order as layer_order
-from jinit._src.diagnostics import layer_statistics as layer_statistics
-from jinit._src.isometry import jacobian_singular_values as jacobian_singular_values
-from jinit._src.isometry import mlp_jacobian_singular_values as mlp_jacobian_singular_values
-from jinit._src.isometry import spectrum_stats as spectrum_stats
-from jinit._src.recommend import Recommendation as Recommendation
-from jinit._src.recommend import edge_of_chaos as edge_of_chaos
-from jinit._src.recommend import recommend as recommend
 
 __version__ = "0.1.0"
 

@@ -55,7 +55,7 @@ def test_quick_run_writes_results_and_plot(tiny_data_dir, tmp_path):
     assert (tmp_path / "out" / "val_accuracy.png").stat().st_size > 1000
     assert set(r["initializers"]) == {"uniform", "glorot_uniform", "he_normal"}
     assert r["num_models"] == 6 and r["data"]["train"] == 240 and r["data"]["val"] == 60
-    for name, v in r["initializers"].items():
+    for v in r["initializers"].values():
         assert len(v["test_accuracy"]) == 2 and len(v["val_accuracy_per_epoch"]) == 2
         assert len(v["val_accuracy_per_epoch"][0]) == 1  # one epoch in --quick
         assert 0.0 <= v["test_accuracy_mean"] <= 1.0

@@ -36,7 +36,7 @@ def test_im2col_conv_equals_xla_conv_values_and_grads(key):
     np.testing.assert_allclose(a.apply(p, x), b.apply(p, x), rtol=1e-5, atol=1e-6)
     ga = jax.grad(lambda p: (a.apply(p, x) ** 2).sum())(p)
     gb = jax.grad(lambda p: (b.apply(p, x) ** 2).sum())(p)
-    for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
     # Configurations im2col does not cover fall back to nn.Conv.
     same = Conv(7, (3, 3), padding="SAME", impl="im2col")

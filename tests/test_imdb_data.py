@@ -66,10 +66,10 @@ def test_vocabulary_ids_follow_keras_layout(archive, tmp_path):
         nz = row[row != imdb.PAD]
         assert nz[0] == imdb.START
     # 'great' is the most frequent training word -> id 4; test review 'Great great GREAT'.
-    great = next(r for r, y in zip(data.x_test, data.y_test) if y == 1)
+    great = next(r for r, y in zip(data.x_test, data.y_test, strict=True) if y == 1)
     np.testing.assert_array_equal(great[-4:], [1, 4, 4, 4])
     # Words absent from training are out-of-vocabulary (id 2).
-    other = next(r for r, y in zip(data.x_test, data.y_test) if y == 0)
+    other = next(r for r, y in zip(data.x_test, data.y_test, strict=True) if y == 0)
     assert (other == imdb.OOV).sum() == 4  # 'an', 'unseen', 'word' ('_' splits), 'appears'
     assert sorted(data.y_train.tolist()) == [0, 0, 1, 1]
 

@@ -42,7 +42,7 @@ def test_hand_written_vjp_equals_autodiff(key):
         return jax.lax.scan(step, jnp.zeros((3, 8)), z)[1]
 
     f = lambda fn: jax.grad(lambda k, z: jnp.sum(fn(k, z) * g), argnums=(0, 1))(kernel, z)
-    for a, b in zip(f(tanh_recurrence), f(auto)):
+    for a, b in zip(f(tanh_recurrence), f(auto), strict=True):
         # float32 sums of 90 products in a different order: agree to ~1e-6 absolute.
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -63,7 +63,7 @@ def test_imdb_model_gradients_match_reference_composition(key):
 
     np.testing.assert_allclose(ours(params), ref(params), rtol=1e-5)
     for a, b in zip(
-        jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(ref)(params))
+        jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(ref)(params)), strict=False
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

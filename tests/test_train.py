@@ -85,7 +85,7 @@ def test_vmapped_sweep_equals_separate_runs(data):
     sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS))
     for m, seed in enumerate(SEEDS):
         single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
-        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params)):
+        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True):
             np.testing.assert_allclose(a, b[m], rtol=2e-5, atol=2e-6)
         for e in range(2):
             np.testing.assert_allclose(
@@ -117,7 +117,7 @@ def test_resume_equals_uninterrupted(data):
     half = jax.tree.map(np.asarray, half)  # as if restored from a checkpoint
     rest, hist = run(jax.tree.map(jnp.asarray, half), data, SEEDS, 3, epochs=3, start_epoch=1)
     assert [h.epoch for h in hist] == [1, 2]
-    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(rest.params)):
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(rest.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

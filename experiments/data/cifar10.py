@@ -109,7 +109,9 @@ def read_split(source: str | os.PathLike, files: tuple[str, ...]) -> tuple[np.nd
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def load_cifar10(data_dir: str | os.PathLike | None = None, *, allow_download: bool = True) -> Cifar10:
+def load_cifar10(
+    data_dir: str | os.PathLike | None = None, *, allow_download: bool = True
+) -> Cifar10:
     """Loads CIFAR-10 (50,000 train + 10,000 test, official order), scaled to [0, 1].
 
     Args:
@@ -150,7 +152,9 @@ def _tfds():
     out = []
     for split in ("train", "test"):
         ds = tfds.data_source("cifar10", split=split, download=True)
-        out.append((np.stack([ex["image"] for ex in ds]), np.array([ex["label"] for ex in ds], np.int32)))
+        out.append(
+            (np.stack([ex["image"] for ex in ds]), np.array([ex["label"] for ex in ds], np.int32))
+        )
     return out
 
 

@@ -255,7 +255,9 @@ def load_imdb(
     cache = cache_dir / f"imdb-{hashlib.sha256(params.encode()).hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache) as z:
-            return ImdbArrays(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(z["source"]))
+            return ImdbArrays(
+                z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(z["source"])
+            )
 
     if local is not None:
         reviews, source = read_reviews(local), str(local)
@@ -281,7 +283,9 @@ def _missing_message(data_dir: pathlib.Path, err: Exception | None) -> str:
     )
 
 
-def write_tiny_archive(path: str | os.PathLike, reviews: dict[str, list[tuple[int, int, int, str]]]):
+def write_tiny_archive(
+    path: str | os.PathLike, reviews: dict[str, list[tuple[int, int, int, str]]]
+):
     """Writes ``reviews`` (split -> [(label, id, rating, text)]) as an aclImdb ``.tar.gz``.
 
     For tests and smoke runs: the same layout as the official archive.
@@ -290,6 +294,8 @@ def write_tiny_archive(path: str | os.PathLike, reviews: dict[str, list[tuple[in
         for split, rows in reviews.items():
             for label, idx, rating, text in rows:
                 data = text.encode("utf-8")
-                info = tarfile.TarInfo(f"aclImdb/{split}/{'pos' if label else 'neg'}/{idx}_{rating}.txt")
+                info = tarfile.TarInfo(
+                    f"aclImdb/{split}/{'pos' if label else 'neg'}/{idx}_{rating}.txt"
+                )
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
