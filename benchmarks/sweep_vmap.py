@@ -6,8 +6,10 @@ can choose its XLA device count:
 
 * ``sequential``: N separate single-model runs, one after the other (one compiled program);
 * ``vmap``: one program, the N models on a leading axis (``jinit.fit(num_models=N)``);
-* ``vmap-2dev`` (CPU): the same program with the model axis sharded over 2 XLA host devices
-  (``--xla_force_host_platform_device_count=2``), so each core trains half of the models.
+* ``map``: one program, the N models computed one after the other inside it (``lax.map``);
+* ``vmap-2dev`` / ``map-2dev`` (CPU): the same programs with the model axis (padded to a multiple
+  of 2) sharded over 2 XLA host devices (``--xla_force_host_platform_device_count=2``), so each
+  core trains half of the models.
 
 Reported: compile time (first call) and steady-state time per optimizer step, model-steps/s,
 and the speed-up of each strategy over ``sequential``, all measured in the same run.
@@ -61,8 +63,12 @@ def worker(num_models: int, steps: int, strategy: str) -> dict:
         prog = jinit.compile_programs(loss_fn, opt)["train"]
         states = [init(keys[m]) for m in range(num_models)]
     else:
-        prog = jinit.compile_programs(loss_fn, opt, num_models=num_models)["train"]
-        states = [jinit.shard_models(jinit.init_models(init, keys), jinit.model_mesh(num_models))]
+        padded = jinit.padded_size(num_models)  # copies of the last model keep devices busy
+        mesh = jinit.model_mesh(padded)
+        prog = jinit.compile_programs(
+            loss_fn, opt, num_models=padded, strategy=strategy.split("-")[0], mesh=mesh
+        )["train"]
+        states = [jinit.shard_models(jinit.pad_models(jinit.init_models(init, keys), padded), mesh)]
     t0 = time.perf_counter()
     s, m = prog(states[0], data, idx[:per_call])
     jax.block_until_ready(m)
@@ -90,7 +96,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="1,3,9")
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--strategies", default="sequential,vmap,vmap-2dev")
+    p.add_argument("--strategies", default="sequential,vmap,map,vmap-2dev,map-2dev")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     p.add_argument("--worker", nargs=3, metavar=("N", "STEPS", "STRATEGY"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -103,7 +109,7 @@ def main():
             if strategy != "sequential" and n == 1:
                 continue
             env = dict(os.environ)
-            if strategy == "vmap-2dev":
+            if strategy.endswith("-2dev"):
                 env["XLA_FLAGS"] = (
                     env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
                 ).strip()

@@ -213,6 +213,7 @@ def run_sweep(
     eval_batch_size: int,
     restart: bool = False,
     progress: bool | None = None,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
     """Trains every (initializer, seed) model as one vmapped program, resumably.
 
@@ -251,8 +252,15 @@ def run_sweep(
     mesh = jinit.model_mesh(padded)
     state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
     data_keys = jinit.pad_models(data_keys, padded)
+    strategy = strategy or jinit.default_strategy()
     programs = jinit.compile_programs(
-        loss_fn, optimizer, metric_fn, eval_batch_size=eval_batch_size, num_models=padded
+        loss_fn,
+        optimizer,
+        metric_fn,
+        eval_batch_size=eval_batch_size,
+        num_models=padded,
+        strategy=strategy,
+        mesh=mesh,
     )
 
     def real(tree):
@@ -319,6 +327,7 @@ def run_sweep(
         "num_models": num_models,
         "sharded_over_devices": 1 if mesh is None else int(mesh.size),
         "padded_models": padded - num_models,
+        "sweep_strategy": strategy,
         "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
         "config": config,
         "environment": environment(),

@@ -93,6 +93,7 @@ from jinit._src.sweep import unstack_models as unstack_models
 from jinit._src.train import EpochResult as EpochResult
 from jinit._src.train import TrainState as TrainState
 from jinit._src.train import compile_programs as compile_programs
+from jinit._src.train import default_strategy as default_strategy
 from jinit._src.train import epoch_indices as epoch_indices
 from jinit._src.train import fit as fit
 from jinit._src.train import init_state as init_state

@@ -22,6 +22,23 @@ KEY = jax.random.key(0)
 T = 0.87962566103423978
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """One BLAS thread while this module runs (restored afterwards).
+
+    On the shared 2-core CI machine OpenBLAS's thread pool makes each LAPACK call (the QR of
+    every orthogonal initializer, in jinit and JAX alike) take up to ~1 s whatever its size
+    (256x256 QR: ~960 ms threaded, 3 ms single-threaded); that measures the machine, not jinit.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def f64(x):
     return np.asarray(jnp.asarray(x, jnp.float32), np.float64)
 

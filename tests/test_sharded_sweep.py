@@ -22,24 +22,27 @@ SCRIPT = textwrap.dedent(
     dkeys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
     shuffle = lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(dkeys)
 
-    def sweep(devices):
+    def sweep(devices, strategy):
         state = jinit.init_models(init_fn, jinit.seed_keys(seeds))
         mesh = jinit.model_mesh(len(seeds), devices)
         state = jinit.shard_models(state, mesh)
         state, hist = jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data,
                                 metric_fn=metric_fn, epochs=2, batch_size=8, shuffle_keys=shuffle,
-                                num_models=len(seeds), steps_per_call=4, progress=False)
+                                num_models=len(seeds), steps_per_call=4, progress=False,
+                                strategy=strategy, mesh=mesh)
         shards = {str(s.device) for s in jax.tree.leaves(state.params)[0].addressable_shards}
         return state, hist, mesh, shards
 
-    s1, h1, m1, d1 = sweep(jax.devices()[:1])
-    s4, h4, m4, d4 = sweep(jax.devices())
-    assert m1 is None and m4.size == 4 and len(d4) == 4, (m1, m4, d4)
-    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-               for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
-    vacc = [np.asarray(h.val["accuracy"]).tolist() for h in h4]
-    same_val = all(np.array_equal(a.val["accuracy"], b.val["accuracy"]) for a, b in zip(h1, h4))
-    print(json.dumps({"max_param_diff": diff, "same_val": same_val, "val": vacc}))
+    out = {}
+    for strategy in ("vmap", "map"):
+        s1, h1, m1, d1 = sweep(jax.devices()[:1], strategy)
+        s4, h4, m4, d4 = sweep(jax.devices(), strategy)
+        assert m1 is None and m4.size == 4 and len(d4) == 4, (m1, m4, d4)
+        diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)))
+        same_val = all(np.array_equal(a.val["accuracy"], b.val["accuracy"]) for a, b in zip(h1, h4))
+        out[strategy] = {"max_param_diff": diff, "same_val": same_val}
+    print(json.dumps(out))
     """
 )
 
@@ -59,6 +62,9 @@ def test_sharded_sweep_equals_unsharded():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    # Each device runs the same per-model arithmetic: identical to float32 rounding.
-    assert r["max_param_diff"] <= 1e-6, r
-    assert r["same_val"], r
+    # vmap: each device runs the same per-model arithmetic, identical to float32 rounding.
+    assert r["vmap"]["max_param_diff"] <= 1e-6, r
+    assert r["vmap"]["same_val"], r
+    # map (shard_map of lax.map): every model is computed exactly as alone, to the bit.
+    assert r["map"]["max_param_diff"] == 0.0, r
+    assert r["map"]["same_val"], r

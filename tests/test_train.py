@@ -82,16 +82,35 @@ def run(state, data, seeds, num_models, epochs=2, start_epoch=0, **kw):
 
 def test_vmapped_sweep_equals_separate_runs(data):
     sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
-    sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS))
+    sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="vmap")
     for m, seed in enumerate(SEEDS):
         single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
-        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
+        ):
             np.testing.assert_allclose(a, b[m], rtol=2e-5, atol=2e-6)
         for e in range(2):
             np.testing.assert_allclose(
                 hist[e].train["loss"], sweep_hist[e].train["loss"][m], rtol=1e-5
             )
             np.testing.assert_allclose(hist[e].val["accuracy"], sweep_hist[e].val["accuracy"][m])
+
+
+def test_map_strategy_is_bitwise_equal_to_separate_runs(data):
+    """'map' computes each model of the sweep exactly as its own run (the CPU default)."""
+    sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    sweep_state, _ = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="map")
+    for m, seed in enumerate(SEEDS):
+        single, _ = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        for a, b in zip(
+            jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
+        ):
+            np.testing.assert_array_equal(a, b[m])
+
+
+def test_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        jinit.compile_programs(loss_fn, OPT, num_models=2, strategy="pmap")
 
 
 def test_sweep_members_differ(data):
