@@ -73,7 +73,9 @@ def parse_args(argv=None):
     p = common.base_parser(__doc__.splitlines()[0], "runs/cifar10_cnn")
     p.add_argument("--inits", default=",".join(DEFAULT_INITS), help=f"from {sorted(INITIALIZERS)}")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--epochs", type=common.positive_int, default=None, help="default 5 (1 with --quick)"
+    )
     p.add_argument("--conv-impl", default="auto", choices=["auto", "im2col", "xla"])
     p.add_argument(
         "--host-devices",
@@ -82,15 +84,8 @@ def parse_args(argv=None):
         help="CPU only: split the sweep over N XLA host devices (set before jax starts)",
     )
     args = p.parse_args(argv)
-    inits = tuple(s for s in args.inits.split(",") if s)
-    unknown = [s for s in inits if s not in INITIALIZERS]
-    if unknown:
-        p.error(f"--inits: unknown {unknown}; choose from {sorted(INITIALIZERS)}")
-    cfg = Config(
-        inits=inits,
-        seeds=tuple(int(s) for s in args.seeds.split(",") if s),
-        conv_impl=args.conv_impl,
-    )
+    inits = common.parse_names(p, "--inits", args.inits, INITIALIZERS)
+    cfg = Config(inits=inits, seeds=common.parse_seeds(p, args.seeds), conv_impl=args.conv_impl)
     if args.quick:
         cfg = dataclasses.replace(
             cfg,

@@ -332,3 +332,35 @@ def run_sweep(
         "config": config,
         "environment": environment(),
     }
+
+
+def parse_names(parser: argparse.ArgumentParser, flag: str, value: str, choices) -> tuple[str, ...]:
+    """A non-empty, duplicate-free comma list of known names, else ``parser.error``."""
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in names if s not in choices]
+    if not names:
+        parser.error(f"{flag}: give at least one of {sorted(choices)}")
+    if unknown:
+        parser.error(f"{flag}: unknown {unknown}; choose from {sorted(choices)}")
+    if len(set(names)) != len(names):
+        parser.error(f"{flag}: duplicate names in {list(names)}")
+    return names
+
+
+def parse_seeds(parser: argparse.ArgumentParser, value: str) -> tuple[int, ...]:
+    """A non-empty, duplicate-free comma list of integer seeds, else ``parser.error``."""
+    try:
+        seeds = tuple(int(s) for s in value.split(",") if s.strip())
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers, got {value!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds: expected distinct comma-separated integers, got {value!r}")
+    return seeds
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return n

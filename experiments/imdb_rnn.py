@@ -81,20 +81,18 @@ def parse_args(argv=None):
         help=f"comma-separated, from {sorted(INITIALIZERS)}",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--epochs", type=common.positive_int, default=None, help="default 5 (1 with --quick)"
+    )
     p.add_argument(
         "--host-devices",
-        type=int,
+        type=common.positive_int,
         default=None,
         help="CPU only: split the sweep over N XLA host devices (set before jax starts)",
     )
     args = p.parse_args(argv)
-    inits = tuple(s for s in args.inits.split(",") if s)
-    unknown = [s for s in inits if s not in INITIALIZERS]
-    if unknown:
-        p.error(f"--inits: unknown {unknown}; choose from {sorted(INITIALIZERS)}")
-    seeds = tuple(int(s) for s in args.seeds.split(",") if s)
-    cfg = Config(inits=inits, seeds=seeds)
+    inits = common.parse_names(p, "--inits", args.inits, INITIALIZERS)
+    cfg = Config(inits=inits, seeds=common.parse_seeds(p, args.seeds))
     if args.quick:
         cfg = dataclasses.replace(
             cfg, epochs=1, train_limit=500, test_limit=250, steps_per_call=5, eval_batch_size=250

@@ -203,3 +203,17 @@ def test_fit_records_layer_statistics_every_n_steps(data):
     key = next(k for k in first if k.startswith("output/") and k.endswith("/std"))
     assert first[key].shape == (3,)  # one value per model of the sweep
     assert np.all(np.isfinite(first[key]))
+
+
+def test_bad_data_and_model_axis_are_named(data):
+    state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
+    kw = dict(loss_fn=loss_fn, optimizer=OPT, epochs=1, shuffle_keys=shuffle_keys_for(SEEDS))
+    ragged = {"x": data["x"], "y": data["y"][:-1]}
+    with pytest.raises(ValueError, match="same leading example axis"):
+        jinit.fit(state, train_data=ragged, batch_size=8, num_models=3, **kw)
+    with pytest.raises(ValueError, match="batch_size=200 is larger than train_data"):
+        jinit.fit(state, train_data=data, batch_size=200, num_models=3, **kw)
+    with pytest.raises(ValueError, match="num_models=4"):
+        jinit.fit(state, train_data=data, batch_size=8, num_models=4, **kw)
+    with pytest.raises(ValueError, match="num_models=3"):
+        jinit.fit(init_fn(jax.random.key(0)), train_data=data, batch_size=8, num_models=3, **kw)

@@ -231,11 +231,14 @@ def fit(
       mesh: the model-axis mesh the state is sharded over (see :func:`compile_programs`).
 
     Returns:
-      ``(state, history)``, ``history`` a list of :class:`EpochResult`.
+      ``(state, history)``, ``history`` a list of :class:`EpochResult`. The input ``state`` is
+      donated to the compiled program (its buffers are reused, so it cannot be read after the
+      call): pass a copy (``jax.tree.map(jnp.copy, state)``) to keep it.
 
     Raises:
-      ValueError: for ``epochs < start_epoch``, ``batch_size < 1`` or a missing ``metric_fn``
-        with ``val_data``.
+      ValueError: for ``epochs < start_epoch``, ``batch_size < 1`` or larger than the training
+        set, data arrays whose leading (example) axes differ, a state whose params lack a
+        leading axis of size ``num_models``, or a missing ``metric_fn`` with ``val_data``.
     """
     if epochs < start_epoch:
         raise ValueError(f"epochs={epochs} is smaller than start_epoch={start_epoch}")
@@ -243,6 +246,12 @@ def fit(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if val_data is not None and metric_fn is None:
         raise ValueError("val_data was given without a metric_fn to evaluate it")
+    n = _num_examples("train_data", train_data)
+    if val_data is not None:
+        _num_examples("val_data", val_data)
+    if n < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than train_data ({n} examples)")
+    _check_model_axis(state, num_models)
     progs = (
         dict(programs)
         if programs
@@ -258,7 +267,6 @@ def fit(
     )
     if stats_every < 1:
         raise ValueError(f"stats_every must be >= 1, got {stats_every}")
-    n = jax.tree.leaves(train_data)[0].shape[0]
     steps = n // batch_size
     per_call = _divisor_at_most(steps, steps_per_call)
     stats_prog = None
@@ -323,6 +331,34 @@ def _over_models(fn, strategy: str, n_shared: int):
         return jax.lax.map(lambda m: fn(*m, *shared), model_args)
 
     return mapped
+
+
+def _num_examples(name: str, data: PyTree) -> int:
+    """The common leading (example) axis of every leaf of ``data``; ValueError if they differ."""
+    leaves = jax.tree_util.tree_leaves_with_path(data)
+    if not leaves:
+        raise ValueError(f"{name} holds no arrays")
+    sizes = {jax.tree_util.keystr(p): (a.shape[0] if a.ndim else None) for p, a in leaves}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise ValueError(f"{name}: every array needs the same leading example axis, got {sizes}")
+    return next(iter(sizes.values()))
+
+
+def _check_model_axis(state: TrainState, num_models: int | None) -> None:
+    if num_models is None:
+        return
+    if num_models < 1:
+        raise ValueError(f"num_models must be >= 1 or None, got {num_models}")
+    bad = {
+        jax.tree_util.keystr(p): a.shape
+        for p, a in jax.tree_util.tree_leaves_with_path(state.params)
+        if a.ndim == 0 or a.shape[0] != num_models
+    }
+    if bad:
+        raise ValueError(
+            f"num_models={num_models}, but these params lack a leading model axis of that size "
+            f"(stack models with jinit.init_models): {dict(list(bad.items())[:3])}"
+        )
 
 
 def compile_programs(
