@@ -21,9 +21,10 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments import use_host_devices_from_argv  # noqa: E402
+from experiments import default_host_devices, use_host_devices_from_argv  # noqa: E402
 
-use_host_devices_from_argv()  # --host-devices N: must precede the jax import
+if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices N; before jax
+    use_host_devices_from_argv(default=default_host_devices())
 
 import dataclasses  # noqa: E402
 import time  # noqa: E402
@@ -88,7 +89,7 @@ def parse_args(argv=None):
         "--host-devices",
         type=common.positive_int,
         default=None,
-        help="CPU only: split the sweep over N XLA host devices (set before jax starts)",
+        help="CPU only: split the sweep over N XLA host devices (default: one per core, at most 4)",
     )
     args = p.parse_args(argv)
     inits = common.parse_names(p, "--inits", args.inits, INITIALIZERS)
