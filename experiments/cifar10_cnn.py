@@ -28,7 +28,6 @@ if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices 
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jinit  # noqa: E402
@@ -152,49 +151,21 @@ def run(args, cfg: Config) -> dict:
             params = jinit.lsuv(model, params, lsuv_batch)[0]
         return jinit.init_state(params, optimizer)
 
-    out = pathlib.Path(args.out)
-    results = common.run_sweep(
-        out=out,
-        config=dataclasses.asdict(cfg),
-        inits=cfg.inits,
-        seeds=cfg.seeds,
+    results = common.run_study(
+        args,
+        cfg,
+        train=train,
+        val=val,
+        test=test,
+        source=data.source,
+        t_start=t_start,
+        t_data=t_data,
+        title="CIFAR-10 CNN: initializers",
+        extra={"conv_impl": impl},
         init_state_fn=init_state_fn,
         loss_fn=loss_fn,
         metric_fn=metric_fn,
         optimizer=optimizer,
-        train=train,
-        val=val,
-        test=test,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        steps_per_call=cfg.steps_per_call,
-        eval_batch_size=cfg.eval_batch_size,
-        restart=args.restart,
-        progress=False if args.no_progress else None,
-    )
-    results.update(
-        {
-            "wall_time_s": time.perf_counter() - t_start,
-            "data_load_s": t_data,
-            "conv_impl": impl,
-            "data": {
-                "source": data.source,
-                "train": int(train["y"].shape[0]),
-                "val": int(val["y"].shape[0]),
-                "test": int(test["y"].shape[0]),
-            },
-        }
-    )
-    results["images_per_s"] = [
-        results["num_models"] * v for v in results["examples_per_s_per_model"]
-    ]
-    common.write_json_atomic(out / "results.json", results)
-    curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
-    common.plot_curves(
-        curves,
-        out / "val_accuracy.png",
-        ylabel="validation accuracy",
-        title=f"CIFAR-10 CNN: initializers ({len(cfg.seeds)} seeds, mean ± std)",
     )
     return results
 
@@ -202,13 +173,7 @@ def run(args, cfg: Config) -> dict:
 def main(argv=None):
     args, cfg = parse_args(argv)
     results = run(args, cfg)
-    for name, r in results["initializers"].items():
-        accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
-        print(
-            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
-            f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
-        )
-    print(f"wall time {results['wall_time_s']:.1f} s; results in {args.out}")
+    common.print_study(results, args.out)
     return results
 
 

@@ -6,6 +6,7 @@ Nothing here is part of the library: the studies are thin scripts over ``jinit``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -329,6 +330,7 @@ def run_sweep(
         "padded_models": padded - num_models,
         "sweep_strategy": strategy,
         "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
+        "examples_per_s": [num_models * (n_train // batch_size * batch_size) / t for t in epoch_s],
         "config": config,
         "environment": environment(),
     }
@@ -364,3 +366,72 @@ def positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return n
+
+
+def run_study(
+    args,
+    cfg,
+    *,
+    train,
+    val,
+    test,
+    source: str,
+    t_start: float,
+    t_data: float,
+    title: str,
+    extra: dict[str, Any] | None = None,
+    **sweep_kw,
+) -> dict[str, Any]:
+    """:func:`run_sweep` with a study's config and arguments, then its results file and plot.
+
+    ``cfg`` needs ``inits, seeds, epochs, batch_size, steps_per_call, eval_batch_size``;
+    ``sweep_kw`` carries ``init_state_fn, loss_fn, metric_fn, optimizer``.
+    """
+    out = pathlib.Path(args.out)
+    results = run_sweep(
+        out=out,
+        config=dataclasses.asdict(cfg),
+        inits=cfg.inits,
+        seeds=cfg.seeds,
+        train=train,
+        val=val,
+        test=test,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call,
+        eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart,
+        progress=False if args.no_progress else None,
+        **sweep_kw,
+    )
+    sizes = {
+        k: int(jax.tree.leaves(d)[0].shape[0])
+        for k, d in (("train", train), ("val", val), ("test", test))
+    }
+    results.update(
+        {
+            "wall_time_s": time.perf_counter() - t_start,
+            "data_load_s": t_data,
+            "data": {"source": source, **sizes},
+            **(extra or {}),
+        }
+    )
+    write_json_atomic(out / "results.json", results)
+    curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
+    plot_curves(
+        curves,
+        out / "val_accuracy.png",
+        ylabel="validation accuracy",
+        title=f"{title} ({len(cfg.seeds)} seeds, mean ± std)",
+    )
+    return results
+
+
+def print_study(results: dict[str, Any], out) -> None:
+    for name, r in results["initializers"].items():
+        accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
+        print(
+            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
+            f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
+        )
+    print(f"wall time {results['wall_time_s']:.1f} s; results in {out}")

@@ -46,9 +46,10 @@ def _run_facts(r: dict) -> list[str]:
             "- seconds per epoch (all models together): "
             + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"])
         )
-    if "images_per_s" in r:
+    if "examples_per_s" in r:
         facts.append(
-            "- training images/s (all models): " + ", ".join(f"{s:.0f}" for s in r["images_per_s"])
+            "- training examples/s per epoch (all models): "
+            + ", ".join(f"{s:.0f}" for s in r["examples_per_s"])
         )
     if "data" in r:
         d = r["data"]

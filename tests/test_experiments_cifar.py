@@ -69,7 +69,7 @@ def test_cifar_quick(tiny_cifar, tmp_path):
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
     assert saved["initializers"].keys() == {"he_normal", "lsuv", "zeros"}
     assert (tmp_path / "o" / "val_accuracy.png").exists()
-    assert saved["data"]["train"] == 512 and saved["images_per_s"][0] > 0
+    assert saved["data"]["train"] == 512 and saved["examples_per_s"][0] > 0
     assert r["conv_impl"] == "im2col"
 
 
