@@ -962,6 +962,14 @@ def he_normal(
       ValueError: for an unknown mode, both ``gain`` and a non-zero slope, and as
         :func:`variance_scaling`.
 
+    Examples:
+      >>> import jax, jinit
+      >>> w = jinit.he_normal()(jax.random.key(0), (3, 3, 64, 128))  # fan_in = 3*3*64 = 576
+      >>> w.shape, w.dtype
+      ((3, 3, 64, 128), dtype('float32'))
+      >>> round(float(w.std()) / (2 / 576) ** 0.5, 2)  # std sqrt(2 / fan_in)
+      1.0
+
     References:
       He et al., "Delving Deep into Rectifiers: Surpassing Human-Level Performance on ImageNet
       Classification", arXiv:1502.01852, 2015.

@@ -28,7 +28,15 @@ MODEL_AXIS = "models"
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
-    """``(len(seeds),)`` typed keys, ``keys[i] == jax.random.key(seeds[i])``."""
+    """``(len(seeds),)`` typed keys, ``keys[i] == jax.random.key(seeds[i])``.
+
+    Examples:
+      >>> keys = seed_keys([0, 1, 2])
+      >>> keys.shape
+      (3,)
+      >>> bool((jax.random.key_data(keys[1]) == jax.random.key_data(jax.random.key(1))).all())
+      True
+    """
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
@@ -69,7 +77,12 @@ def model_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> 
 
 
 def padded_size(num_models: int, num_devices: int | None = None) -> int:
-    """The smallest multiple of the device count that holds ``num_models`` models."""
+    """The smallest multiple of the device count that holds ``num_models`` models.
+
+    Examples:
+      >>> padded_size(9, 2), padded_size(8, 4), padded_size(3, 1)
+      (10, 8, 3)
+    """
     d = num_devices if num_devices is not None else jax.device_count()
     return -(-num_models // d) * d
 

@@ -374,7 +374,10 @@ def compile_programs(
     """The jitted programs ``fit`` uses: ``train`` (a chunk of steps) and ``evaluate``.
 
     Args:
-      loss_fn, optimizer, metric_fn, eval_batch_size: as in :func:`fit`.
+      loss_fn: as in :func:`fit`.
+      optimizer: as in :func:`fit`.
+      metric_fn: as in :func:`fit` (``None``: no ``evaluate`` program).
+      eval_batch_size: as in :func:`fit`.
       num_models: ``None`` for one model; else the programs take a leading model axis on the
         state, and the index array is shared ``(steps, B)`` or per model ``(M, steps, B)``.
       strategy: how the models of a sweep are computed: ``'vmap'`` (batched) or ``'map'``
