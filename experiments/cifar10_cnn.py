@@ -3,7 +3,7 @@
 Conv(32, 3x3, relu) -> MaxPool -> Conv(64, 3x3, relu) -> MaxPool -> Dense(64, relu) ->
 Dense(10, softmax), as in the Keras seed study: Adam (lr 1e-3), batch 32, 5 epochs, the last 20%
 of the training set held out for validation, test accuracy on the 10,000 test images. Every
-(initializer, seed) pair is one model of one vmapped program; the initializer is applied to
+(initializer, seed) pair is one model of one program (`lax.map` on CPU, `vmap` elsewhere); the initializer is applied to
 every Conv and Dense kernel (biases zero).
 
     python experiments/cifar10_cnn.py --data-dir ../shared/data

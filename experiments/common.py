@@ -216,7 +216,7 @@ def run_sweep(
     progress: bool | None = None,
     strategy: str | None = None,
 ) -> dict[str, Any]:
-    """Trains every (initializer, seed) model as one vmapped program, resumably.
+    """Trains every (initializer, seed) model as one program (`jinit.default_strategy`), resumably.
 
     Args:
       init_state_fn: ``(init_name, key) -> TrainState`` of one model (vmapped over seeds).

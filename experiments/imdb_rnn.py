@@ -4,7 +4,7 @@ Embedding(10000, 32) -> SimpleRNN(32) -> Dense(1, sigmoid) on the Large Movie Re
 (Maas et al. 2011), as in the Keras seed study: Adam (lr 1e-3), batch 32, binary
 cross-entropy, 5 epochs, the last 20% of the training set held out for validation, final
 accuracy on the 25,000 test reviews. Every (initializer, seed) pair is one model of ONE
-vmapped program; the seed fixes the RNN/Dense weights and the data order, so initializers
+program (`lax.map` on CPU, `vmap` on accelerators); the seed fixes the RNN/Dense weights and the data order, so initializers
 are compared paired, seed by seed.
 
     python experiments/imdb_rnn.py --data-dir ../shared/data            # full study

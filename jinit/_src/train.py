@@ -315,8 +315,9 @@ def default_strategy(backend: str | None = None) -> str:
 
     ``'vmap'`` batches the models' arithmetic (bigger matmuls: the right choice on GPU/TPU);
     ``'map'`` runs them one after the other inside ONE program (``lax.map``), which on CPU avoids
-    XLA's slow batched gathers, scatters and small batched matmuls: 2-3x more model-steps/s for
-    the IMDB RNN on 2 cores (``benchmarks/sweep_vmap.py``).
+    XLA's slower batched gathers, scatters and small batched matmuls: for the IMDB RNN on 2
+    cores, 1.2-1.3x more model-steps/s than ``vmap`` and as fast as separate runs
+    (``docs/benchmarks/sweep_vmap.md``), with bitwise the numbers of separate runs.
     """
     return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
 
