@@ -278,3 +278,8 @@ def test_detects_saturated_tanh(x):
 )
 def test_healthy_networks_have_no_findings(x, activation, init):
     assert jinit.diagnose(mlp_stats(activation, init, x)) == []
+
+
+def test_diagnose_rejects_unknown_activation_names():
+    with pytest.raises(ValueError, match="unknown activation 'foo'"):
+        jinit.diagnose({}, activation="foo")

@@ -536,6 +536,10 @@ def diagnose(
       A list of :class:`Finding`, in the order nonfinite, gradient, forward signal, dead
       units, saturation; empty when nothing crossed a threshold.
     """
+    if activation is not None:
+        from jinit._src.theory import activation_fn
+
+        activation_fn(activation)  # ValueError naming the known activations for an unknown name
 
     def get(key):
         return float(np.asarray(stats[key])) if key in stats else None
