@@ -101,21 +101,6 @@ def parse_args(argv=None):
     return args, cfg
 
 
-def split_data(data: cifar10.Cifar10, cfg: Config):
-    x, y = data.x_train, data.y_train
-    if cfg.train_limit:
-        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
-    n_val = int(len(x) * cfg.validation_split)  # Keras validation_split: the last 20%
-    xt, yt = data.x_test, data.y_test
-    if cfg.test_limit:
-        xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
-    return (
-        {"x": x[: len(x) - n_val], "y": y[: len(x) - n_val]},
-        {"x": x[len(x) - n_val :], "y": y[len(x) - n_val :]},
-        {"x": xt, "y": yt},
-    )
-
-
 def classification_fns(model):
     """Softmax cross-entropy loss and per-example metrics for a model without state."""
 
@@ -138,7 +123,7 @@ def run(args, cfg: Config) -> dict:
     t_start = time.perf_counter()
     data = cifar10.load_cifar10(args.data_dir)
     t_data = time.perf_counter() - t_start
-    train, val, test = (jax.tree.map(jnp.asarray, d) for d in split_data(data, cfg))
+    train, val, test = (jax.tree.map(jnp.asarray, d) for d in common.keras_split(data, cfg))
     optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
     impl = conv_impl(cfg)
     loss_fn, metric_fn = classification_fns(CifarCNN(conv_impl=impl))

@@ -435,3 +435,20 @@ def print_study(results: dict[str, Any], out) -> None:
             f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
         )
     print(f"wall time {results['wall_time_s']:.1f} s; results in {out}")
+
+
+def keras_split(data, cfg):
+    """(train, val, test) dicts of ``{"x", "y"}`` as Keras's ``fit(validation_split=...)``.
+
+    ``data`` has ``x_train, y_train, x_test, y_test``; ``cfg`` has ``validation_split``,
+    ``train_limit`` and ``test_limit`` (first N examples, for --quick). Keras holds out the
+    LAST ``validation_split`` fraction of the (already shuffled) training set.
+    """
+    x, y = data.x_train, data.y_train
+    if cfg.train_limit:
+        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
+    n_fit = len(x) - int(len(x) * cfg.validation_split)
+    xt, yt = data.x_test, data.y_test
+    if cfg.test_limit:
+        xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
+    return {"x": x[:n_fit], "y": y[:n_fit]}, {"x": x[n_fit:], "y": y[n_fit:]}, {"x": xt, "y": yt}

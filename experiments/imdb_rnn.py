@@ -102,19 +102,6 @@ def parse_args(argv=None):
     return args, cfg
 
 
-def split_data(data: imdb.ImdbArrays, cfg: Config):
-    x, y = data.x_train, data.y_train
-    if cfg.train_limit:
-        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
-    n_val = int(len(x) * cfg.validation_split)  # Keras: the LAST fraction is held out
-    train = {"x": x[: len(x) - n_val], "y": y[: len(x) - n_val]}
-    val = {"x": x[len(x) - n_val :], "y": y[len(x) - n_val :]}
-    xt, yt = data.x_test, data.y_test
-    if cfg.test_limit:
-        xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
-    return train, val, {"x": xt, "y": yt}
-
-
 def make_functions(cfg: Config):
     model = ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden)
 
@@ -145,7 +132,7 @@ def run(args, cfg: Config) -> dict:
         args.data_dir, num_words=cfg.num_words, maxlen=cfg.maxlen, cache_dir=args.cache_dir
     )
     t_data = time.perf_counter() - t_start
-    train, val, test = (jax.tree.map(jnp.asarray, d) for d in split_data(data, cfg))
+    train, val, test = (jax.tree.map(jnp.asarray, d) for d in common.keras_split(data, cfg))
     optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
     loss_fn, metric_fn, init_params = make_functions(cfg)
     lsuv_batch = train["x"][: cfg.lsuv_batch_size]
