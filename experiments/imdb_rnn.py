@@ -166,7 +166,10 @@ def run(args, cfg: Config) -> dict:
 
 def main(argv=None):
     args, cfg = parse_args(argv)
-    results = run(args, cfg)
+    try:
+        results = run(args, cfg)
+    except imdb.DataNotFoundError as e:  # a missing dataset is a usage error, not a crash
+        raise SystemExit(f"error: {e}") from None
     common.print_study(results, args.out)
 
 

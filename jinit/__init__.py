@@ -87,9 +87,6 @@ from jinit._src.sweep import pad_models as pad_models
 from jinit._src.sweep import padded_size as padded_size
 from jinit._src.sweep import seed_keys as seed_keys
 from jinit._src.sweep import shard_models as shard_models
-from jinit._src.sweep import stack_models as stack_models
-from jinit._src.sweep import summarize as summarize
-from jinit._src.sweep import unstack_models as unstack_models
 from jinit._src.train import EpochResult as EpochResult
 from jinit._src.train import TrainState as TrainState
 from jinit._src.train import compile_programs as compile_programs

@@ -40,16 +40,6 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
-def stack_models(trees: Sequence[PyTree]) -> PyTree:
-    """Stacks same-structured pytrees on a new leading model axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def unstack_models(tree: PyTree, num_models: int) -> list[PyTree]:
-    """Inverse of :func:`stack_models`."""
-    return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(num_models)]
-
-
 def init_models(init_fn: Callable[[jax.Array], PyTree], keys: jax.Array) -> PyTree:
     """``jax.vmap(init_fn)(keys)``: one model per key, stacked on a leading axis.
 
@@ -109,14 +99,3 @@ def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec(MODEL_AXIS))
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
-
-
-def summarize(values: np.ndarray, axis: int = 0) -> dict[str, Any]:
-    """Mean, std (ddof=0), min and max across the seed axis, as Python lists/floats."""
-    v = np.asarray(values, np.float64)
-    return {
-        "mean": v.mean(axis).tolist(),
-        "std": v.std(axis).tolist(),
-        "min": v.min(axis).tolist(),
-        "max": v.max(axis).tolist(),
-    }
