@@ -47,6 +47,12 @@ def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
         "--restart", action="store_true", help="ignore existing checkpoints in --out and start over"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--models-per-chunk",
+        type=positive_int,
+        default=None,
+        help="train at most N models at a time (for sweeps larger than device memory)",
+    )
     return p
 
 
@@ -216,44 +222,35 @@ def run_sweep(
     restart: bool = False,
     progress: bool | None = None,
     strategy: str | None = None,
+    models_per_chunk: int | None = None,
 ) -> dict[str, Any]:
     """Trains every (initializer, seed) model as one program (`jinit.default_strategy`), resumably.
 
     Args:
       init_state_fn: ``(init_name, key) -> TrainState`` of one model (vmapped over seeds).
       train, val, test: pytrees of arrays (example axis first).
+      models_per_chunk: train at most this many models at a time (``None``: all at once). A
+        sweep whose states do not fit in device memory runs as consecutive chunks of the model
+        axis, through the same compiled programs (the last chunk is padded), each chunk with its
+        own checkpoints, so a stopped run resumes inside the chunk it was in. Models are
+        independent, so the results do not depend on the chunking.
 
     Returns:
       ``{"initializers": {name: per-seed curves, test metrics, mean, std}, ...timing}``.
     """
     import jinit
 
+    if models_per_chunk is not None and models_per_chunk < 1:
+        raise ValueError(f"models_per_chunk must be >= 1 or None, got {models_per_chunk}")
     init_keys, data_keys = model_keys(inits, seeds)
     s = len(seeds)
     num_models = len(inits) * s
-    t0 = time.perf_counter()
-    stacks = [
-        jinit.init_models(lambda k, n=name: init_state_fn(n, k), init_keys[i * s : (i + 1) * s])
-        for i, name in enumerate(inits)
-    ]
-    state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
-    jax.block_until_ready(state)
-    init_s = time.perf_counter() - t0
-
-    ckpt = EpochCheckpoints(out / "checkpoints", config, restart=restart)
-    history: list[dict] = []
-    start_epoch = 0
-    restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
-    if restored is not None:
-        state, meta = restored
-        history, start_epoch = meta["history"], meta["epochs_done"]
-        print(f"resuming after epoch {start_epoch} from {out / 'checkpoints'}", file=sys.stderr)
-    # Every device trains a slice of the models; pad the model axis (copies of the last model)
+    names = [name for name in inits for _ in seeds]  # model axis: initializer-major
+    chunk = min(models_per_chunk or num_models, num_models)
+    # Every device trains a slice of a chunk's models; pad the chunk (copies of its last model)
     # so that the device count divides it, and drop the copies from everything saved.
-    padded = jinit.padded_size(num_models)
+    padded = jinit.padded_size(chunk)
     mesh = jinit.model_mesh(padded)
-    state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
-    data_keys = jinit.pad_models(data_keys, padded)
     strategy = strategy or jinit.default_strategy()
     programs = jinit.compile_programs(
         loss_fn,
@@ -264,42 +261,52 @@ def run_sweep(
         strategy=strategy,
         mesh=mesh,
     )
-
-    def real(tree):
-        return jax.tree.map(lambda a: a[:num_models], tree)
-
-    def on_epoch_end(result, state):
-        history.append(
-            {
-                "epoch": result.epoch + 1,
-                "seconds": result.seconds,
-                **{f"train_{k}": v[:num_models].tolist() for k, v in result.train.items()},
-                **{f"val_{k}": v[:num_models].tolist() for k, v in result.val.items()},
-            }
+    bounds = [(a, min(a + chunk, num_models)) for a in range(0, num_models, chunk)]
+    parts, init_s, train_s = [], 0.0, 0.0
+    for a, b in bounds:
+        ckpt_dir = out / "checkpoints"
+        if len(bounds) > 1:
+            ckpt_dir = ckpt_dir / f"models_{a}-{b - 1}"
+        part = _train_chunk(
+            jinit,
+            names[a:b],
+            init_keys[a:b],
+            data_keys[a:b],
+            ckpt_dir=ckpt_dir,
+            config=config,
+            restart=restart,
+            init_state_fn=init_state_fn,
+            loss_fn=loss_fn,
+            metric_fn=metric_fn,
+            optimizer=optimizer,
+            programs=programs,
+            padded=padded,
+            mesh=mesh,
+            train=train,
+            val=val,
+            test=test,
+            epochs=epochs,
+            batch_size=batch_size,
+            steps_per_call=steps_per_call,
+            progress=progress,
         )
-        ckpt.save(result.epoch, real(state), {"history": history})
+        parts.append(part)
+        init_s += part["init_s"]
+        train_s += part["train_s"]
 
-    t1 = time.perf_counter()
-    state, _ = jinit.fit(
-        state,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        train_data=train,
-        val_data=val,
-        metric_fn=metric_fn,
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=padded,
-        start_epoch=start_epoch,
-        steps_per_call=steps_per_call,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-        programs=programs,
-    )
-    train_s = time.perf_counter() - t1
-    test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
-    ckpt.close()
+    # Merge the chunks along the model axis: per epoch, per-model lists concatenate and the
+    # chunks' seconds add up (they ran one after the other).
+    history = []
+    for e in range(epochs):
+        hs = [p["history"][e] for p in parts]
+        merged = {"epoch": hs[0]["epoch"], "seconds": float(sum(h["seconds"] for h in hs))}
+        for key in hs[0]:
+            if key not in ("epoch", "seconds"):
+                merged[key] = [v for h in hs for v in h[key]]
+        history.append(merged)
+    test_m = {
+        k: np.concatenate([np.asarray(p["test"][k]) for p in parts]) for k in parts[0]["test"]
+    }
 
     per_init = {}
     metrics = [k[len("val_") :] for k in history[0] if k.startswith("val_")] if history else []
@@ -325,15 +332,113 @@ def run_sweep(
         "epoch_seconds": epoch_s,
         "init_s": init_s,
         "train_s_this_run": train_s,
-        "resumed_from_epoch": start_epoch,
+        "resumed_from_epoch": min(p["start_epoch"] for p in parts),
         "num_models": num_models,
+        "models_per_chunk": chunk,
+        "chunks": len(bounds),
         "sharded_over_devices": 1 if mesh is None else int(mesh.size),
-        "padded_models": padded - num_models,
+        "padded_models": padded * len(bounds) - num_models,
         "sweep_strategy": strategy,
         "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
         "examples_per_s": [num_models * (n_train // batch_size * batch_size) / t for t in epoch_s],
         "config": config,
         "environment": environment(),
+    }
+
+
+def _train_chunk(
+    jinit,
+    names,
+    init_keys,
+    data_keys,
+    *,
+    ckpt_dir,
+    config,
+    restart,
+    init_state_fn,
+    loss_fn,
+    metric_fn,
+    optimizer,
+    programs,
+    padded,
+    mesh,
+    train,
+    val,
+    test,
+    epochs,
+    batch_size,
+    steps_per_call,
+    progress,
+) -> dict[str, Any]:
+    """One chunk of a sweep's models, from init (or its last checkpoint) to the test metrics."""
+    n = len(names)
+    t0 = time.perf_counter()
+    # Initialize each initializer's run of models with one vmapped call, in model order.
+    stacks, i = [], 0
+    while i < n:
+        j = i
+        while j < n and names[j] == names[i]:
+            j += 1
+        stacks.append(
+            jinit.init_models(lambda k, nm=names[i]: init_state_fn(nm, k), init_keys[i:j])
+        )
+        i = j
+    state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+
+    ckpt = EpochCheckpoints(ckpt_dir, config, restart=restart)
+    history: list[dict] = []
+    start_epoch = 0
+    restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
+    if restored is not None:
+        state, meta = restored
+        history, start_epoch = meta["history"], meta["epochs_done"]
+        print(f"resuming after epoch {start_epoch} from {ckpt_dir}", file=sys.stderr)
+    state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
+    data_keys = jinit.pad_models(data_keys, padded)
+
+    def real(tree):
+        return jax.tree.map(lambda a: a[:n], tree)
+
+    def on_epoch_end(result, state):
+        history.append(
+            {
+                "epoch": result.epoch + 1,
+                "seconds": result.seconds,
+                **{f"train_{k}": v[:n].tolist() for k, v in result.train.items()},
+                **{f"val_{k}": v[:n].tolist() for k, v in result.val.items()},
+            }
+        )
+        ckpt.save(result.epoch, real(state), {"history": history})
+
+    t1 = time.perf_counter()
+    state, _ = jinit.fit(
+        state,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        train_data=train,
+        val_data=val,
+        metric_fn=metric_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
+        num_models=padded,
+        start_epoch=start_epoch,
+        steps_per_call=steps_per_call,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        programs=programs,
+    )
+    train_s = time.perf_counter() - t1
+    test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
+    ckpt.close()
+    return {
+        "history": history,
+        "test": test_m,
+        "init_s": init_s,
+        "train_s": train_s,
+        "start_epoch": start_epoch,
     }
 
 
@@ -403,6 +508,7 @@ def run_study(
         eval_batch_size=cfg.eval_batch_size,
         restart=args.restart,
         progress=False if args.no_progress else None,
+        models_per_chunk=getattr(args, "models_per_chunk", None),
         **sweep_kw,
     )
     sizes = {

@@ -92,6 +92,28 @@ def test_resume_continues_training_identically(tiny_data_dir, tmp_path):
     assert resumed["initializers"] == full["initializers"]
 
 
+def test_sweep_in_chunks_equals_one_sweep(tiny_data_dir, tmp_path):
+    """--models-per-chunk 4 trains 6 models as chunks of 4 and 2 (padded): same numbers, and a
+    stop inside the second chunk resumes there without retraining the first."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    args = ("--epochs", "2", "--inits", "uniform,glorot_uniform,he_normal")
+    _run(tmp_path / "one", tiny_data_dir, cache, *args)
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    out = tmp_path / "chunked"
+    _run(out, tiny_data_dir, cache, *args, "--models-per-chunk", "4")
+    chunked = json.loads((out / "results.json").read_text())
+    assert chunked["chunks"] == 2 and chunked["models_per_chunk"] == 4
+    assert chunked["initializers"] == one["initializers"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["models_0-3", "models_4-5"]
+    shutil.rmtree(out / "checkpoints" / "models_4-5" / "2")  # stopped during chunk 2, epoch 2
+    _run(out, tiny_data_dir, cache, *args, "--models-per-chunk", "4")
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["initializers"] == one["initializers"]
+
+
 def test_unknown_initializer_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         imdb_rnn.parse_args(["--inits", "uniform,nope"])
