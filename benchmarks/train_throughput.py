@@ -8,12 +8,14 @@ step = forward + backward + update, timed in one process, one after the other:
 * ``jax-im2col-vmap4`` / ``jax-xla-vmap4``: 4 seeds as one vmapped program;
 * ``jax-im2col-seq4``: 4 seeds, one after the other (the sweep strategy baseline);
 * ``torch``: the same model in PyTorch (NCHW), if torch is importable;
-* ``keras``: the same model in Keras (TensorFlow), if tensorflow is importable.
+* ``keras``: the same model in Keras (TensorFlow CPU), run by ``benchmarks/keras_cnn.py`` in a
+  separate process under ``--keras-python`` (an environment with tensorflow), if there is one.
 
 Achieved FLOP/s uses XLA's own FLOP count of the compiled JAX step (``cost_analysis``); the
 machine's peak is measured here as the best float32 matmul rate (2048^3, jitted).
 
     python benchmarks/train_throughput.py          # writes docs/benchmarks/train_throughput.{json,md}
+    python benchmarks/train_throughput.py --keras-python /path/to/tf-venv/bin/python
 """
 
 from __future__ import annotations
@@ -152,38 +154,18 @@ def torch_case(steps: int, repeats: int):
     }
 
 
-def keras_case(steps: int, repeats: int):
-    import tensorflow as tf
+def keras_case(steps: int, repeats: int, python: str):
+    """``benchmarks/keras_cnn.py`` under ``python`` (an interpreter with tensorflow)."""
+    import subprocess
 
-    k = tf.keras
-    model = k.Sequential(
-        [
-            k.layers.Input((32, 32, 3)),
-            k.layers.Conv2D(32, 3, activation="relu"),
-            k.layers.MaxPooling2D(),
-            k.layers.Conv2D(64, 3, activation="relu"),
-            k.layers.MaxPooling2D(),
-            k.layers.Flatten(),
-            k.layers.Dense(64, activation="relu"),
-            k.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=k.optimizers.Adam(1e-3),
-        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    x = np.random.rand(steps * B, 32, 32, 3).astype(np.float32)
-    y = np.random.randint(0, 10, steps * B)
-    model.fit(x, y, batch_size=B, epochs=1, verbose=0)
-    rate, times = _median_rate(
-        lambda: model.fit(x, y, batch_size=B, epochs=1, verbose=0), steps, repeats
-    )
-    return {
-        "images_per_s": rate * B,
-        "step_ms": 1e3 / rate,
-        "times_s": times,
-        "version": tf.__version__,
-    }
+    cmd = [python, str(REPO / "benchmarks" / "keras_cnn.py"), "--steps", str(steps)]
+    cmd += ["--repeats", str(repeats), "--batch", str(B)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        if "No module named 'tensorflow'" in r.stderr:
+            raise ImportError(name=f"tensorflow (for {python}; see --keras-python)")
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    return {**json.loads(r.stdout.strip().splitlines()[-1]), "python": python}
 
 
 def main():
@@ -192,6 +174,11 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     p.add_argument("--quick", action="store_true", help="few steps, one repeat (smoke test)")
+    p.add_argument(
+        "--keras-python",
+        default=sys.executable,
+        help="Python interpreter with tensorflow for the Keras row (default: this one)",
+    )
     args = p.parse_args()
     if args.quick:
         args.steps, args.repeats = 5, 1
@@ -204,7 +191,7 @@ def main():
         "jax-im2col-vmap4": lambda: jax_case("im2col", 4, args.steps, args.repeats),
         "jax-xla-vmap4": lambda: jax_case("xla", 4, args.steps, args.repeats),
         "torch": lambda: torch_case(args.steps, args.repeats),
-        "keras": lambda: keras_case(args.steps, args.repeats),
+        "keras": lambda: keras_case(args.steps, args.repeats, args.keras_python),
     }
     for name, fn in cases.items():
         try:

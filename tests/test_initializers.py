@@ -745,6 +745,9 @@ def test_compute_fans():
     assert jinit.compute_fans((3, 3, 64, 128)) == (576, 1152)
     assert jinit.compute_fans((3, 3, 1, 64), groups=64) == (9, 9)
     assert jinit.compute_fans((3, 3, 64, 1), -1, -1, (2,)) == (9, 9)
+    # Zero-size shapes have fans too (no ZeroDivisionError): the receptive field is 3 * 3.
+    assert jinit.compute_fans((0, 4)) == (0, 4)
+    assert jinit.compute_fans((3, 3, 0, 8)) == (0, 72)
     assert jinit.compute_fans((512, 8, 64), 0, (1, 2)) == (512, 512)
     assert jinit.compute_fans((512, 3, 512), 0, 2, (1,)) == (512, 512)
     assert jinit.compute_fans((1000, 64), -2, 0) == (64, 64)  # Flax's embedding rule

@@ -511,6 +511,9 @@ def test_include_exclude_and_orthogonal_key():
     assert jnp.array_equal(v["params"]["Dense_1"]["kernel"], v2["params"]["Dense_1"]["kernel"])
     _, report = jinit.lsuv(model, v, x, include="Dense_[02]")
     assert report.paths == ("Dense_0", "Dense_2")
+    # Patterns that select no layer would silently change nothing: an error naming them.
+    with pytest.raises(ValueError, match=r"include=\['Conv'\].*selected none"):
+        jinit.lsuv(model, v, x, include="Conv")
     # orthogonal_key: the pass draws orthonormal kernels first (per-path keys), then LSUV.
     noisy = jax.tree.map(lambda a: a * 0 + 0.3, v)
     v3, _ = jinit.lsuv(model, noisy, x, orthogonal_key=jax.random.key(5))

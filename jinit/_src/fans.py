@@ -141,7 +141,11 @@ def compute_fans(
             f"groups={groups} does not divide the output size {out_size} of shape {shape} "
             f"(out_axis={out_axis!r})"
         )
-    receptive_field_size = math.prod(shape) / in_size / out_size / batch_size
+    if in_size and out_size and batch_size:  # JAX's formula (an in-and-out axis counts twice)
+        receptive_field_size = math.prod(shape) / in_size / out_size / batch_size
+    else:  # a zero-size shape: the product of the remaining axes, never a division by zero
+        named = set(ins) | set(outs) | set(bats)
+        receptive_field_size = float(math.prod(d for i, d in enumerate(shape) if i not in named))
     fan_in = in_size * receptive_field_size
     fan_out = out_size * receptive_field_size
     if groups != 1:

@@ -220,6 +220,12 @@ def run_pass(
                 f"{fn}: the model and settings must be hashable (they are static under jit): {e}"
             ) from None
         raise
+    if not report.paths and (cfg.include or cfg.exclude):
+        raise ValueError(
+            f"{fn}: include={list(cfg.include)} / exclude={list(cfg.exclude)} selected none of "
+            "the model's layers, so nothing would change; check the patterns against the layer "
+            "paths (a pass without include/exclude reports them, in execution order)"
+        )
     new = _like(params, new)
     if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(report)):
         report.check()
