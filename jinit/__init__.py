@@ -13,6 +13,8 @@ from jinit._src.diagnostics import diagnose as diagnose
 from jinit._src.diagnostics import layer_order as layer_order
 from jinit._src.diagnostics import layer_statistics as layer_statistics
 from jinit._src.fans import compute_fans as compute_fans
+from jinit._src.fixup import fixup as fixup
+from jinit._src.fixup import fixup_scale as fixup_scale
 from jinit._src.gains import calculate_gain as calculate_gain
 from jinit._src.gains import compute_gain as compute_gain
 from jinit._src.initializers import COMPLEX_TRUNCATED_NORMAL_STD as COMPLEX_TRUNCATED_NORMAL_STD

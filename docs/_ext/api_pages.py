@@ -28,7 +28,7 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "initializers",
         "Initializers",
-        ("initializers", "initializers_structured"),
+        ("initializers", "initializers_structured", "fixup"),
         "Factories returning `init(key, shape, dtype=None, out_sharding=None) -> Array`, usable "
         "anywhere Flax takes a `kernel_init=` / `bias_init=`. Each docstring gives the formula "
         "(which fan, variance or standard deviation, before or after truncation) and the paper.",
