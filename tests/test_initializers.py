@@ -880,3 +880,33 @@ def test_reinit_nnx_state_matches_linen_paths():
     assert jinit.path_hash("params/a/kernel") == jinit.path_hash("params/a/kernel")
     k1 = jinit.path_key(KEY, "params/a/kernel")
     assert not np.array_equal(jax.random.key_data(k1), jax.random.key_data(KEY))
+
+
+def _qr_operand_shapes(jaxpr):
+    """Shapes of every QR operand in a jaxpr, sub-jaxprs (scan, map, pjit, ...) included."""
+    shapes = []
+    for e in jaxpr.eqns:
+        if e.primitive.name in ("qr", "geqrf", "householder_product"):
+            shapes += [v.aval.shape for v in e.invars]
+        for p in e.params.values():
+            sub = getattr(p, "jaxpr", p)
+            if hasattr(sub, "eqns"):
+                shapes += _qr_operand_shapes(sub)
+    return shapes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU workaround only")
+def test_orthogonal_under_vmap_factorises_one_matrix_at_a_time_on_cpu():
+    """jaxlib's batched CPU QR can deadlock when two run in one program (2 cores, jax 0.10.2:
+    a vmapped init of several orthogonal kernels idled forever). jinit factorises one matrix
+    per LAPACK call on CPU, also under (nested) vmap and for conv batches; numbers unchanged."""
+    init = jinit.orthogonal()
+    keys = jax.random.split(jax.random.key(0), (2, 3))
+    jp = jax.make_jaxpr(jax.vmap(jax.vmap(lambda k: init(k, (3, 3, 16, 8)))))(keys)
+    shapes = _qr_operand_shapes(jp.jaxpr)
+    assert shapes and all(len(s) == 2 for s in shapes), shapes
+    got = jax.jit(jax.vmap(jax.vmap(lambda k: init(k, (16, 8)))))(keys)
+    want = jax.random.orthogonal(keys[1, 2], 16, (), jnp.float32, 8)
+    assert jnp.array_equal(got[1, 2], want)
+    batch = jinit.conv_orthogonal()(keys[0, 0], (3, 3, 8, 8))
+    assert batch.shape == (3, 3, 8, 8)

@@ -1021,6 +1021,47 @@ def _cholesky_qr2(z):
     return z
 
 
+def haar_orthogonal(key, n_rows, n_cols, batch, dtype):
+    """``jax.random.orthogonal(key, n_rows, batch, dtype, n_cols)``, bit for bit, without
+    batched LAPACK calls on CPU.
+
+    The same Gaussian draw, Householder QR and sign fix (Mezzadri 2007) as JAX. On CPU, jaxlib's
+    batched QR kernel splits its batch over the XLA intra-op thread pool and blocks a pool thread
+    while it waits; two batched QRs in one program (several orthogonal kernels drawn under
+    ``vmap`` or ``jit``) can then deadlock on a small machine (seen with jax 0.10.2 on 2 cores:
+    the process idles forever). So on CPU the matrices are factorised one at a time
+    (``lax.map``), also under ``vmap`` (``custom_vmap``); elsewhere the batched kernel is used.
+    """
+    big, small = max(n_rows, n_cols), min(n_rows, n_cols)
+    z = jax.random.normal(key, (*batch, big, small), dtype)
+    q = _signed_q(z)
+    return q if n_rows >= n_cols else jnp.swapaxes(q, -1, -2)
+
+
+def _signed_q_batched(z):
+    q, r = jnp.linalg.qr(z)
+    d = jnp.diagonal(r, 0, -2, -1)
+    return q * jnp.expand_dims(jnp.sign(d), -2)
+
+
+def _signed_q_one_by_one(z):
+    if z.ndim == 2 or jax.default_backend() != "cpu" or z.size == 0:
+        return _signed_q_batched(z)
+    flat = z.reshape(-1, *z.shape[-2:])
+    return jax.lax.map(_signed_q_batched, flat).reshape(z.shape)
+
+
+@jax.custom_batching.custom_vmap
+def _signed_q(z):
+    return _signed_q_one_by_one(z)
+
+
+@_signed_q.def_vmap
+def _signed_q_vmap(axis_size, in_batched, z):
+    del axis_size  # a batched z carries the vmapped axis first: one more batch axis
+    return _signed_q(z), in_batched[0]  # _signed_q again, so that nested vmaps land here too
+
+
 def _orthogonal_matrix(key, n_rows, n_cols, batch, cd, method="qr"):
     """Haar-random semi-orthogonal (n_rows, n_cols) matrices, computed in ``cd`` (never 16-bit).
 
@@ -1043,7 +1084,7 @@ def _orthogonal_matrix(key, n_rows, n_cols, batch, cd, method="qr"):
         or (method == "auto" and big >= _CHOL_ASPECT * small and big * small >= _CHOL_MIN_SIZE)
     )
     if not use_chol:
-        return jax.random.orthogonal(key, n_rows, batch, cd, n_cols)
+        return haar_orthogonal(key, n_rows, n_cols, batch, cd)
     q = _normal_cholesky_qr2(key, (*batch, big, small), cd)
     return q if n_rows >= n_cols else jnp.swapaxes(q, -1, -2)
 

@@ -29,6 +29,7 @@ from jinit._src.initializers import (
     check_random_dtype,
     compute_dtype,
     fused,
+    haar_orthogonal,
 )
 
 LAYOUTS = ("HWIO", "OIHW")
@@ -391,7 +392,7 @@ def _conv_orthogonal(key, scale, shape, dtype, *, eager=False):
     orth = jax.random.orthogonal(k_orth, n_in, (), cd, n_out)  # (in, out), rows orthonormal
     p = jnp.eye(n_out, dtype=cd).reshape((1,) * len(window) + (n_out, n_out))
     if steps:
-        qs = jax.random.orthogonal(k_q, n_out, (len(steps),), cd)
+        qs = haar_orthogonal(k_q, n_out, n_out, (len(steps),), cd)
         masks = jax.random.bernoulli(k_mask, 0.5, (len(steps), n_out)).astype(cd)
         projs = jnp.einsum("sij,sj,skj->sik", qs, masks, qs)
         for s, (_, d) in enumerate(steps):
