@@ -63,7 +63,9 @@ def test_imdb_model_gradients_match_reference_composition(key):
 
     np.testing.assert_allclose(ours(params), ref(params), rtol=1e-5)
     for a, b in zip(
-        jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(ref)(params)), strict=False
+        jax.tree.leaves(jax.grad(ours)(params)),
+        jax.tree.leaves(jax.grad(ref)(params)),
+        strict=False,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
