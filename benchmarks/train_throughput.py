@@ -8,7 +8,7 @@ step = forward + backward + update, timed in one process, one after the other:
 * ``jax-im2col-vmap4`` / ``jax-xla-vmap4``: 4 seeds as one vmapped program;
 * ``jax-im2col-seq4``: 4 seeds, one after the other (the sweep strategy baseline);
 * ``torch``: the same model in PyTorch (NCHW), if torch is importable;
-* ``keras``: the same model in Keras (TensorFlow CPU), run by ``benchmarks/keras_cnn.py`` in a
+* ``keras``: the same model in Keras (TensorFlow CPU), run by ``benchmarks/_keras_cnn.py`` in a
   separate process under ``--keras-python`` (an environment with tensorflow), if there is one.
 
 Achieved FLOP/s uses XLA's own FLOP count of the compiled JAX step (``cost_analysis``); the
@@ -155,10 +155,10 @@ def torch_case(steps: int, repeats: int):
 
 
 def keras_case(steps: int, repeats: int, python: str):
-    """``benchmarks/keras_cnn.py`` under ``python`` (an interpreter with tensorflow)."""
+    """``benchmarks/_keras_cnn.py`` under ``python`` (an interpreter with tensorflow)."""
     import subprocess
 
-    cmd = [python, str(REPO / "benchmarks" / "keras_cnn.py"), "--steps", str(steps)]
+    cmd = [python, str(REPO / "benchmarks" / "_keras_cnn.py"), "--steps", str(steps)]
     cmd += ["--repeats", str(repeats), "--batch", str(B)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:

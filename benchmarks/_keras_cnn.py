@@ -4,7 +4,7 @@ Run by ``benchmarks/train_throughput.py`` in a separate process (``--keras-pytho
 TensorFlow can live in its own environment (it is not a jinit dependency) and its thread pools
 never share a process with XLA's. Imports only numpy and tensorflow.
 
-    python benchmarks/keras_cnn.py --steps 50 --repeats 3
+    python benchmarks/_keras_cnn.py --steps 50 --repeats 3
 """
 
 from __future__ import annotations
