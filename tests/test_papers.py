@@ -60,3 +60,31 @@ def test_published_runs_are_full_runs_and_the_page_matches_them(tmp_path, monkey
     monkeypatch.setattr(run_all, "REPO", tmp_path)
     run_all.publish(docs, NAMES)  # in the page's order
     assert copy.read_text() == page
+
+
+def test_run_all_refuses_bad_requests_before_running_anything():
+    with pytest.raises(SystemExit):
+        run_all.main(["--quick", "--publish"])  # quick runs are never published
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "nope"])
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", ""])
+
+
+def test_publishing_one_reproduction_keeps_the_others(tmp_path, monkeypatch):
+    """--only X --publish updates X and rebuilds the page from every published run."""
+    import shutil
+
+    docs = tmp_path / "docs" / "reproductions"
+    shutil.copytree(REPO / "docs" / "reproductions", docs)
+    page = tmp_path / "docs" / "reproductions.md"
+    page.write_text((REPO / "docs" / "reproductions.md").read_text())
+    monkeypatch.setattr(run_all, "PAGE", page)
+    monkeypatch.setattr(run_all, "REPO", tmp_path)
+    before = page.read_text()
+    run_all.publish(docs, ["he2015"])  # from the published copy itself: nothing is deleted
+    assert (docs / "he2015" / "results.json").exists()
+    assert page.read_text() == before
+    with pytest.raises(SystemExit, match="missing"):
+        run_all.publish(tmp_path / "nowhere", ["he2015"])
+    assert (docs / "he2015" / "results.json").exists()

@@ -216,6 +216,8 @@ def finish(
     for c in claims:
         print(f"[{c.verdict}] {c.id}: {c.measured}")
     print(f"{name}: {results['verdict']} in {results['wall_time_s']:.1f} s; results in {out}")
+    if quick:
+        print("(a --quick smoke run: too small for the criteria, so its verdicts mean nothing)")
     return results
 
 

@@ -208,7 +208,7 @@ def main(argv=None) -> dict:
     fmt = lambda v: "[" + ", ".join(f"{u:.3f}" for u in v) + "]"
     claims["he"].judge(
         final[h] < he_max,
-        f"He loss at step {cfg.steps}: {fmt(final[h])} (threshold {he_max:.3f})",
+        f"He mean loss over steps {cfg.steps - cfg.judge_window + 1}-{cfg.steps}: {fmt(final[h])} (threshold {he_max:.3f})",
         final_loss=final[h].tolist(),
         min_loss_seen=np.nanmin(loss[h], axis=-1).tolist(),
         test_accuracy=test_acc[h].tolist(),
@@ -219,7 +219,7 @@ def main(argv=None) -> dict:
     left_at = [int((np.argmax(r) + 1) * cfg.log_every) if r.any() else None for r in left]
     claims["xavier"].judge(
         stalled,
-        f"Xavier loss at step {cfg.steps}: {fmt(final[x])} (ln 10 = {ln10:.3f} +- {band:.3f})",
+        f"Xavier mean loss over steps {cfg.steps - cfg.judge_window + 1}-{cfg.steps}: {fmt(final[x])} (ln 10 = {ln10:.3f} +- {band:.3f})",
         final_loss=final[x].tolist(),
         first_step_below_band=left_at,
         hidden_bias_norm=bias_norm[x].tolist(),
@@ -236,7 +236,7 @@ def main(argv=None) -> dict:
             "He's (claim 3). The biases can: zero at init but trained, and the top layers' bias "
             "gradients are not attenuated; the hidden-bias norm after training is "
             f"{fmt(bias_norm[x])} per seed. With the biases frozen at 0 (same seeds and batches) "
-            f"the Xavier loss at step {cfg.steps} is {fmt(frozen_final)}, "
+            f"the Xavier mean loss over steps {cfg.steps - cfg.judge_window + 1}-{cfg.steps} is {fmt(frozen_final)}, "
             f"{int(frozen_stalled.sum())} of {n} within the band."
             + (
                 f" With trained biases the stall is a plateau (earliest escape at step "
@@ -247,7 +247,7 @@ def main(argv=None) -> dict:
         )
     if not (final[h] < he_max).all():
         claims["he"].details["analysis"] = (
-            f"He seeds above the threshold at step {cfg.steps}: "
+            f"He seeds above the threshold over steps {cfg.steps - cfg.judge_window + 1}-{cfg.steps}: "
             f"{[s for s, ok in zip(cfg.seeds, final[h] < he_max, strict=True) if not ok]}; "
             f"lowest loss they reached: {fmt(np.nanmin(loss[h], axis=-1))}."
         )

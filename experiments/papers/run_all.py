@@ -100,7 +100,13 @@ def details(results: dict[str, dict]) -> list[str]:
 
 
 def publish(out: pathlib.Path, names: list[str]) -> None:
-    results = {}
+    """Copies the runs of ``names`` into the docs, then rewrites the page from every published run.
+
+    Every run is checked before anything is copied (a missing or quick run changes nothing);
+    reproductions not in ``names`` keep their published results.
+    """
+    docs = REPO / "docs" / "reproductions"
+    runs = {}
     for name in names:
         path = out / name / "results.json"
         if not path.exists():
@@ -108,20 +114,28 @@ def publish(out: pathlib.Path, names: list[str]) -> None:
         r = json.loads(path.read_text())
         if r.get("quick"):
             raise SystemExit(f"{path} is a --quick run; only full runs are published")
-        results[name] = r
-        dest = REPO / "docs" / "reproductions" / name
+        runs[name] = path.parent
+    for name, src in runs.items():
+        dest = docs / name
+        if dest.exists() and dest.resolve() == src.resolve():
+            continue  # already the published copy
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        shutil.copy2(path, dest / "results.json")
-        for png in (out / name).glob("*.png"):
+        shutil.copy2(src / "results.json", dest / "results.json")
+        for png in src.glob("*.png"):
             shutil.copy2(png, dest / png.name)
+    results = {
+        name: json.loads((docs / name / "results.json").read_text())
+        for name in available()
+        if (docs / name / "results.json").exists()
+    }
     page = PAGE.read_text()
     head, rest = page.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     body = "\n".join(table(results) + details(results))
     PAGE.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
-    print(f"wrote {PAGE.relative_to(REPO)} ({len(results)} reproductions)")
+    print(f"wrote {PAGE.relative_to(REPO)} ({len(results)} reproductions, {len(runs)} updated)")
 
 
 def main(argv=None) -> None:
@@ -132,14 +146,18 @@ def main(argv=None) -> None:
     p.add_argument("--publish", action="store_true", help="publish into the docs after running")
     p.add_argument("--publish-only", action="store_true", help="publish existing runs, run none")
     args = p.parse_args(argv)
+    if args.quick and (args.publish or args.publish_only):
+        p.error("--quick runs are never published; drop --publish / --publish-only")
     names = available()
-    if args.only:
-        wanted = args.only.split(",")
+    if args.only is not None:
+        wanted = [w for w in args.only.split(",") if w]
+        if not wanted:
+            p.error(f"--only: name at least one reproduction of {names}")
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             p.error(f"--only: unknown reproduction(s) {unknown}; available: {names}")
         names = [n for n in names if n in wanted]
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out).resolve()  # the scripts run from the repository root
     if not args.publish_only:
         times = run(names, out, args.quick)
         print("wall times (s):", {k: round(v, 1) for k, v in times.items()})

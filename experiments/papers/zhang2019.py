@@ -192,7 +192,9 @@ def build_claims(cfg: Config) -> dict[str, common.Claim]:
             id=f"{NAME}.fixup_variance_flat",
             paper=PAPER,
             claim="Fixup (zero last branch layers and classifier) keeps the forward signal O(1) "
-            "at init, whatever the depth (Section 3).",
+            "at init, whatever the depth (Section 3). Holds by construction (every branch and "
+            "the classifier output exactly 0 at init): a check of the implementation, not of "
+            "the L^(-1/(2m-2)) rescaling, which the training claims test.",
             setup=setup + "; variances at init on the whole training set",
             criterion=f"Fixup: every block's activation var within a factor {cfg.fixup_var_band:g}"
             " of the stem's AND logit var <= input var, every seed",
@@ -350,7 +352,7 @@ def main(argv=None) -> dict:
     finite = {arm: np.isfinite(runs[arm]["loss"]).all(1) for arm in ARMS}
     first_bad = {
         arm: [
-            int(np.argmin(np.isfinite(r))) if not f else None
+            int(np.argmin(np.isfinite(r))) + 1 if not f else None  # steps count from 1
             for r, f in zip(runs[arm]["loss"], finite[arm], strict=True)
         ]
         for arm in ARMS
