@@ -42,7 +42,8 @@ def fixup_scale(num_branches: int, branch_depth: int) -> float:
     :math:`L^{-1/2}` (16 branches: 0.25); :math:`m = 3`: :math:`L^{-1/4}`.
 
     Args:
-      num_branches: :math:`L`, the number of residual branches in the network (>= 1).
+      num_branches: :math:`L`, the number of residual branches in the network (>= 1), a
+        static Python int (not a traced value).
       branch_depth: :math:`m`, the number of weight layers in each branch (>= 2).
 
     Returns:
@@ -99,7 +100,9 @@ def fixup(
     Args:
       num_branches: :math:`L`, the number of residual branches (>= 1).
       branch_depth: :math:`m`, the number of weight layers in each branch (>= 2).
-      base: the standard initializer to rescale (default ``jinit.he_normal()``).
+      base: the standard initializer to rescale (default ``jinit.he_normal()``), with the
+        signature of jinit's and ``jax.nn.initializers``' initializers,
+        ``init(key, shape, dtype=None, out_sharding=None)`` (it is called with all four).
       dtype: the initializer's default dtype.
 
     Returns:
