@@ -132,6 +132,18 @@ def train_models(
     return result
 
 
+def init_mlp(key: jax.Array, sizes: Sequence[int], kernel_init: Callable) -> list[dict]:
+    """A plain MLP's params: ``[{"w": (sizes[i], sizes[i+1]), "b": zeros}]``, float32.
+
+    One key per layer from ``jax.random.split(key, len(sizes) - 1)``; biases start at 0.
+    """
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        {"w": kernel_init(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
 def stack(trees: Sequence[Any]) -> Any:
     """Concatenates model stacks (leading axis) of the same structure: arms after arms."""
     return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)

@@ -95,14 +95,6 @@ class Config:
 QUICK = Config(seeds=(0, 1), width=128, batch=64, jacobian_examples=2)
 
 
-def init_mlp(key, sizes, kernel_init):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": kernel_init(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
 def layer_singular_values(w, s):
     """Singular values of ``J = dz'/dz = diag(tanh'(s)) W^T`` at each row of ``s`` (W square).
 
@@ -160,7 +152,7 @@ def run(cfg: Config):
     sizes = (x.shape[1],) + (cfg.width,) * cfg.hidden_layers + (10,)
     keys = common.init_keys(cfg.seeds)
     params = common.stack(
-        [jax.vmap(lambda k, a=arm: init_mlp(k, sizes, INITS[a]))(keys) for arm in ARMS]
+        [jax.vmap(lambda k, a=arm: common.init_mlp(k, sizes, INITS[a]))(keys) for arm in ARMS]
     )
     t0 = time.perf_counter()
     out = jax.block_until_ready(jax.jit(jax.vmap(lambda p: measure(p, x, y)))(params))

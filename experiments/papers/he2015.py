@@ -96,14 +96,6 @@ class Config:
 QUICK = Config(seeds=(0, 1), depth=10, width=32, steps=60, judge_window=10, log_every=5)
 
 
-def init_mlp(key, sizes, kernel_init):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": kernel_init(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
 def apply(params, x):
     for p in params[:-1]:
         x = jax.nn.relu(x @ p["w"] + p["b"])
@@ -160,7 +152,7 @@ def main(argv=None) -> dict:
     sizes = (train["x"].shape[1],) + (cfg.width,) * (cfg.depth - 1) + (10,)
     keys = common.init_keys(cfg.seeds)
     params = common.stack(
-        [jax.vmap(lambda k, a=arm: init_mlp(k, sizes, INITS[a]))(keys) for arm in ARMS]
+        [jax.vmap(lambda k, a=arm: common.init_mlp(k, sizes, INITS[a]))(keys) for arm in ARMS]
     )
     loss_fn = common.softmax_loss(apply)
 

@@ -63,13 +63,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
     sys.path.insert(0, str(REPO))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jinit  # noqa: E402
+from experiments.lsuv_depth import DeepMLP  # noqa: E402  (same plain deep MLP as that study)
 from experiments.papers import common  # noqa: E402
 
 NAME = "mishkin2015"
@@ -116,22 +116,6 @@ def kernel_inits(cfg: Config) -> dict:
         "orthonormal": jinit.lsuv_ready_orthogonal(),
         "lsuv": jinit.lsuv_ready_orthogonal(),
     }
-
-
-class DeepMLP(nn.Module):
-    """``depth`` Dense layers: ``depth - 1`` hidden of ``width`` with ``act``, then 10 logits."""
-
-    depth: int
-    width: int
-    act: str
-    kernel_init: object = jinit.lsuv_ready_orthogonal()
-
-    @nn.compact
-    def __call__(self, x):
-        act = getattr(jax.nn, self.act)
-        for _ in range(self.depth - 1):
-            x = act(nn.Dense(self.width, kernel_init=self.kernel_init)(x))
-        return nn.Dense(10, kernel_init=self.kernel_init)(x)
 
 
 def layer_variances(model: DeepMLP, params, x) -> jax.Array:

@@ -158,11 +158,6 @@ def optimizer(cfg: Config) -> optax.GradientTransformation:
     )
 
 
-def finite_list(a: np.ndarray) -> list:
-    """``a.tolist()`` with NaN/inf as ``None`` (strict JSON: diverged runs are non-finite)."""
-    return np.where(np.isfinite(a), a, None).tolist()
-
-
 def measure_init(params: dict, x: jax.Array) -> dict[str, np.ndarray]:
     """Per-model activation variances ``(M, L + 1)`` and logit variance ``(M,)`` on ``x``."""
     logits, var = jax.jit(jax.vmap(forward, in_axes=(0, None)))(params, x)
@@ -378,12 +373,12 @@ def main(argv=None) -> dict:
         arm: {
             "init_block_var": init[arm]["block_var"].tolist(),
             "init_logit_var": init[arm]["logit_var"].tolist(),
-            "trained_block_var": finite_list(trained[arm]["block_var"]),
+            "trained_block_var": np.asarray(trained[arm]["block_var"]),
             "test_accuracy": acc[arm].tolist(),
             "finite_loss": finite[arm].tolist(),
             "first_nonfinite_step": first_bad[arm],
-            "initial_loss": finite_list(runs[arm]["loss"][:, 0]),
-            "loss_curve": finite_list(common.smooth(runs[arm]["loss"], cfg.log_every)),
+            "initial_loss": np.asarray(runs[arm]["loss"][:, 0]),
+            "loss_curve": np.asarray(common.smooth(runs[arm]["loss"], cfg.log_every)),
         }
         for arm in ARMS
     }
