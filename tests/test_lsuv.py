@@ -606,3 +606,98 @@ def test_bad_settings_name_the_argument(kwargs, match):
     model = nn.Dense(4)
     with pytest.raises(ValueError, match=match):
         jinit.lsuv(model, model.init(jax.random.key(0), x), x, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# jit=False: the eager, layer-at-a-time pass (same algorithm and results, per-layer kernels)
+# --------------------------------------------------------------------------------------------
+
+
+def _assert_same_pass(a, b, rtol=2e-5, atol=1e-6):
+    (pa, ra), (pb, rb) = a, b
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol, atol)
+    assert ra.paths == rb.paths and ra.notes == rb.notes
+    for f in ("iterations", "status", "converged", "units_skipped"):
+        assert np.array_equal(np.asarray(getattr(ra, f)), np.asarray(getattr(rb, f))), f
+    for f in ("scale", "var_before", "var_after", "mean_after"):
+        np.testing.assert_allclose(getattr(ra, f), getattr(rb, f), rtol, atol, err_msg=f)
+
+
+def _eager_cases():
+    x = normal(1, (128, 16))
+    mlp = MLP(widths=(32, 32, 8), act="tanh")
+    v = mlp.init(jax.random.key(0), x)
+    v = jax.tree.map(lambda a: a + 0.05 if a.ndim == 1 else a, v)  # non-zero biases
+    img = normal(2, (8, 8, 8, 3))
+    bn = BNNet()
+    tokens = jax.random.randint(jax.random.key(2), (16, 12), 0, 50)
+    seq = Seq()
+    params = {
+        "l0": {"kernel": ORTH(jax.random.key(0), (32, 32)), "bias": jnp.zeros(32)},
+        "l1": {"kernel": ORTH(jax.random.key(1), (32, 32)), "bias": jnp.full((32,), 0.1)},
+    }
+    return {
+        "mlp": (jinit.lsuv, mlp, v, x, {}),
+        "mlp-center": (jinit.lsuv, mlp, v, x, {"center": True}),
+        "mlp-post": (jinit.lsuv, mlp, v, x, {"measure": "post", "activation": jnp.tanh}),
+        "bn-train": (jinit.lsuv, bn, bn.init(jax.random.key(0), img, train=False), img,
+                     {"apply_kwargs": {"train": True}}),
+        "rnn": (jinit.lsuv, seq, seq.init(jax.random.key(0), tokens), tokens, {}),
+        "nnx-cnn": (jinit.lsuv, NnxCNN(nnx.Rngs(0)), None, img, {}),
+        "plain": (jinit.lsuv, plain_apply, params, normal(3, (256, 32)), {}),
+        "within-layer": (jinit.within_layer_init, mlp, v, x, {}),
+        "orthogonal-key": (jinit.lsuv, mlp, v, x, {"orthogonal_key": jax.random.key(5)}),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_eager_cases()))
+def test_eager_pass_equals_jitted_pass(case):
+    fn, model, params, batch, kw = _eager_cases()[case]
+    jitted = fn(model, params, batch, jit=True, **kw)
+    _assert_same_pass(jitted, fn(model, params, batch, jit=False, **kw))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("center", [False, True])
+def test_report_scale_is_exactly_the_applied_factor(jit, center):
+    # The report recomputes each closed-form layer's scale from the layer's record (it is not
+    # stacked from the pass, see lsuv_engine._affine_pre_scale): it must be the applied factor.
+    x = normal(1, (256, 16)) + 0.5
+    model = MLP(widths=(32, 32, 32))
+    v = model.init(jax.random.key(0), x)
+    v = jax.tree.map(lambda a: a + 0.1 * normal(7, a.shape) if a.ndim == 1 else a, v)
+    v2, report = jinit.lsuv(model, v, x, center=center, jit=jit)
+    for i, s in enumerate(np.asarray(report.scale)):
+        k, k2 = v["params"][f"Dense_{i}"]["kernel"], v2["params"][f"Dense_{i}"]["kernel"]
+        assert s != 1.0
+        assert jnp.array_equal(k2, k * jnp.float32(s)), i
+    assert bool(jnp.all(report.converged))
+
+
+def test_eager_pass_compiles_each_layer_shape_once():
+    from jinit._src import lsuv_engine
+
+    x = normal(1, (64, 16))
+    deep = MLP(widths=(16,) * 12)
+    deep_v = deep.init(jax.random.key(0), x)
+    jinit.lsuv(deep, deep_v, x, jit=False)  # warm: one solve kernel for all 12 layers
+    n = lsuv_engine._solve_affine._cache_size()
+    deeper = MLP(widths=(16,) * 20)
+    v2, report = jinit.lsuv(deeper, deeper.init(jax.random.key(1), x), x, jit=False)
+    assert lsuv_engine._solve_affine._cache_size() == n  # 20 layers, nothing new compiled
+    assert len(report.paths) == 20 and bool(jnp.all(report.converged))
+
+
+def test_eager_pass_raises_like_the_jitted_pass():
+    x = normal(1, (256, 32))
+    model = Case19()
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"Dense_1.*variance 0\.0"):
+        jinit.lsuv(model, v, x, jit=False)
+    _, report = jinit.lsuv(model, v, x, on_zero_variance="skip", jit=False)
+    assert list(np.asarray(report.skipped)) == [False, True, True]
+    with pytest.raises(TypeError, match="jit must be True or False"):
+        jinit.lsuv(model, v, x, jit="yes")

@@ -60,6 +60,7 @@ def _per_unit(
     method,
     apply_kwargs,
     exact,
+    jit,
 ):
     cfg = eng.make_config(
         fn,
@@ -78,7 +79,7 @@ def _per_unit(
         exact=exact,
         orthogonal=orthogonal_key is not None,
     )
-    return run_pass(fn, cfg, model, params, batch, method, apply_kwargs, orthogonal_key)
+    return run_pass(fn, cfg, model, params, batch, method, apply_kwargs, orthogonal_key, jit)
 
 
 def within_layer_init(
@@ -97,6 +98,7 @@ def within_layer_init(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     exact: bool = False,
+    jit: bool = True,
 ) -> tuple[Any, LSUVReport]:
     r"""Krähenbühl et al.'s within-layer data-dependent initialization (per-unit normalization).
 
@@ -120,6 +122,8 @@ def within_layer_init(
       method: linen only: the method to apply.
       apply_kwargs: extra keyword arguments of the forward pass.
       exact: always re-run layers for their corrected output.
+      jit: one jitted program (``True``) or an eager pass of per-layer jitted kernels
+        (``False``); as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "within_layer"``;
@@ -149,6 +153,7 @@ def within_layer_init(
         method=method,
         apply_kwargs=apply_kwargs,
         exact=exact,
+        jit=jit,
     )
 
 
@@ -167,6 +172,7 @@ def weight_norm_init(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     exact: bool = False,
+    jit: bool = True,
 ) -> tuple[Any, LSUVReport]:
     r"""Salimans & Kingma's data-dependent initialization of weight-normalized layers.
 
@@ -191,6 +197,8 @@ def weight_norm_init(
       method: linen only: the method to apply.
       apply_kwargs: extra keyword arguments of the forward pass.
       exact: always re-run layers for their corrected output.
+      jit: one jitted program (``True``) or an eager pass of per-layer jitted kernels
+        (``False``); as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "weight_norm"``).
@@ -220,4 +228,5 @@ def weight_norm_init(
         method=method,
         apply_kwargs=apply_kwargs,
         exact=exact,
+        jit=jit,
     )

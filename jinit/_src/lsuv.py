@@ -87,7 +87,6 @@ inputs are.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -132,26 +131,36 @@ def _has_params_collection(tree: Any) -> bool:
     return isinstance(tree, Mapping) and "params" in tree
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "cfg", "static_kw"))
-def _pass(spec, cfg, static_kw, params, batch, dyn, key):
+def _pass_body(spec, cfg, static_kw, params, batch, dyn, key):
+    """The pass (jitted as :data:`_pass`, or run eagerly with ``jit=False``). Returns ONLY the changed leaves (keyed by ``repr`` of their path) and
+    the report: passing every unchanged leaf through the program would make XLA copy each one
+    (an output may not alias a non-donated input), and copy insertion over hundreds of such
+    outputs is the largest part of compiling a deep model's pass."""
     kind, model, method = spec
     kwargs = _merge_kwargs(static_kw, dyn)
     rec = eng.Recorder(cfg, key)
     if kind == "linen":
-        wrapped = not _has_params_collection(params)
-        variables = {"params": params} if wrapped else params
+        variables = params if _has_params_collection(params) else {"params": params}
         lsuv_linen.forward(model, variables, batch, kwargs, method, rec)
-        new = lsuv_linen.replace_leaves(variables, rec.updates)
-        if wrapped:
-            new = new["params"]
     elif kind == "nnx":
         lsuv_nnx.forward(model, params, batch, kwargs, rec)
-        new = lsuv_linen.replace_leaves(params, rec.updates, drop_value=True)
     else:
         with lsuv_plain.activate(rec, params):
             model(params, batch, **kwargs)
-        new = lsuv_linen.replace_leaves(params, rec.updates)
-    return new, rec.report()
+    inputs = {id(x) for x in jax.tree_util.tree_leaves(params)}
+    changed = {repr(p): v for p, v in rec.updates.items() if id(v) not in inputs}
+    return changed, rec.report()
+
+
+_pass = jax.jit(_pass_body, static_argnames=("spec", "cfg", "static_kw"))
+
+
+def _apply_updates(kind: str, params: Any, changed: Mapping[str, Any]) -> Any:
+    """``params`` with the leaves the pass changed replaced (every other leaf is the input's)."""
+    if kind == "linen" and not _has_params_collection(params):
+        changed = {repr(eval(k)[1:]): v for k, v in changed.items()}  # noqa: S307 (our reprs)
+    updates = {eval(k): v for k, v in changed.items()}  # noqa: S307 (tuples of str/int)
+    return lsuv_linen.replace_leaves(params, updates, drop_value=kind == "nnx")
 
 
 def _check_batch(fn: str, batch: Any) -> None:
@@ -189,8 +198,9 @@ def run_pass(
     method: Any,
     apply_kwargs: Mapping[str, Any] | None,
     orthogonal_key: jax.Array | None,
+    jit: bool = True,
 ) -> tuple[Any, LSUVReport]:
-    """Dispatches on the model kind, runs the jitted pass and checks the report."""
+    """Dispatches on the model kind, runs the pass (jitted, or eagerly) and checks the report."""
     if isinstance(model, nn.Module):
         spec = ("linen", model, method)
     elif isinstance(model, nnx.GraphDef):
@@ -211,9 +221,12 @@ def run_pass(
     if params is None:
         raise ValueError(f"{fn}: params is None (only an nnx Module may omit its state)")
     _check_batch(fn, batch)
+    if not isinstance(jit, bool):
+        raise TypeError(f"{fn}: jit must be True or False, got {jit!r}")
     static_kw, dyn = _split_kwargs(fn, apply_kwargs)
+    run = _pass if jit else _pass_body
     try:
-        new, report = _pass(spec, cfg, static_kw, params, batch, dyn, orthogonal_key)
+        changed, report = run(spec, cfg, static_kw, params, batch, dyn, orthogonal_key)
     except TypeError as e:
         if "hashable" in str(e) or "unhashable" in str(e):
             raise TypeError(
@@ -226,7 +239,7 @@ def run_pass(
             "the model's layers, so nothing would change; check the patterns against the layer "
             "paths (a pass without include/exclude reports them, in execution order)"
         )
-    new = _like(params, new)
+    new = _like(params, _apply_updates(spec[0], params, changed))
     if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(report)):
         report.check()
     return new, report
@@ -251,6 +264,7 @@ def lsuv(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     exact: bool = False,
+    jit: bool = True,
 ) -> tuple[Any, LSUVReport]:
     r"""Layer-sequential unit-variance initialization: one jitted pass, new params + report.
 
@@ -294,6 +308,14 @@ def lsuv(
         ``{"rngs": {...}}``); array leaves are traced, other leaves static (hashable).
       exact: always re-run affine layers for their corrected output instead of computing it as
         ``c (y - b) + b`` (identical up to float rounding; 16-bit layers always re-run).
+      jit: ``True`` (default): the whole pass is one ``jax.jit`` program, compiled once per
+        (model, settings, shapes) and cached: the fastest repeated call, and what runs inside
+        an outer ``jit``/``vmap`` (seed sweeps) either way. ``False``: the forward pass runs
+        eagerly, one layer at a time, and each layer's solve is a small jitted kernel compiled
+        once per layer shape and reused by every layer of that shape, so the first call's
+        compile time does not grow with depth (the quickest one-off call on a deep model; see
+        ``docs/benchmarks/lsuv.md``). Same algorithm and results (up to float rounding of the
+        fused forward pass); only the compilation differs.
 
     Returns:
       ``(new_params, report)``: ``new_params`` has the structure and dtypes of ``params`` (a
@@ -331,4 +353,4 @@ def lsuv(
         exact=exact,
         orthogonal=orthogonal_key is not None,
     )
-    return run_pass("lsuv", cfg, model, params, batch, method, apply_kwargs, orthogonal_key)
+    return run_pass("lsuv", cfg, model, params, batch, method, apply_kwargs, orthogonal_key, jit)

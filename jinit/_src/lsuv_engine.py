@@ -327,7 +327,7 @@ def _pooled_gram(var_y: jax.Array, mean_y: jax.Array) -> jax.Array:
     )
 
 
-def _quad(gram: jax.Array):
+def _quad(gram: jax.Array, xp: Any = jnp):
     """``(A, B, C, mean, E[y^2])``: pooled ``Var(s z + B) = A s^2 + 2 B s + C``.
 
     ``gram`` is the ``(..., 4, 4)`` matrix of unit means of products of [1, Var(y_u), zbar_u,
@@ -335,9 +335,9 @@ def _quad(gram: jax.Array):
     """
     g = lambda i, j: gram[..., i, j]  # noqa: E731
     e_var, e_z, e_z2, e_b, e_b2, e_zb = g(0, 1), g(0, 2), g(2, 2), g(0, 3), g(3, 3), g(2, 3)
-    a = e_var + jnp.maximum(e_z2 - e_z * e_z, 0.0)
+    a = e_var + xp.maximum(e_z2 - e_z * e_z, 0.0)
     b = e_zb - e_z * e_b
-    c = jnp.maximum(e_b2 - e_b * e_b, 0.0)
+    c = xp.maximum(e_b2 - e_b * e_b, 0.0)
     return a, b, c, e_z + e_b, e_var + e_z2 + 2.0 * e_zb + e_b2
 
 
@@ -378,6 +378,60 @@ def _closed_form_scale(cfg: Config, gram, ok, v0):
     step = jnp.sqrt(cfg.target / jnp.where(v0 > 0, v0, cfg.target))
     go = ok & (jnp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
     return jnp.where(go, jnp.where(has_root, root, step), 1.0)
+
+
+def _select(xp):
+    """``lax.select`` (no nested ``jnp.where`` call in the program) or ``numpy.where``."""
+    return np.where if xp is np else jax.lax.select
+
+
+def _affine_pre_scale(cfg: Config, gram, maxabs, coef, xp: Any = jnp):
+    r"""``(s, ok)`` for ``measure="pre"`` on an affine layer: :func:`_closed_form_scale` with
+    the checks of :func:`_ok_closed` (``ok``: input and output finite, variance not zero), in
+    few elementwise ops, so that it runs the same per layer (scalars) and vectorized over the
+    report's stacked layers (bitwise the same result: the report recomputes ``s`` instead of
+    stacking it, because a stack of per-layer scalars makes XLA fuse every layer's scalar chain
+    into one kernel, which dominated the pass's compile time on deep models).
+
+    ``coef`` is ``(4 eps)^2`` of the output dtype (see :func:`_zero_threshold`).
+    """
+    e_var, e_z, e_b = gram[..., 0, 1], gram[..., 0, 2], gram[..., 0, 3]
+    e_z2, e_b2, e_zb = gram[..., 2, 2], gram[..., 3, 3], gram[..., 2, 3]
+    a = e_var + xp.maximum(e_z2 - e_z * e_z, 0.0)
+    b = e_zb - e_z * e_b
+    c = xp.maximum(e_b2 - e_b * e_b, 0.0)
+    v0 = a + 2.0 * b + c
+    thr = coef * (e_var + e_z2 + 2.0 * e_zb + e_b2) + float(xp.finfo(xp.float32).tiny)
+    # all finite <=> 0 * (sum) == 0: an inf or NaN anywhere makes the sum's product NaN
+    maxabs = maxabs.astype(gram.dtype)
+    ok = ((maxabs * 0.0 + v0 * 0.0 + (e_z + e_b) * 0.0 + a * 0.0) == 0.0) & (a > thr) & (v0 > thr)
+    disc = b * b - a * (c - cfg.target)
+    num = xp.sqrt(xp.maximum(disc, 0.0)) - b
+    root = num / a
+    has_root = (disc >= 0) & (root > 0) & (root * 0.0 == 0.0)
+    step = xp.sqrt(cfg.target / v0)
+    cand = _select(xp)(has_root, root, step)
+    go = ok & (xp.abs(v0 - cfg.target) >= cfg.tol) & (cand * 0.0 == 0.0) & (cand > 0)
+    if cfg.max_iters <= 0:
+        go = go & False
+    # s = num / den with the selects before the division (root = num / a, step = step / 1,
+    # no step = 1 / 1: bitwise the same values): XLA does not duplicate a division into each
+    # consumer, so the scalar chain is computed once instead of inside every kernel using s.
+    one = xp.ones_like(cand)
+    n = _select(xp)(go, _select(xp)(has_root, num, step), one)
+    d = _select(xp)(go & has_root, a, one)
+    return n / d, ok
+
+
+def _affine_shift(gram, s, ok, xp: Any = jnp):
+    """The mean step (``center=True``) of a closed-form layer: the output mean at scale ``s``
+    (0 where not ``ok`` or not finite); elementwise, like :func:`_affine_pre_scale`."""
+    mean_s = gram[..., 0, 2] * s + gram[..., 0, 3]
+    return _select(xp)(ok & (mean_s * 0.0 == 0.0), mean_s, xp.zeros_like(mean_s))
+
+
+def _zero_coef(dtype) -> float:
+    return (4.0 * float(jnp.finfo(dtype).eps)) ** 2
 
 
 def _while(cfg: Config, var_at, v0, ok):
@@ -422,28 +476,47 @@ def _max_abs(tree: Any) -> jax.Array:
 
 
 def solve(cfg: Config, site: Site) -> Solution:
-    """Solves one site; see the module docstring."""
-    if cfg.per_unit:
-        return _solve_per_unit(cfg, site)
-    return _solve_lsuv(cfg, site)
+    """Solves one site; see the module docstring.
+
+    An affine layer's solve needs only arrays (no re-run of the layer), so it goes through
+    :func:`_solve_affine`, a nested ``jax.jit``: it is traced once per (settings, shapes,
+    dtypes) and the pass's other layers of that shape reuse its jaxpr and its lowered function,
+    which keeps the pass's trace and lowering time per layer close to a plain forward pass's.
+    """
+    closed = _closes(cfg, site)
+    if not site.affine:
+        return _solve_lsuv(cfg, site, _max_abs(site.inputs), closed)
+    inputs = [a for a in jax.tree_util.tree_leaves(site.inputs) if hasattr(a, "dtype")]
+    kernel, bias, y, rec = _solve_affine(
+        cfg, site.unit_ndim, closed, site.kernel, site.bias, site.y0, inputs
+    )
+    if not (cfg.per_unit or cfg.center):
+        bias = site.bias  # unchanged: the caller tests ``sol.bias is not b``
+    done = closed and (cfg.per_unit or cfg.measure == "pre")
+    return Solution(kernel=kernel, bias=bias, y=y, rec=rec, closed=done)
 
 
-def _solve_lsuv(cfg: Config, site: Site) -> Solution:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _solve_affine(cfg: Config, unit_ndim: int, closed: bool, k0, b0, y0, inputs):
+    site = Site(name="", kernel=k0, bias=b0, inputs=None, y0=y0, affine=True, unit_ndim=unit_ndim)
+    f = _solve_per_unit if cfg.per_unit else _solve_lsuv
+    sol = f(cfg, site, _max_abs(inputs), closed)
+    return sol.kernel, sol.bias, sol.y, sol.rec
+
+
+def _solve_lsuv(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) -> Solution:
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
     eps = float(jnp.finfo(y0.dtype).eps)
-    maxabs = _max_abs(site.inputs)
     rec: dict[str, Any] = {"maxabs": maxabs}
     center = cfg.center and b0 is not None
-    closed = _closes(cfg, site)
 
     if site.affine:
         gram, _, _, b_u, _ = _moments(yf, b0, site.unit_ndim)
         rec["gram"] = gram
-        if cfg.measure == "pre":
-            _, _, _, ok, v0 = _ok_closed(cfg, gram, maxabs, eps)
-            s = _closed_form_scale(cfg, gram, ok, v0)
+        if cfg.measure == "pre":  # s and ok are recomputed by report_table, not recorded
+            s, ok = _affine_pre_scale(cfg, gram, maxabs, _zero_coef(y0.dtype))
         else:  # the paper's loop, one elementwise pass per iteration; no re-run
             v0 = _pooled_stats(_measure(cfg, yf))[0]
             _, _, _, ok, _ = _ok_closed(cfg, gram, maxabs, eps, v0)
@@ -466,18 +539,26 @@ def _solve_lsuv(cfg: Config, site: Site) -> Solution:
         rec["iters"], s = _while(cfg, var_at, v0, ok)
         rec["v0"] = v0
 
-    ok = ok & jnp.isfinite(s) & (s > 0)
-    s = jnp.where(ok, s, 1.0).astype(sd)
-    rec["s"] = s
+    pre_closed = site.affine and cfg.measure == "pre"
+    if not pre_closed:  # (_affine_pre_scale already returns 1 unless ok, finite and > 0)
+        ok = ok & jnp.isfinite(s) & (s > 0)
+        s = jnp.where(ok, s, 1.0).astype(sd)
+    if not pre_closed or sd != jnp.float32:  # (the report recomputes float32 ones)
+        rec["s"] = s
     kernel = _scale_param(k0, s)
     shift = jnp.zeros((), sd)
     if center:
-        if site.affine:
-            mean_s = s * gram[0, 2] + gram[0, 3]
+        if pre_closed:
+            shift = _affine_shift(gram, s, ok)
         else:
-            mean_s = jnp.mean(site.run(kernel, b0).astype(sd))
-        shift = jnp.where(ok & jnp.isfinite(mean_s), mean_s, shift)
-        rec["shift"] = shift
+            mean_s = (
+                gram[0, 2] * s + gram[0, 3]
+                if site.affine
+                else jnp.mean(site.run(kernel, b0).astype(sd))
+            )
+            shift = jnp.where(ok & jnp.isfinite(mean_s), mean_s, shift)
+        if "s" in rec:
+            rec["shift"] = shift
     bias = (b0.astype(sd) - shift).astype(b0.dtype) if center else b0
     y = None
     if closed:
@@ -485,16 +566,18 @@ def _solve_lsuv(cfg: Config, site: Site) -> Solution:
         y_new = s * (yf - bb) + bb
         if center:
             y_new = y_new - shift
-        y = jnp.where(ok, y_new.astype(y0.dtype), y0)
+        # unchanged layer: its output exactly (a test of the materialised s, not of ok, so
+        # that the kernels using y do not each recompute ok's scalar chain)
+        same = (s == 1) & (shift == 0) if pre_closed else ~ok
+        y = jnp.where(same, y0, y_new.astype(y0.dtype))
     return Solution(kernel=kernel, bias=bias, y=y, rec=rec, closed=closed and cfg.measure == "pre")
 
 
-def _solve_per_unit(cfg: Config, site: Site) -> Solution:
+def _solve_per_unit(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) -> Solution:
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
     eps = float(jnp.finfo(y0.dtype).eps)
-    maxabs = _max_abs(site.inputs)
     gram, mean_u, var_u, b_u, zbar_u = _moments(yf, b0, site.unit_ndim)
     zero_u = var_u <= _zero_threshold(eps, var_u + mean_u**2)
     in_ok = jnp.isfinite(maxabs)
@@ -507,7 +590,6 @@ def _solve_per_unit(cfg: Config, site: Site) -> Solution:
         new_b = jnp.where(live, cfg.target_mean - c_u * zbar_u, b_u)
     kernel = _scale_param(k0, c_u)
     bias = new_b.astype(b0.dtype) if b0 is not None else None
-    closed = _closes(cfg, site)
     rec = dict(
         maxabs=maxabs,
         gram=gram,
@@ -554,93 +636,120 @@ def finish(cfg: Config, site: Site, sol: Solution, y: jax.Array) -> dict[str, An
         rec.update(var_after=va, mean_after=ma, good=good)
     elif not (sol.closed and y is sol.y):
         rec["var_after"], rec["mean_after"] = _pooled_stats(_measure(cfg, y.astype(sd)))
-    return dict(path=site.name, note="", rec=rec, eps=float(jnp.finfo(site.y0.dtype).eps))
+    return dict(
+        path=site.name,
+        note="",
+        rec=rec,
+        eps=float(jnp.finfo(site.y0.dtype).eps),
+        # s (and the centring shift) follow from the record: recomputed by report_table
+        pre_closed=not cfg.per_unit and site.affine and cfg.measure == "pre" and "s" not in rec,
+        centered=cfg.center and site.bias is not None,
+    )
 
 
 def static_skip_row(name: str, reason: str) -> dict[str, Any]:
     """The report row of a layer skipped before any computation."""
-    return dict(path=name, note=reason, rec=None, eps=1.0)
+    return dict(path=name, note=reason, rec=None, eps=1.0, pre_closed=False, centered=False)
 
 
-def _stack(rows, key, default, dtype=jnp.float32):
+def _stack(xp, rows, key, default, dtype=np.float32):
     vals = [
-        jnp.asarray(r["rec"][key]).astype(dtype)
+        xp.asarray(r["rec"][key]).astype(dtype)
         if r["rec"] is not None and key in r["rec"]
-        else jnp.asarray(default, dtype)
+        else xp.asarray(default, dtype)
         for r in rows
     ]
-    return jnp.stack(vals)
+    return xp.stack(vals)
 
 
-def report_table(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, jax.Array]:
-    """The report's per-layer arrays, computed for all layers at once from their records."""
+def report_table(cfg: Config, rows: list[dict[str, Any]], xp: Any = jnp) -> dict[str, Any]:
+    """The report's per-layer arrays, computed for all layers at once from their records.
+
+    ``xp`` is ``jax.numpy`` (inside the pass) or ``numpy`` (an eager pass, ``jit=False``, whose
+    records are concrete: numpy needs no compilation; the same float32 operations in the same
+    order, so the recomputed scales are bitwise those applied).
+    """
     n = len(rows)
-    f32 = jnp.float32
+    f32 = np.float32
     if n == 0:
-        return {k: jnp.zeros((0,), f32) for k in rep.ARRAY_FIELDS}
+        return {k: xp.zeros((0,), f32) for k in rep.ARRAY_FIELDS}
     done = np.array([r["rec"] is not None for r in rows])
-    gram = jnp.stack(
+    gram = xp.stack(
         [
-            r["rec"]["gram"].astype(f32) if r["rec"] is not None else jnp.zeros((4, 4), f32)
+            xp.asarray(r["rec"]["gram"]).astype(f32)
+            if r["rec"] is not None
+            else xp.zeros((4, 4), f32)
             for r in rows
         ]
     )
-    maxabs = _stack(rows, "maxabs", 0.0)
-    eps = jnp.asarray([r["eps"] for r in rows], f32)
+    maxabs = _stack(xp, rows, "maxabs", 0.0)
+    eps = xp.asarray([r["eps"] for r in rows], f32)
     has_v0 = np.array([r["rec"] is not None and "v0" in r["rec"] for r in rows])
-    v0_meas = _stack(rows, "v0", np.nan)
-    a, b, c, mean, mean_sq = _quad(gram)
-    v0 = jnp.where(has_v0, v0_meas, a + 2.0 * b + c)
+    v0_meas = _stack(xp, rows, "v0", np.nan)
+    a, b, c, mean, mean_sq = _quad(gram, xp)
+    v0 = xp.where(has_v0, v0_meas, a + 2.0 * b + c)
     thr = _zero_threshold(eps, mean_sq)
     zero = (a <= thr) | (v0 <= thr)
-    in_ok = jnp.isfinite(maxabs)
-    out_ok = jnp.isfinite(v0) & jnp.isfinite(mean) & jnp.isfinite(a)
+    in_ok = xp.isfinite(maxabs)
+    out_ok = xp.isfinite(v0) & xp.isfinite(mean) & xp.isfinite(a)
     if cfg.per_unit:
-        ok = _stack(rows, "ok", False, jnp.bool_)
-        scale = _stack(rows, "scale", 1.0)
-        iters = ok.astype(jnp.int32)
-        units = _stack(rows, "units_skipped", 0, jnp.int32)
+        ok = _stack(xp, rows, "ok", False, np.bool_)
+        scale = _stack(xp, rows, "scale", 1.0)
+        iters = ok.astype(np.int32)
+        units = _stack(xp, rows, "units_skipped", 0, np.int32)
         zero = ~ok & in_ok & out_ok
-        good = _stack(rows, "good", False, jnp.bool_)
-        var_after = _stack(rows, "var_after", np.nan)
-        mean_after = _stack(rows, "mean_after", np.nan)
+        good = _stack(xp, rows, "good", False, np.bool_)
+        var_after = _stack(xp, rows, "var_after", np.nan)
+        mean_after = _stack(xp, rows, "mean_after", np.nan)
     else:
-        scale = _stack(rows, "s", 1.0)
-        ok = in_ok & out_ok & ~zero & jnp.isfinite(scale) & (scale > 0)
-        has_it = np.array([r["rec"] is not None and "iters" in r["rec"] for r in rows])
-        go = ok & (jnp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
-        iters = jnp.where(has_it, _stack(rows, "iters", 0, jnp.int32), go.astype(jnp.int32))
-        iters = jnp.where(ok, iters, 0)
-        units = jnp.zeros((n,), jnp.int32)
-        has_after = np.array([r["rec"] is not None and "var_after" in r["rec"] for r in rows])
-        shift = _stack(rows, "shift", 0.0)
-        var_after = jnp.where(
-            has_after, _stack(rows, "var_after", np.nan), a * scale * scale + 2.0 * b * scale + c
+        pre = np.array([r["pre_closed"] for r in rows])
+        coef = xp.asarray(
+            [_zero_coef(jnp.float32) if r["rec"] is None else (4.0 * r["eps"]) ** 2 for r in rows],
+            f32,
         )
-        mean_after = jnp.where(
-            has_after, _stack(rows, "mean_after", np.nan), scale * gram[:, 0, 2] + gram[:, 0, 3]
-        ) - jnp.where(has_after, 0.0, shift)
-        good = jnp.abs(var_after - cfg.target) < cfg.tol
-    bad_after = ~(jnp.isfinite(var_after) & jnp.isfinite(mean_after))
-    status = jnp.where(
+        s_pre, ok_pre = _affine_pre_scale(cfg, gram, maxabs, coef, xp)
+        scale = xp.where(pre, s_pre, _stack(xp, rows, "s", 1.0))
+        ok = in_ok & out_ok & ~zero & xp.isfinite(scale) & (scale > 0)
+        ok = xp.where(pre, ok_pre, ok)
+        has_it = np.array([r["rec"] is not None and "iters" in r["rec"] for r in rows])
+        go = ok & (xp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
+        iters = xp.where(has_it, _stack(xp, rows, "iters", 0, np.int32), go.astype(np.int32))
+        iters = xp.where(ok, iters, 0)
+        units = xp.zeros((n,), np.int32)
+        has_after = np.array([r["rec"] is not None and "var_after" in r["rec"] for r in rows])
+        cen = np.array([r["pre_closed"] and r["centered"] for r in rows])
+        shift = xp.where(
+            cen, _affine_shift(gram, s_pre, ok_pre, xp), _stack(xp, rows, "shift", 0.0)
+        )
+        var_after = xp.where(
+            has_after,
+            _stack(xp, rows, "var_after", np.nan),
+            a * scale * scale + 2.0 * b * scale + c,
+        )
+        mean_after = xp.where(
+            has_after, _stack(xp, rows, "mean_after", np.nan), scale * gram[:, 0, 2] + gram[:, 0, 3]
+        ) - xp.where(has_after, 0.0, shift)
+        good = xp.abs(var_after - cfg.target) < cfg.tol
+    bad_after = ~(xp.isfinite(var_after) & xp.isfinite(mean_after))
+    status = xp.where(
         ~in_ok,
         rep.NONFINITE_INPUT,
-        jnp.where(
+        xp.where(
             ~out_ok | (ok & bad_after),
             rep.NONFINITE_OUTPUT,
-            jnp.where(zero, rep.ZERO_VARIANCE, rep.OK),
+            xp.where(zero, rep.ZERO_VARIANCE, rep.OK),
         ),
     )
-    nan = jnp.full((n,), jnp.nan, f32)
+    nan = xp.full((n,), np.nan, f32)
     table = dict(
-        iterations=jnp.where(done, iters, 0),
-        scale=jnp.where(done, jnp.where(ok | cfg.per_unit, scale, 1.0), 1.0),
-        var_before=jnp.where(done, v0, nan),
-        var_after=jnp.where(done, var_after, nan),
-        mean_after=jnp.where(done, mean_after, nan),
-        converged=jnp.where(done, ok & good & ~bad_after, False),
-        status=jnp.where(done, status, rep.SKIPPED),
-        units_skipped=jnp.where(done, units, 0),
+        iterations=xp.where(done, iters, 0),
+        scale=xp.where(done, xp.where(ok | cfg.per_unit, scale, 1.0), 1.0),
+        var_before=xp.where(done, v0, nan),
+        var_after=xp.where(done, var_after, nan),
+        mean_after=xp.where(done, mean_after, nan),
+        converged=xp.where(done, ok & good & ~bad_after, False),
+        status=xp.where(done, status, rep.SKIPPED),
+        units_skipped=xp.where(done, units, 0),
     )
     return table
 
@@ -707,4 +816,14 @@ class Recorder:
             tol=self.cfg.tol,
             on_zero_variance=self.cfg.on_zero_variance,
         )
+        recs = [r["rec"] for r in self.rows]
+        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(recs)):
+            # an eager pass (jit=False): numpy, nothing to compile
+            with np.errstate(all="ignore"):
+                rows = [
+                    dict(r, rec=None if r["rec"] is None else jax.device_get(r["rec"]))
+                    for r in self.rows
+                ]
+                table = report_table(self.cfg, rows, np)
+            return rep.make_report(meta, self.rows, table)
         return rep.make_report(meta, self.rows, report_table(self.cfg, self.rows))

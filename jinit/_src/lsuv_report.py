@@ -247,7 +247,7 @@ def make_report(meta: Mapping[str, Any], rows: list[dict[str, Any]], table) -> L
         "units_skipped": jnp.int32,
         "converged": jnp.bool_,
     }
-    fields = {k: jnp.asarray(table[k]).astype(dtypes.get(k, jnp.float32)) for k in ARRAY_FIELDS}
+    fields = {k: jnp.asarray(table[k].astype(dtypes.get(k, jnp.float32))) for k in ARRAY_FIELDS}
     return LSUVReport(
         paths=tuple(r["path"] for r in rows),
         notes=tuple(r["note"] for r in rows),
