@@ -156,11 +156,15 @@ _pass = jax.jit(_pass_body, static_argnames=("spec", "cfg", "static_kw"))
 
 
 def _apply_updates(kind: str, params: Any, changed: Mapping[str, Any]) -> Any:
-    """``params`` with the leaves the pass changed replaced (every other leaf is the input's)."""
+    """``params`` with the leaves the pass changed replaced (every other leaf is the input's).
+
+    ``changed`` is keyed by ``repr`` of each leaf's path (a dict with tuple keys is not a pytree
+    jit can return); linen paths start at the variables' collection (``"params"``).
+    """
     if kind == "linen" and not _has_params_collection(params):
-        changed = {repr(eval(k)[1:]): v for k, v in changed.items()}  # noqa: S307 (our reprs)
-    updates = {eval(k): v for k, v in changed.items()}  # noqa: S307 (tuples of str/int)
-    return lsuv_linen.replace_leaves(params, updates, drop_value=kind == "nnx")
+        new = lsuv_linen.replace_leaves({"params": params}, changed, key=repr)
+        return new["params"]
+    return lsuv_linen.replace_leaves(params, changed, drop_value=kind == "nnx", key=repr)
 
 
 def _check_batch(fn: str, batch: Any) -> None:

@@ -20,7 +20,7 @@ left as they are, and the recurrence then runs with the corrected kernels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -277,8 +277,14 @@ def _key(k) -> Any:
     return k
 
 
-def replace_leaves(tree: Any, updates: Mapping[tuple, Any], drop_value: bool = False) -> Any:
-    """Returns ``tree`` with the leaves at the given key paths replaced (others untouched).
+def replace_leaves(
+    tree: Any,
+    updates: Mapping[Any, Any],
+    drop_value: bool = False,
+    key: Callable[[tuple], Any] = lambda p: p,
+) -> Any:
+    """Returns ``tree`` with the leaves at the given key paths replaced (others untouched);
+    ``updates`` is keyed by ``key(path)`` (``path`` a tuple of dict keys / attribute names).
 
     Plain dicts and FrozenDicts are rebuilt in their own key order (``tree_map`` would sort
     the keys); other containers (e.g. ``nnx.State``) go through ``tree_map_with_path``.
@@ -295,7 +301,7 @@ def replace_leaves(tree: Any, updates: Mapping[tuple, Any], drop_value: bool = F
             p = prefix + tuple(_key(k) for k in kp)
             if drop_value and p and p[-1] == "value":
                 p = p[:-1]
-            return updates.get(p, leaf)
+            return updates.get(key(p), leaf)
 
         return jax.tree_util.tree_map_with_path(f, node)
 
