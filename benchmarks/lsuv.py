@@ -10,6 +10,10 @@ Implementations:
 * ``jinit``: ``jinit.lsuv(model, variables, x)`` (one jitted program). ``first_s`` is the first
   call (trace + compile + run), ``steady_s`` the median of later calls (already compiled, as in
   a seed sweep), ``compile_s = first_s - steady_s``.
+* ``jinit_eager``: ``jinit.lsuv(..., jit=False)``: the forward pass eagerly, layer by layer, each
+  layer's solve a jitted kernel compiled once per layer shape (``compile_s`` as for ``jinit``).
+* ``forward``: the first call of a plain ``jax.jit(model.apply)`` (no LSUV), the floor of any
+  jitted pass.
 * ``naive``: the same algorithm written the straightforward way in the same JAX: one jitted
   forward pass returning every layer's output variance (compiled once), and a Python loop that,
   for each layer, re-runs the WHOLE network after every rescaling (what hook-based LSUVs do).
@@ -89,11 +93,12 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def bench_jinit(arch: str, depth: int, repeats: int) -> dict:
+def bench_jinit(arch: str, depth: int, repeats: int, jit: bool = True) -> dict:
     model, variables, x = make(arch, depth)
     jax.block_until_ready((variables, x))
-    first, (v2, report) = timed(lambda: jinit.lsuv(model, variables, x))
-    steady = [timed(lambda: jinit.lsuv(model, variables, x))[0] for _ in range(repeats)]
+    jax.clear_caches()  # a true first call: nothing compiled by an earlier depth is reused
+    first, (v2, report) = timed(lambda: jinit.lsuv(model, variables, x, jit=jit))
+    steady = [timed(lambda: jinit.lsuv(model, variables, x, jit=jit))[0] for _ in range(repeats)]
     med = statistics.median(steady)
     return {
         "first_s": first,
@@ -103,6 +108,17 @@ def bench_jinit(arch: str, depth: int, repeats: int) -> dict:
         "converged": bool(np.all(np.asarray(report.converged))),
         "iterations": int(np.sum(np.asarray(report.iterations))),
     }
+
+
+def bench_forward(arch: str, depth: int) -> dict:
+    """The floor of any jitted pass: the first call of a plain jitted forward (no LSUV)."""
+    model, variables, x = make(arch, depth)
+    jax.block_until_ready((variables, x))
+    jax.clear_caches()
+    fwd = jax.jit(model.apply)
+    first, _ = timed(lambda: fwd(variables, x))
+    steady, _ = timed(lambda: fwd(variables, x))
+    return {"first_s": first, "steady_s": steady, "compile_s": first - steady}
 
 
 def bench_naive(arch: str, depth: int) -> dict:
@@ -121,6 +137,7 @@ def bench_naive(arch: str, depth: int) -> dict:
         )
         return jnp.stack([jnp.var(st["intermediates"][n]["__call__"][0]) for n in names])
 
+    jax.clear_caches()
     compile_s, _ = timed(lambda: all_vars(variables, x))
     params = dict(variables["params"])
     forwards = 0
@@ -231,7 +248,8 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
         "the same JAX vs the `lsuv` package (PyTorch CPU).",
         "",
         "ReLU networks, batch 256, target variance 1, tol 0.1, at most 10 iterations. "
-        "`first` = first call (jinit: trace + compile + run; naive: forward compile + loop; "
+        "`first` = first call (jinit: trace + compile + run; `jit=False`: eager pass, compiling "
+        "each distinct layer's solve and the eager ops once; naive: forward compile + loop; "
         "`lsuv` pkg: one call, no compilation, best of torch's default thread count and 1 thread), "
         "`steady` = already compiled (as in a sweep). The CNN's naive and `lsuv` pkg runs stop "
         "at depth 32 (quadratic: minutes each).",
@@ -246,10 +264,12 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
         lines += [
             f"### {title}",
             "",
-            "| depth | jinit first (s) | jinit compile (s) | jinit steady (s) | naive first (s) | "
+            "| depth | jinit first (s) | jinit compile (s) | jinit steady (s) | "
+            "`jit=False` first (s) | `jit=False` steady (s) | naive first (s) | "
             "naive steady (s) | naive full passes | `lsuv` pkg (s) | pkg / jinit first | "
-            "pkg / jinit steady | naive / jinit first | naive / jinit steady |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "pkg / `jit=False` first | pkg / jinit steady | naive / jinit first | "
+            "naive / jinit steady |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for d in res["depths"]:
             if not any(k.startswith(f"{arch}/") and k.endswith(f"/{d}") for k in rows):
@@ -258,16 +278,27 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
             nf, ns, npass = (
                 get(arch, "naive", d, k) for k in ("first_s", "steady_s", "full_forward_passes")
             )
+            ef, es = (get(arch, "jinit_eager", d, k) for k in ("first_s", "steady_s"))
             pf = get(arch, "lsuv_pkg", d, "first_s")
-            r = [ratio(pf, jf), ratio(pf, js), ratio(nf, jf), ratio(ns, js)]
+            r = [ratio(pf, jf), ratio(pf, ef), ratio(pf, js), ratio(nf, jf), ratio(ns, js)]
             lines.append(
-                f"| {d} | {fmt(jf)} | {fmt(jc)} | {fmt(js)} | {fmt(nf)} | {fmt(ns)} | "
+                f"| {d} | {fmt(jf)} | {fmt(jc)} | {fmt(js)} | {fmt(ef)} | {fmt(es)} | "
+                f"{fmt(nf)} | {fmt(ns)} | "
                 f"{'—' if npass is None else npass} | {fmt(pf)} | "
                 + " | ".join("—" if x is None else f"{x:.1f}x" for x in r)
                 + " |"
             )
+        fwd = [(d, get(arch, "forward", d, "first_s")) for d in res["depths"]]
+        if any(v is not None for _, v in fwd):
+            lines += [
+                "",
+                "For reference, the first call of a plain `jax.jit(model.apply)` forward pass (no "
+                "LSUV; the floor of any jitted pass): "
+                + ", ".join(f"depth {d}: {v:.3f} s" for d, v in fwd if v is not None)
+                + ".",
+            ]
         growth = []
-        for impl in ("jinit", "naive", "lsuv_pkg"):
+        for impl in ("jinit", "jinit_eager", "naive", "lsuv_pkg"):
             for k in ("first_s", "steady_s"):
                 a, b = get(arch, impl, 64, k), get(arch, impl, 32, k)
                 if a is not None and b is not None and not (impl == "lsuv_pkg" and k == "steady_s"):
@@ -289,13 +320,14 @@ def goals(res: dict) -> list[str]:
     get = lambda arch, impl, d, k: (rows.get(f"{arch}/{impl}/{d}") or {}).get(k)
     out = []
     for arch in ("mlp", "cnn"):
-        for k in ("first_s", "steady_s"):
-            a, b = get(arch, "jinit", 64, k), get(arch, "jinit", 32, k)
-            if a and b:
-                out.append(
-                    f"{arch} jinit {k}: depth64/depth32 = {a / b:.2f} (goal <= 2.2): "
-                    f"{'met' if a / b <= 2.2 else 'NOT met'}"
-                )
+        for impl in ("jinit", "jinit_eager"):
+            for k in ("first_s", "steady_s"):
+                a, b = get(arch, impl, 64, k), get(arch, impl, 32, k)
+                if a and b:
+                    out.append(
+                        f"{arch} {impl} {k}: depth64/depth32 = {a / b:.2f} (goal <= 2.2): "
+                        f"{'met' if a / b <= 2.2 else 'NOT met'}"
+                    )
     pf, jf = get("cnn", "lsuv_pkg", 32, "first_s"), get("cnn", "jinit", 32, "first_s")
     if pf and jf:
         out.append(
@@ -307,10 +339,16 @@ def goals(res: dict) -> list[str]:
             get("mlp", i, d, k)
             for i, k in (("lsuv_pkg", "first_s"), ("jinit", "first_s"), ("jinit", "steady_s"))
         )
+        ef = get("mlp", "jinit_eager", d, "first_s")
         if pf and jf and js:
+            eager = (
+                f", with jit=False {pf / ef:.2f}x ({'met' if pf >= ef else 'NOT met'})"
+                if ef
+                else ""
+            )
             out.append(
                 f"mlp depth {d}: total pkg / jinit = {pf / jf:.2f}x (goal >= 1x: "
-                f"{'met' if pf >= jf else 'NOT met'}); steady pkg / jinit = {pf / js:.0f}x "
+                f"{'met' if pf >= jf else 'NOT met'}{eager}); steady pkg / jinit = {pf / js:.0f}x "
                 f"(goal >= 10x: {'met' if pf / js >= 10 else 'NOT met'})"
             )
     for arch in ("mlp", "cnn"):
@@ -335,7 +373,9 @@ def main(argv=None) -> dict:
     p.add_argument("--pkg-cnn-max-depth", type=int, default=32)
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     p.add_argument("--quick", action="store_true", help="depths 4 and 8 only, 1 repeat")
-    p.add_argument("--impls", nargs="+", default=["jinit", "naive", "lsuv_pkg"])
+    p.add_argument(
+        "--impls", nargs="+", default=["jinit", "jinit_eager", "naive", "lsuv_pkg", "forward"]
+    )
     p.add_argument("--merge", action="store_true", help="keep other results in --out/lsuv.json")
     p.add_argument("--render", action="store_true", help="only rewrite lsuv.md from lsuv.json")
     args = p.parse_args(argv)
@@ -367,8 +407,12 @@ def main(argv=None) -> dict:
                     continue
                 if impl == "jinit":
                     r = bench_jinit(arch, d, args.repeats)
+                elif impl == "jinit_eager":
+                    r = bench_jinit(arch, d, args.repeats, jit=False)
                 elif impl == "naive":
                     r = bench_naive(arch, d)
+                elif impl == "forward":
+                    r = bench_forward(arch, d)
                 else:
                     r = bench_lsuv_pkg(arch, d)
                 if r is None:
