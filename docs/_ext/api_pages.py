@@ -57,7 +57,16 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "lsuv",
         "LSUV and data-dependent init",
-        ("lsuv", "lsuv_plain", "lsuv_report", "lsuv_engine", "lsuv_linen", "lsuv_nnx", "datadep"),
+        (
+            "lsuv",
+            "lsuv_plain",
+            "lsuv_report",
+            "lsuv_engine",
+            "lsuv_linen",
+            "lsuv_nnx",
+            "datadep",
+            "between_layer",
+        ),
         "Layer-sequential unit-variance initialization and the per-unit data-dependent methods, "
         "each one jitted pass over a Flax (linen or NNX) model's params on a batch of data.",
     ),

@@ -36,8 +36,10 @@ scaled exactly by :math:`c_1 \cdots c_{k-1}`); they differ for networks with bra
 (residual connections) or non-homogeneous activations, where neither rule is exact.
 
 Source: Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of
-Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856, Section 3.2 and Algorithm 2; the
-authors' reference implementation is ``calibrateGradientRatio`` in ``philkr/magic_init``.
+Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856 (the between-layer step of its
+Section 3); the authors' reference implementation is ``calibrateGradientRatio`` in
+``philkr/magic_init``, which this follows (no damping; stopping rule and iteration bound as
+there).
 """
 
 from __future__ import annotations
@@ -288,7 +290,13 @@ def between_layer_scaling(
         floating arrays with ``ndim >= 2`` (any layout: Dense ``(in, out)``, Conv
         ``(..., in, out)``); a path may appear only once.
       max_iters: the most rescaling iterations (``>= 0``; the reference's default is 10).
-      tol: the relative tolerance on :math:`\log r_k` (the reference's 1%).
+      tol: the reference's relative tolerance on :math:`\log r_k` (1%). It is relative to
+        :math:`|\log t|`, which grows with the batch size (:math:`G_k` is a sum over the batch),
+        so ``converged`` only bounds the spread to
+        :math:`\max_k r_k / \min_k r_k < \exp(2\,\mathrm{tol}\,|\log t|)` and the output std
+        to :math:`|\log \sigma_{\text{out}}| < L\,\mathrm{tol}\,|\log t|`. The rates also
+        depend on the random :math:`g`, by a few percent for small layers, so a much smaller
+        ``tol`` may need many iterations.
 
     Returns:
       ``(new_params, report)``: ``new_params`` has the structure and the dtypes of ``params``;
@@ -303,9 +311,8 @@ def between_layer_scaling(
 
     References:
       Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
-      Neural Networks", ICLR 2016, arXiv:1511.06856, Section 3.2 and Algorithm 2 (between-layer
-      normalization); reference implementation ``calibrateGradientRatio`` in
-      ``philkr/magic_init``.
+      Neural Networks", ICLR 2016, arXiv:1511.06856 (Section 3, the between-layer scale
+      adjustment); reference implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
     """
     if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 0:
         raise ValueError(f"{_FN}: max_iters must be an integer >= 0, got {max_iters!r}.")
@@ -328,7 +335,7 @@ def between_layer_scaling(
     biases0 = [None if b is None else leaves[b] for _, b in idx]
 
     def rescale(x, s):
-        wide = jnp.promote_types(x.dtype, jnp.float32)
+        wide = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
         return (x.astype(wide) * s.astype(wide)).astype(x.dtype)
 
     def build(kernels, scale):

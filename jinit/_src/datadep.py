@@ -25,7 +25,8 @@ effective kernel column is :math:`v_u / (\lVert v_u \rVert \sigma(t_u))`, which 
 :math:`\beta = 0`. They differ on ``nn.WeightNorm``-wrapped layers, where both set the scale
 ``g`` (rescaling the direction ``v`` would be a no-op) and leave ``v`` bitwise unchanged, as
 Salimans & Kingma prescribe. Krähenbühl et al.'s between-layer rescaling (equalising the rates at
-which layers' weights change under SGD) needs a loss and gradients and is not implemented.
+which layers' weights change under SGD) needs gradients, not one forward pass: it is
+:func:`jinit.between_layer_scaling`.
 """
 
 from __future__ import annotations
