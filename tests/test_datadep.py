@@ -150,3 +150,48 @@ def test_nnx_and_non_affine_layers():
     assert "affine" in rep.reasons()[0] and bool(rep.skipped[0])
     with pytest.raises(ValueError, match="per output unit"):
         jinit.within_layer_init(model := nn.Dense(3), model.init(jax.random.key(0), xe), xe[:1])
+
+
+class NnxWN(nnx.Module):
+    def __init__(self, rngs):
+        self.wn1 = nnx.WeightNorm(nnx.Linear(16, 32, rngs=rngs), rngs=rngs)
+        self.wn2 = nnx.WeightNorm(nnx.Conv(1, 8, (3,), rngs=rngs), rngs=rngs)
+        self.out = nnx.Linear(32 * 8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.wn1(x))
+        h = jax.nn.relu(self.wn2(h[..., None]))
+        return self.out(h.reshape(h.shape[0], -1))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_nnx_weight_norm_sets_g_and_b_and_keeps_directions(jit):
+    # Salimans & Kingma 2016, section 3: g_u = 1 / sigma(t_u), b_u = -mu(t_u) / sigma(t_u) for
+    # t_u = v_u . x / ||v_u||, so every unit of the wrapped layer has mean 0 and variance 1 on
+    # the batch; nnx.WeightNorm re-normalises v in every call, so v itself is left as it was.
+    x = jax.random.normal(jax.random.key(1), (128, 16)) * 3 + 1
+    gd, st = nnx.split(NnxWN(nnx.Rngs(0)))
+    st2, report = jinit.weight_norm_init(gd, st, x, jit=jit)
+    assert report.paths == ("wn1", "wn2", "out")  # the WeightNorm, not its layer_instance
+    assert bool(jnp.all(report.converged))
+    flat, flat2 = dict(nnx.to_flat_state(st)), dict(nnx.to_flat_state(st2))
+    for name in ("wn1", "wn2"):
+        v = (name, "layer_instance", "kernel")
+        assert jnp.array_equal(flat[v].get_value(), flat2[v].get_value())  # v unchanged
+        g, g2 = flat[(name, "scales", ("kernel",))], flat2[(name, "scales", ("kernel",))]
+        assert g.shape == g2.shape and not jnp.array_equal(g, g2)
+    m2 = nnx.merge(gd, st2, copy=True)
+    y1 = m2.wn1(x)
+    np.testing.assert_allclose(y1.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y1.var(0), 1.0, rtol=1e-4)
+    h = jax.nn.relu(y1)[..., None]
+    y2 = m2.wn2(h).reshape(-1, 8)  # pooled over batch and positions, per channel
+    np.testing.assert_allclose(y2.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y2.var(0), 1.0, rtol=1e-4)
+    # LSUV on the same model rescales g too (one pooled factor), again leaving v unchanged.
+    st3, r3 = jinit.lsuv(gd, st, x, jit=jit)
+    assert r3.paths == ("wn1", "wn2", "out")
+    np.testing.assert_allclose(r3.var_after, 1.0, rtol=1e-5)
+    flat3 = dict(nnx.to_flat_state(st3))
+    v = ("wn1", "layer_instance", "kernel")
+    assert jnp.array_equal(flat[v].get_value(), flat3[v].get_value())

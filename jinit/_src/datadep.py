@@ -177,7 +177,8 @@ def weight_norm_init(
 ) -> tuple[Any, LSUVReport]:
     r"""Salimans & Kingma's data-dependent initialization of weight-normalized layers.
 
-    For a layer :math:`y = g\, (v \cdot x)/\lVert v \rVert + b` (``nn.WeightNorm``), with
+    For a layer :math:`y = g\, (v \cdot x)/\lVert v \rVert + b` (``nn.WeightNorm`` or
+    ``nnx.WeightNorm`` over a Dense/Linear/Conv kernel), with
     :math:`t_u = v_u \cdot x/\lVert v_u\rVert` on the batch:
     :math:`g_u \leftarrow \sqrt{\tau}/\sigma(t_u)`, :math:`b_u \leftarrow \beta -
     \sqrt{\tau}\,\mu(t_u)/\sigma(t_u)` (the paper: :math:`\tau = 1, \beta = 0`), leaving the

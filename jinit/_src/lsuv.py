@@ -60,7 +60,8 @@ the paper's choice; Flax layers do not contain their activation, so this is the 
 Layers: ``nn.Dense``, ``nn.DenseGeneral`` (so attention projections), ``nn.Einsum``,
 ``nn.Conv``/``nn.ConvTranspose``/``nn.ConvLocal`` of any dimension and ``feature_group_count``,
 ``nn.Embed`` (included by default: it is a linear layer on one-hot inputs, so LSUV gives
-unit-variance token vectors; exclude it with ``exclude="Embed"``), ``nn.WeightNorm`` (its scale
+unit-variance token vectors; exclude it with ``exclude="Embed"``), ``nn.WeightNorm`` and
+``nnx.WeightNorm`` (its scale
 ``g`` is rescaled, since rescaling the direction would be a no-op), and recurrent cells
 (``nn.RNN``/``nn.RNNCellBase``: the input projection of each gate is normalised on the cell's
 input pooled over batch and time; recurrent kernels ``h*`` are left orthogonal). The NNX

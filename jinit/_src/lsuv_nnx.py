@@ -32,6 +32,8 @@ _HOOKED: dict[type, type] = {}
 
 
 def _kind(node: Any) -> str | None:
+    if isinstance(node, nnx.WeightNorm):
+        return "weight_norm"
     if isinstance(node, nnx.RNN):
         return "rnn"
     if isinstance(node, nnx.RNNCellBase):
@@ -90,6 +92,8 @@ def _dispatch(node, base, args, kwargs):
     if not rec.at_outer_trace():
         rec.skip_inner(name)
         return p.call(base, node, args, kwargs)
+    if kind == "weight_norm":
+        return _weight_norm(p, node, base, path, name, args, kwargs)
     kname = "embedding" if isinstance(node, nnx.Embed) else "kernel"
     k = _get(getattr(node, kname))
     bvar = getattr(node, "bias", None)
@@ -138,6 +142,50 @@ def _dispatch(node, base, args, kwargs):
     y = sol.y if sol.y is not None else p.call(base, node, args, kwargs)
     rec.finish(site, sol, y)
     return y
+
+
+def _weight_norm(p: _Pass, node, base, path, name, args, kwargs):
+    """``nnx.WeightNorm`` over a Linear/Conv: the per-unit scale ``g`` is the parameter set.
+
+    The wrapped kernel ``v`` is normalised (and multiplied by ``g``) inside every call, so
+    rescaling it would be a no-op; as with linen's ``nn.WeightNorm`` the pass sets ``g`` (in the
+    state at ``scales/('kernel',)``) and the wrapped layer's bias, and leaves ``v`` bitwise
+    unchanged (Salimans & Kingma 2016, section 3).
+    """
+    rec = p.rec
+    inner = node.layer_instance
+    key = ("kernel",)
+    scales = node.scales or {}
+    ok_layer = isinstance(inner, _AFFINE) and not isinstance(inner, nnx.Embed)
+    if not (ok_layer and node.use_scale and key in scales):
+        rec.skip(name, "WeightNorm without a per-unit scale over a Linear/Conv kernel")
+        return p.call(base, node, args, kwargs)
+    g = scales[key]
+    bvar = getattr(inner, "bias", None)
+    b = _get(bvar) if bvar is not None else None
+    y0 = p.call(base, node, args, kwargs)
+    unit_ok = (
+        g.ndim == 1
+        and y0.ndim >= 1
+        and g.shape[0] == y0.shape[-1]
+        and (b is None or tuple(b.shape) == g.shape)
+    )
+    if not unit_ok:
+        rec.skip(name, "WeightNorm scale does not line up with the output's last axis")
+        return y0
+    site = eng.Site(
+        name=name, kernel=g, bias=b, inputs=(args, kwargs), y0=y0, affine=True, run=None
+    )
+    sol = rec.solve(site)
+    if sol is None:
+        return y0
+    node.scales = nnx.data({**scales, key: sol.kernel})
+    rec.updates[path + ("scales", key)] = sol.kernel
+    if b is not None and sol.bias is not b:
+        bvar.set_value(sol.bias)
+        rec.updates[path + ("layer_instance", "bias")] = sol.bias
+    rec.finish(site, sol, sol.y)  # closed form (run=None): y = c (y0 - b) + b'
+    return sol.y
 
 
 def _gate_sites(cell) -> list[tuple[str, Any, int, int, str]]:
@@ -234,7 +282,8 @@ def forward(graphdef, state, batch, kwargs, rec: eng.Recorder) -> None:
         model(batch, **kwargs)
     # Selected layers never met at the top level of the pass are reported, not dropped.
     nodes = {id(n): n for _, n in nnx.iter_graph(model)}
-    cells = [q for i, q in paths.items() if _kind(nodes.get(i)) in ("rnn", "cell")]
+    # (a WeightNorm's wrapped layer is solved through the WeightNorm, never on its own)
+    cells = [q for i, q in paths.items() if _kind(nodes.get(i)) in ("rnn", "cell", "weight_norm")]
     for i, q in paths.items():
         name = "/".join(str(x) for x in q)
         if _kind(nodes.get(i)) not in ("affine", "generic") or name in rec.done:
