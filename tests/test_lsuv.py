@@ -701,3 +701,23 @@ def test_eager_pass_raises_like_the_jitted_pass():
     assert list(np.asarray(report.skipped)) == [False, True, True]
     with pytest.raises(TypeError, match="jit must be True or False"):
         jinit.lsuv(model, v, x, jit="yes")
+
+
+def test_orthogonal_key_must_be_a_prng_key_and_messages_name_the_method():
+    x = normal(1, (64, 16))
+    model = MLP(widths=(32, 32))
+    v = model.init(jax.random.key(0), x)
+    for jit in (True, False):
+        with pytest.raises(ValueError, match="orthogonal_key must be a single JAX PRNG key"):
+            jinit.lsuv(model, v, x, orthogonal_key=3, jit=jit)
+    # Errors found in the report are prefixed with the method, like the argument errors.
+    bad = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan) if a.ndim == 2 else a, v)
+    with pytest.raises(ValueError, match=r"^lsuv: non-finite values .* 'Dense_0'"):
+        jinit.lsuv(model, bad, x)
+    _, report = jax.jit(lambda p: jinit.lsuv(model, p, x))(bad)  # no raise under jit
+    with pytest.raises(ValueError, match=r"^lsuv: non-finite"):
+        report.check()
+    _, stacked = jax.vmap(lambda k: jinit.lsuv(model, model.init(k, x), x))(
+        jax.random.split(jax.random.key(1), 3)
+    )
+    assert "[member 0 of 3 stacked]" in stacked.summary()

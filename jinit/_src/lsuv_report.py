@@ -136,12 +136,14 @@ class LSUVReport:
             for i, path in enumerate(self.paths):
                 st = int(status[member + (i,)])
                 if st == NONFINITE_INPUT:
-                    first = (
-                        "the input batch" if i == 0 else f"between layer {self.paths[i - 1]!r} and"
+                    origin = (
+                        "the batch, or from operations before this first layer"
+                        if i == 0
+                        else f"operations between layer {self.paths[i - 1]!r} and this layer"
                     )
                     msgs.append(
                         f"non-finite values (NaN/inf) first appear in the input of layer {path!r}"
-                        f"{where}: they come from {first} this layer."
+                        f"{where}: they come from {origin}."
                     )
                     break
                 if st == NONFINITE_OUTPUT:
@@ -184,7 +186,7 @@ class LSUVReport:
         """
         msgs = self.errors()
         if msgs:
-            raise ValueError(msgs[0])
+            raise ValueError(f"{self.method}: {msgs[0]}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,9 +212,13 @@ class LSUVReport:
         return rows
 
     def summary(self) -> str:
-        """A fixed-width table of :meth:`rows` (a string; nothing is printed)."""
+        """A fixed-width table of :meth:`rows` (a string; nothing is printed); for a stacked
+        (vmapped) report, of its first member (the header says so)."""
+        lead = np.shape(self.status)[:-1] if self.paths else ()
+        stacked = f" [member 0 of {int(np.prod(lead))} stacked]" if lead else ""
         head = (
-            f"{self.method}: measured={self.measured} target={self.target:g} tol={self.tol:g}\n"
+            f"{self.method}: measured={self.measured} target={self.target:g} tol={self.tol:g}"
+            f"{stacked}\n"
             f"{'path':<32} {'iters':>5} {'scale':>9} {'var_before':>11} {'var_after':>10} "
             f"{'mean_after':>10} {'conv':>5}  status"
         )
