@@ -93,7 +93,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.core import FrozenDict
@@ -230,15 +229,7 @@ def run_pass(
     if not isinstance(jit, bool):
         raise TypeError(f"{fn}: jit must be True or False, got {jit!r}")
     if orthogonal_key is not None:
-        dtype = getattr(orthogonal_key, "dtype", None)
-        typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
-        legacy = dtype == jnp.uint32 and getattr(orthogonal_key, "shape", None) == (2,)
-        if not ((typed and orthogonal_key.shape == ()) or legacy):
-            raise ValueError(
-                f"{fn}: orthogonal_key must be a single JAX PRNG key (jax.random.key(seed)), "
-                f"got {type(orthogonal_key).__name__} with dtype {dtype} and shape "
-                f"{getattr(orthogonal_key, 'shape', None)}"
-            )
+        eng.check_key(fn, "orthogonal_key", orthogonal_key)
     static_kw, dyn = _split_kwargs(fn, apply_kwargs)
     run = _pass if jit else _pass_body
     try:

@@ -237,6 +237,19 @@ def _scale_param(p: jax.Array, c: jax.Array) -> jax.Array:
     return p * c
 
 
+def check_key(fn: str, arg: str, key: Any) -> None:
+    """Raises ``ValueError`` unless ``key`` is one JAX PRNG key (typed, or a legacy
+    ``uint32[2]``), naming the function and the argument."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ()
+    legacy = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
+    if not (typed or legacy):
+        raise ValueError(
+            f"{fn}: {arg} must be a single JAX PRNG key (jax.random.key(seed)), got "
+            f"{type(key).__name__} with dtype {dtype} and shape {getattr(key, 'shape', None)}."
+        )
+
+
 def orthogonal_kernel(key: jax.Array, name: str, kernel: jax.Array) -> jax.Array:
     """LSUV step 1: an orthonormal kernel from a key derived from the layer path.
 
@@ -341,43 +354,23 @@ def _quad(gram: jax.Array, xp: Any = jnp):
     return a, b, c, e_z + e_b, e_var + e_z2 + 2.0 * e_zb + e_b2
 
 
-def _zero_threshold(eps, mean_sq: jax.Array) -> jax.Array:
+def _zero_coef(dtype) -> float:
+    """``(4 eps)^2`` for the machine epsilon of ``dtype`` (see :func:`_zero_threshold`)."""
+    return (4.0 * float(jnp.finfo(dtype).eps)) ** 2
+
+
+def _zero_threshold(coef, mean_sq: jax.Array) -> jax.Array:
     """Variance below which a signal is indistinguishable from rounding of the output
-    (``eps``: the machine epsilon of the layer's output dtype)."""
-    return (4.0 * eps) ** 2 * mean_sq + float(jnp.finfo(jnp.float32).tiny)
+    (``coef``: :func:`_zero_coef` of the layer's output dtype)."""
+    return coef * mean_sq + float(jnp.finfo(jnp.float32).tiny)
 
 
-def _ok_closed(cfg: Config, gram, maxabs, eps, v0=None):
-    """Validity of a layer from its moments: (in_ok, out_ok, zero, ok, v0)."""
-    a, b, c, mean, mean_sq = _quad(gram)
-    if v0 is None:
-        v0 = a + 2.0 * b + c
-    thr = _zero_threshold(eps, mean_sq)
-    zero = (a <= thr) | (v0 <= thr)
-    in_ok = jnp.isfinite(maxabs)
-    out_ok = jnp.isfinite(v0) & jnp.isfinite(mean) & jnp.isfinite(a)
-    return in_ok, out_ok, zero, in_ok & out_ok & ~zero, v0
-
-
-def _closed_form_scale(cfg: Config, gram, ok, v0):
-    r"""The fixed point of the paper's loop for an affine layer, in one step.
-
-    The pooled variance at kernel scale :math:`s` is the quadratic
-    :math:`v(s) = A s^2 + 2 B s + C` (:math:`A = \mathrm{Var}(z)`,
-    :math:`B = \mathrm{Cov}_u(\bar z_u, b_u)`, :math:`C = \mathrm{Var}_u(b_u)`), so the fixed
-    point :math:`v(s) = \tau` of the loop is its positive root. With a zero (or constant) bias
-    this IS the paper's first step :math:`s = \sqrt{\tau / v_0}`, after which its loop stops.
-    If no positive root exists (the bias alone varies more than the target) one paper step is
-    taken and the layer is reported as not converged. Returns ``s`` (1 when nothing is done).
-    """
-    a, b, c, _, _ = _quad(gram)
-    c = c - cfg.target
-    disc = b * b - a * c
-    root = (jnp.sqrt(jnp.maximum(disc, 0.0)) - b) / a
-    has_root = (disc >= 0) & (root > 0) & jnp.isfinite(root)
-    step = jnp.sqrt(cfg.target / jnp.where(v0 > 0, v0, cfg.target))
-    go = ok & (jnp.abs(v0 - cfg.target) >= cfg.tol) & (cfg.max_iters > 0)
-    return jnp.where(go, jnp.where(has_root, root, step), 1.0)
+def _ok(gram, maxabs, coef, v0):
+    """Whether a layer can be rescaled: input and output finite, variance not zero."""
+    a, _, _, mean, mean_sq = _quad(gram)
+    thr = _zero_threshold(coef, mean_sq)
+    finite = jnp.isfinite(maxabs) & jnp.isfinite(v0) & jnp.isfinite(mean) & jnp.isfinite(a)
+    return finite & (a > thr) & (v0 > thr)
 
 
 def _select(xp):
@@ -386,25 +379,30 @@ def _select(xp):
 
 
 def _affine_pre_scale(cfg: Config, gram, maxabs, coef, xp: Any = jnp):
-    r"""``(s, ok)`` for ``measure="pre"`` on an affine layer: :func:`_closed_form_scale` with
-    the checks of :func:`_ok_closed` (``ok``: input and output finite, variance not zero), in
-    few elementwise ops, so that it runs the same per layer (scalars) and vectorized over the
-    report's stacked layers (bitwise the same result: the report recomputes ``s`` instead of
-    stacking it, because a stack of per-layer scalars makes XLA fuse every layer's scalar chain
-    into one kernel, which dominated the pass's compile time on deep models).
+    r"""``(s, ok)``: the fixed point of the paper's loop for an affine layer, in one step.
 
-    ``coef`` is ``(4 eps)^2`` of the output dtype (see :func:`_zero_threshold`).
+    The pooled variance at kernel scale :math:`s` is the quadratic
+    :math:`v(s) = A s^2 + 2 B s + C` (:math:`A = \mathrm{Var}(z)`,
+    :math:`B = \mathrm{Cov}_u(\bar z_u, b_u)`, :math:`C = \mathrm{Var}_u(b_u)`, from
+    :func:`_quad`), so the fixed point :math:`v(s) = \tau` of the loop is its positive root.
+    With a zero (or constant) bias this IS the paper's first step :math:`s = \sqrt{\tau / v_0}`,
+    after which its loop stops. If no positive root exists (the bias alone varies more than the
+    target) one paper step is taken and the layer is reported as not converged. ``s`` is 1 when
+    nothing is done: within tolerance, ``max_iters == 0``, or not ``ok`` (input or output not
+    finite, or zero variance).
+
+    Elementwise, so the same code runs per layer (scalars, in the pass) and over the report's
+    stacked layers (``xp`` = ``jax.numpy`` or ``numpy``), bitwise alike: the report recomputes
+    ``s`` instead of stacking it, because a stack of per-layer scalars makes XLA fuse every
+    layer's scalar chain into one kernel, which dominated the pass's compile time on deep
+    models. ``coef`` is :func:`_zero_coef` of the output dtype.
     """
-    e_var, e_z, e_b = gram[..., 0, 1], gram[..., 0, 2], gram[..., 0, 3]
-    e_z2, e_b2, e_zb = gram[..., 2, 2], gram[..., 3, 3], gram[..., 2, 3]
-    a = e_var + xp.maximum(e_z2 - e_z * e_z, 0.0)
-    b = e_zb - e_z * e_b
-    c = xp.maximum(e_b2 - e_b * e_b, 0.0)
+    a, b, c, mean, mean_sq = _quad(gram, xp)
     v0 = a + 2.0 * b + c
-    thr = coef * (e_var + e_z2 + 2.0 * e_zb + e_b2) + float(xp.finfo(xp.float32).tiny)
+    thr = _zero_threshold(coef, mean_sq)
     # all finite <=> 0 * (sum) == 0: an inf or NaN anywhere makes the sum's product NaN
     maxabs = maxabs.astype(gram.dtype)
-    ok = ((maxabs * 0.0 + v0 * 0.0 + (e_z + e_b) * 0.0 + a * 0.0) == 0.0) & (a > thr) & (v0 > thr)
+    ok = ((maxabs * 0.0 + v0 * 0.0 + mean * 0.0 + a * 0.0) == 0.0) & (a > thr) & (v0 > thr)
     disc = b * b - a * (c - cfg.target)
     num = xp.sqrt(xp.maximum(disc, 0.0)) - b
     root = num / a
@@ -428,10 +426,6 @@ def _affine_shift(gram, s, ok, xp: Any = jnp):
     (0 where not ``ok`` or not finite); elementwise, like :func:`_affine_pre_scale`."""
     mean_s = gram[..., 0, 2] * s + gram[..., 0, 3]
     return _select(xp)(ok & (mean_s * 0.0 == 0.0), mean_s, xp.zeros_like(mean_s))
-
-
-def _zero_coef(dtype) -> float:
-    return (4.0 * float(jnp.finfo(dtype).eps)) ** 2
 
 
 def _while(cfg: Config, var_at, v0, ok):
@@ -508,7 +502,7 @@ def _solve_lsuv(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) -> Sol
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
-    eps = float(jnp.finfo(y0.dtype).eps)
+    coef = _zero_coef(y0.dtype)
     rec: dict[str, Any] = {"maxabs": maxabs}
     center = cfg.center and b0 is not None
 
@@ -516,10 +510,10 @@ def _solve_lsuv(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) -> Sol
         gram, _, _, b_u, _ = _moments(yf, b0, site.unit_ndim)
         rec["gram"] = gram
         if cfg.measure == "pre":  # s and ok are recomputed by report_table, not recorded
-            s, ok = _affine_pre_scale(cfg, gram, maxabs, _zero_coef(y0.dtype))
+            s, ok = _affine_pre_scale(cfg, gram, maxabs, coef)
         else:  # the paper's loop, one elementwise pass per iteration; no re-run
             v0 = _pooled_stats(_measure(cfg, yf))[0]
-            _, _, _, ok, _ = _ok_closed(cfg, gram, maxabs, eps, v0)
+            ok = _ok(gram, maxabs, coef, v0)
             bb = _bcast(b_u, yf.ndim)
             zf = yf - bb
             rec["iters"], s = _while(
@@ -530,7 +524,7 @@ def _solve_lsuv(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) -> Sol
         var_y, mean_y = _pooled_stats(yf)
         rec["gram"] = gram = _pooled_gram(var_y, mean_y)
         v0 = _pooled_stats(_measure(cfg, yf))[0] if cfg.measure == "post" else var_y
-        _, _, _, ok, _ = _ok_closed(cfg, gram, maxabs, eps, v0)
+        ok = _ok(gram, maxabs, coef, v0)
 
         def var_at(s):
             y = site.run(_scale_param(k0, s), b0).astype(sd)
@@ -577,9 +571,8 @@ def _solve_per_unit(cfg: Config, site: Site, maxabs: jax.Array, closed: bool) ->
     k0, b0, y0 = site.kernel, site.bias, site.y0
     sd = _stat_dtype(y0.dtype)
     yf = y0.astype(sd)
-    eps = float(jnp.finfo(y0.dtype).eps)
     gram, mean_u, var_u, b_u, zbar_u = _moments(yf, b0, site.unit_ndim)
-    zero_u = var_u <= _zero_threshold(eps, var_u + mean_u**2)
+    zero_u = var_u <= _zero_threshold(_zero_coef(y0.dtype), var_u + mean_u**2)
     in_ok = jnp.isfinite(maxabs)
     out_ok = jnp.all(jnp.isfinite(mean_u)) & jnp.all(jnp.isfinite(var_u))
     ok = in_ok & out_ok & ~jnp.all(zero_u)
@@ -640,7 +633,7 @@ def finish(cfg: Config, site: Site, sol: Solution, y: jax.Array) -> dict[str, An
         path=site.name,
         note="",
         rec=rec,
-        eps=float(jnp.finfo(site.y0.dtype).eps),
+        coef=_zero_coef(site.y0.dtype),
         # s (and the centring shift) follow from the record: recomputed by report_table
         pre_closed=not cfg.per_unit and site.affine and cfg.measure == "pre" and "s" not in rec,
         centered=cfg.center and site.bias is not None,
@@ -649,7 +642,7 @@ def finish(cfg: Config, site: Site, sol: Solution, y: jax.Array) -> dict[str, An
 
 def static_skip_row(name: str, reason: str) -> dict[str, Any]:
     """The report row of a layer skipped before any computation."""
-    return dict(path=name, note=reason, rec=None, eps=1.0, pre_closed=False, centered=False)
+    return dict(path=name, note=reason, rec=None, coef=1.0, pre_closed=False, centered=False)
 
 
 def _stack(xp, rows, key, default, dtype=np.float32):
@@ -683,12 +676,12 @@ def report_table(cfg: Config, rows: list[dict[str, Any]], xp: Any = jnp) -> dict
         ]
     )
     maxabs = _stack(xp, rows, "maxabs", 0.0)
-    eps = xp.asarray([r["eps"] for r in rows], f32)
+    coef = xp.asarray([r["coef"] for r in rows], f32)
     has_v0 = np.array([r["rec"] is not None and "v0" in r["rec"] for r in rows])
     v0_meas = _stack(xp, rows, "v0", np.nan)
     a, b, c, mean, mean_sq = _quad(gram, xp)
     v0 = xp.where(has_v0, v0_meas, a + 2.0 * b + c)
-    thr = _zero_threshold(eps, mean_sq)
+    thr = _zero_threshold(coef, mean_sq)
     zero = (a <= thr) | (v0 <= thr)
     in_ok = xp.isfinite(maxabs)
     out_ok = xp.isfinite(v0) & xp.isfinite(mean) & xp.isfinite(a)
@@ -703,10 +696,6 @@ def report_table(cfg: Config, rows: list[dict[str, Any]], xp: Any = jnp) -> dict
         mean_after = _stack(xp, rows, "mean_after", np.nan)
     else:
         pre = np.array([r["pre_closed"] for r in rows])
-        coef = xp.asarray(
-            [_zero_coef(jnp.float32) if r["rec"] is None else (4.0 * r["eps"]) ** 2 for r in rows],
-            f32,
-        )
         s_pre, ok_pre = _affine_pre_scale(cfg, gram, maxabs, coef, xp)
         scale = xp.where(pre, s_pre, _stack(xp, rows, "s", 1.0))
         ok = in_ok & out_ok & ~zero & xp.isfinite(scale) & (scale > 0)

@@ -270,7 +270,8 @@ def forward(model: nn.Module, variables, batch, kwargs, method, rec: eng.Recorde
         model.apply(variables, batch, mutable=True, method=method, **kwargs)
 
 
-def _key(k) -> Any:
+def path_entry(k) -> Any:
+    """The plain key of one ``jax.tree_util`` path entry (dict key, attribute name or index)."""
     for attr in ("key", "name", "idx"):
         if hasattr(k, attr):
             return getattr(k, attr)
@@ -298,7 +299,7 @@ def replace_leaves(
             return FrozenDict(new) if isinstance(node, FrozenDict) else new
 
         def f(kp, leaf):
-            p = prefix + tuple(_key(k) for k in kp)
+            p = prefix + tuple(path_entry(k) for k in kp)
             if drop_value and p and p[-1] == "value":
                 p = p[:-1]
             return updates.get(key(p), leaf)
