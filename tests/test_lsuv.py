@@ -721,3 +721,13 @@ def test_orthogonal_key_must_be_a_prng_key_and_messages_name_the_method():
         jax.random.split(jax.random.key(1), 3)
     )
     assert "[member 0 of 3 stacked]" in stacked.summary()
+
+
+def test_model_class_and_bad_pattern_types_are_named():
+    x = normal(1, (64, 16))
+    model = MLP(widths=(32, 32))
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(TypeError, match="model must be a module instance, got the class MLP"):
+        jinit.lsuv(MLP, v, x)
+    with pytest.raises(TypeError, match="include must be a regex string or a sequence"):
+        jinit.lsuv(model, v, x, include=3)

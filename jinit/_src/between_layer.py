@@ -146,7 +146,7 @@ class BetweenLayerReport:
                 m, k = (int(i) for i in np.argwhere(bad)[0])
                 member = f" (member {m} of the stacked report)" if r.shape[0] > 1 else ""
                 raise ValueError(
-                    f"{_FN}: layer {self.paths[k]!r} has rate {r[m, k]!r} in {name}{member}: "
+                    f"{_FN}: layer {self.paths[k]!r} has rate {float(r[m, k])} in {name}{member}: "
                     "its gradient or kernel is zero or not finite (a dead or zero layer, NaN "
                     "parameters, or NaN/inf produced inside the network); nothing was rescaled "
                     "from that point on."
@@ -157,7 +157,7 @@ class BetweenLayerReport:
             if bad.any():
                 m = int(np.argwhere(bad)[0][0])
                 raise ValueError(
-                    f"{_FN}: the network output's standard deviation is {sd[m]!r} ({name}): the "
+                    f"{_FN}: the network output's standard deviation is {float(sd[m])} ({name}): the "
                     "output is constant or not finite on this batch."
                 )
 

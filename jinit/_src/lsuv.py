@@ -206,6 +206,11 @@ def run_pass(
     jit: bool = True,
 ) -> tuple[Any, LSUVReport]:
     """Dispatches on the model kind, runs the pass (jitted, or eagerly) and checks the report."""
+    if isinstance(model, type) and issubclass(model, nn.Module | nnx.Module):
+        raise TypeError(
+            f"{fn}: model must be a module instance, got the class {model.__name__} (build it "
+            f"first, e.g. {model.__name__}(...))"
+        )
     if isinstance(model, nn.Module):
         spec = ("linen", model, method)
     elif isinstance(model, nnx.GraphDef):

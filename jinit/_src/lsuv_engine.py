@@ -91,7 +91,12 @@ def _patterns(fn: str, arg: str, value: str | Sequence[str] | None) -> tuple[str
         return ()
     if isinstance(value, str):
         value = (value,)
-    out = tuple(value)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: {arg} must be a regex string or a sequence of them, got {value!r}"
+        ) from None
     for p in out:
         if not isinstance(p, str):
             raise TypeError(f"{fn}: {arg} must be a regex string or a sequence of them, got {p!r}")
