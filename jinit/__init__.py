@@ -7,6 +7,7 @@ Public names are re-exported here; the logic lives in ``jinit._src``.
 from jinit._src import theory as theory
 from jinit._src.between_layer import BetweenLayerReport as BetweenLayerReport
 from jinit._src.between_layer import between_layer_scaling as between_layer_scaling
+from jinit._src.checks import InitWarning as InitWarning
 from jinit._src.datadep.per_unit import weight_norm_init as weight_norm_init
 from jinit._src.datadep.per_unit import within_layer_init as within_layer_init
 from jinit._src.diagnostics import Finding as Finding

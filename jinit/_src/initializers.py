@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src import fans as _fans
+from jinit._src.checks import check_choice, check_int, check_number, is_static_scalar
 
 Array = jax.Array
 DTypeLike = Any
@@ -67,55 +68,8 @@ class Initializer(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
-# Validation and dtype helpers (shared by every initializer module).
+# Dtype helpers (shared by every initializer module); argument checks live in jinit._src.checks.
 # --------------------------------------------------------------------------------------------
-
-
-def check_choice(fn: str, arg: str, value: Any, choices: Sequence[str]) -> str:
-    """Raises ValueError naming ``arg``, the bad value and the valid choices."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"{fn}: invalid {arg}={value!r}; valid choices are {', '.join(map(repr, choices))}"
-        )
-    return value
-
-
-def is_static_scalar(x: Any) -> bool:
-    """True for Python/NumPy real scalars (values we can check at build time)."""
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def check_number(
-    fn: str, arg: str, value: Any, *, positive: bool = False, nonnegative: bool = False
-) -> Any:
-    """Validates a static numeric argument when it is a Python/NumPy scalar.
-
-    Arrays (e.g. a traced learning-rate-like scale) are passed through unchecked.
-    """
-    if isinstance(value, bool) or isinstance(value, str):
-        raise TypeError(f"{fn}: {arg} must be a number, got {value!r}")
-    if is_static_scalar(value):
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{fn}: {arg} must be finite, got {value!r}")
-        if positive and not v > 0:
-            raise ValueError(f"{fn}: {arg} must be > 0, got {value!r}")
-        if nonnegative and not v >= 0:
-            raise ValueError(f"{fn}: {arg} must be >= 0, got {value!r}")
-    return value
-
-
-def check_int(fn: str, arg: str, value: Any, *, minimum: int = 1) -> int:
-    """Validates a static integer argument (>= ``minimum``)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{fn}: {arg} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{fn}: {arg} must be an int, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{fn}: {arg} must be >= {minimum}, got {value!r}")
-    return v
 
 
 def canonicalize_dtype(dtype: DTypeLike | None) -> np.dtype:

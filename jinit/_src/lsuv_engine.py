@@ -50,6 +50,7 @@ import numpy as np
 from jax.extend import core as jex_core
 
 from jinit._src import lsuv_report as rep
+from jinit._src.checks import check_key as check_key
 
 METHODS = ("lsuv", "within_layer", "weight_norm")
 MEASURES = ("pre", "post")
@@ -240,19 +241,6 @@ def _scale_param(p: jax.Array, c: jax.Array) -> jax.Array:
     if c.ndim:
         c = _bcast(c, p.ndim)
     return p * c
-
-
-def check_key(fn: str, arg: str, key: Any) -> None:
-    """Raises ``ValueError`` unless ``key`` is one JAX PRNG key (typed, or a legacy
-    ``uint32[2]``), naming the function and the argument."""
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ()
-    legacy = dtype == jnp.uint32 and getattr(key, "shape", None) == (2,)
-    if not (typed or legacy):
-        raise ValueError(
-            f"{fn}: {arg} must be a single JAX PRNG key (jax.random.key(seed)), got "
-            f"{type(key).__name__} with dtype {dtype} and shape {getattr(key, 'shape', None)}."
-        )
 
 
 def orthogonal_kernel(key: jax.Array, name: str, kernel: jax.Array) -> jax.Array:
