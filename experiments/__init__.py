@@ -21,11 +21,27 @@ def use_host_devices_from_argv(argv=None, default: int | None = None) -> None:
     """
     argv = sys.argv if argv is None else argv
     flags = os.environ.get("XLA_FLAGS", "")
-    if "--host-devices" in argv:
-        n = int(argv[argv.index("--host-devices") + 1])
+    given = _flag_value(argv, "--host-devices")
+    if given is not None:
+        try:
+            n = int(given)
+        except ValueError:
+            return  # argparse rejects it, naming --host-devices
     elif default is not None and _FLAG not in flags:
         n = default
     else:
         return
-    if n >= 1:
+    if n >= 1:  # argparse rejects n < 1 when the script parses its arguments
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={n}".strip()
+
+
+def _flag_value(argv, flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--flag N`` or ``--flag=N``; the last one wins, as
+    in argparse), else ``None``."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1 :]
+    return value

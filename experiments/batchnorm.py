@@ -160,7 +160,7 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> None:
 
 
 def main(argv=None):
-    p = common.base_parser(__doc__.splitlines()[0], "runs/batchnorm")
+    p = common.base_parser(__doc__.splitlines()[0], "runs/batchnorm", ("data-dir",))
     args = p.parse_args(argv)
     cfg = Config()
     if args.quick:
@@ -168,7 +168,10 @@ def main(argv=None):
             cfg, stds=(1e-3, 1e-1, 1.0), seeds=(0,), steps=10, test_size=200, eval_batch_size=100
         )
     t0 = time.perf_counter()
-    data = cifar10.load_cifar10(args.data_dir)
+    try:
+        data = cifar10.load_cifar10(args.data_dir)
+    except (cifar10.DataNotFoundError, cifar10.CorruptDataError) as e:  # data, not a crash
+        raise SystemExit(f"error: {e}") from None
     train = {"x": jnp.asarray(data.x_train), "y": jnp.asarray(data.y_train)}
     test = {
         "x": jnp.asarray(data.x_test[: cfg.test_size]),

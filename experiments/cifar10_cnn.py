@@ -70,22 +70,18 @@ def conv_impl(cfg: Config) -> str:
 
 
 def parse_args(argv=None):
-    p = common.base_parser(__doc__.splitlines()[0], "runs/cifar10_cnn")
-    p.add_argument("--inits", default=",".join(DEFAULT_INITS), help=f"from {sorted(INITIALIZERS)}")
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument(
-        "--epochs", type=common.positive_int, default=None, help="default 5 (1 with --quick)"
+    """``(args, Config)`` from the command line; exits naming the flag on a bad value."""
+    d = Config()
+    p = common.base_parser(
+        __doc__.splitlines()[0], "runs/cifar10_cnn", ("data-dir", "restart", "models-per-chunk")
+    )
+    common.add_sweep_args(
+        p, INITIALIZERS, DEFAULT_INITS, d.seeds, epochs=d.epochs, batch_size=d.batch_size
     )
     p.add_argument("--conv-impl", default="auto", choices=["auto", "im2col", "xla"])
-    p.add_argument(
-        "--host-devices",
-        type=int,
-        default=None,
-        help="CPU only: split the sweep over N XLA host devices (default: one per core, at most 4)",
-    )
     args = p.parse_args(argv)
-    inits = common.parse_names(p, "--inits", args.inits, INITIALIZERS)
-    cfg = Config(inits=inits, seeds=common.parse_seeds(p, args.seeds), conv_impl=args.conv_impl)
+    common.check_host_devices(args)
+    cfg = Config(inits=args.inits, seeds=args.seeds, conv_impl=args.conv_impl)
     if args.quick:
         cfg = dataclasses.replace(
             cfg,
@@ -98,6 +94,8 @@ def parse_args(argv=None):
         )
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    if args.batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=args.batch_size)
     return args, cfg
 
 
@@ -159,7 +157,7 @@ def main(argv=None):
     args, cfg = parse_args(argv)
     try:
         results = run(args, cfg)
-    except cifar10.DataNotFoundError as e:  # a missing dataset is a usage error, not a crash
+    except (cifar10.DataNotFoundError, cifar10.CorruptDataError) as e:  # data, not a crash
         raise SystemExit(f"error: {e}") from None
     common.print_study(results, args.out)
     return results

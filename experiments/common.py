@@ -24,36 +24,231 @@ if str(REPO) not in sys.path:  # `python experiments/x.py` puts experiments/ fir
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+# ------------------------------------------------------------------ command-line arguments
+# argparse `type=` functions: each raises ArgumentTypeError, so argparse's message reads
+# "argument --flag: <what was wrong>" and the study exits with status 2 before any work.
 
-def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int(value, 1)
+
+
+def nonnegative_int(value: str) -> int:
+    """argparse type: an integer >= 0 (e.g. a seed)."""
+    return _int(value, 0)
+
+
+def _int(value: str, minimum: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {minimum}, got {value!r}"
+        ) from None
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value!r}")
+    return n
+
+
+def _float(value: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not np.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return x
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite number > 0."""
+    x = _float(value)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return x
+
+
+def nonnegative_float(value: str) -> float:
+    """argparse type: a finite number >= 0 (e.g. a standard deviation or a variance)."""
+    x = _float(value)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+def fraction(value: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    x = _float(value)
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return x
+
+
+def seed_list(value: str) -> tuple[int, ...]:
+    """argparse type: a non-empty comma list of distinct integers >= 0."""
+    parts = [s.strip() for s in value.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0 (e.g. 0,1,2), got {value!r}"
+        )
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"empty entry in {value!r}; expected e.g. 0,1,2")
+    seeds = tuple(nonnegative_int(s) for s in parts)
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"duplicate seeds {dup} in {value!r}; seeds must differ")
+    return seeds
+
+
+def name_list(choices) -> Any:
+    """argparse type factory: a non-empty comma list of distinct names from ``choices``."""
+    valid = ", ".join(sorted(choices))
+
+    def parse(value: str) -> tuple[str, ...]:
+        names = tuple(s.strip() for s in value.split(","))
+        if not any(names) or not all(names):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names from {valid}, got {value!r}"
+            )
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown} in {value!r}; valid: {valid}")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise argparse.ArgumentTypeError(f"duplicate names {dup} in {value!r}")
+        return names
+
+    parse.__name__ = "name list"
+    return parse
+
+
+def existing_dir(value: str) -> str:
+    """argparse type: a folder that exists (checked at once, before any download or work)."""
+    path = pathlib.Path(value).expanduser()
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{str(path)!r} {what}")
+    return str(path)
+
+
+def writable_dir(value: str) -> str:
+    """argparse type: a folder that exists and is writable, or can be created (nothing is
+    created here)."""
+    path = pathlib.Path(value).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{str(path)!r} cannot be a folder: {str(probe)!r} is a file"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{str(path)!r} is not writable ({str(probe)!r} is read-only)"
+        )
+    return str(path)
+
+
+STUDY_FLAGS = ("data-dir", "cache-dir", "restart", "models-per-chunk")
+
+
+def base_parser(
+    description: str, default_out: str, flags: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """--out, --quick and --no-progress, plus those of ``STUDY_FLAGS`` the study honours.
+
+    A study offers only the flags it uses: a flag it would ignore is an error, not a no-op.
+    """
+    unknown = sorted(set(flags) - set(STUDY_FLAGS))
+    if unknown:
+        raise ValueError(f"base_parser: unknown flags {unknown}; valid: {STUDY_FLAGS}")
     p = argparse.ArgumentParser(description=description)
     p.add_argument(
-        "--out", default=default_out, help="output directory (results.json, plots, checkpoints)"
-    )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="dataset folder (default: $JINIT_DATA_DIR, then ~/.cache/jinit/data)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="cache for preprocessed arrays (default: $JINIT_CACHE_DIR, then ~/.cache/jinit)",
+        "--out",
+        type=writable_dir,
+        default=default_out,
+        help="output directory (results.json, plots, checkpoints)",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny smoke run (a few hundred examples, 1 epoch)"
     )
-    p.add_argument(
-        "--restart", action="store_true", help="ignore existing checkpoints in --out and start over"
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if "data-dir" in flags:
+        p.add_argument(
+            "--data-dir",
+            type=existing_dir,
+            default=None,
+            help="dataset folder (default: $JINIT_DATA_DIR, then ~/.cache/jinit/data, then a "
+            "tensorflow-datasets download); a folder given here must exist",
+        )
+    if "cache-dir" in flags:
+        p.add_argument(
+            "--cache-dir",
+            type=writable_dir,
+            default=None,
+            help="cache for preprocessed arrays (default: $JINIT_CACHE_DIR, then ~/.cache/jinit)",
+        )
+    if "restart" in flags:
+        p.add_argument(
+            "--restart",
+            action="store_true",
+            help="ignore existing checkpoints in --out and start over",
+        )
+    if "models-per-chunk" in flags:
+        p.add_argument(
+            "--models-per-chunk",
+            type=positive_int,
+            default=None,
+            help="train at most N models at a time (for sweeps larger than device memory)",
+        )
+    return p
+
+
+def add_sweep_args(
+    p: argparse.ArgumentParser, inits, default_inits, default_seeds, *, epochs: int, batch_size: int
+) -> None:
+    """The flags of a seed sweep over initializers: --inits, --seeds, --epochs, --batch-size,
+    --host-devices (each checked by its argparse type)."""
     p.add_argument(
-        "--models-per-chunk",
+        "--inits",
+        type=name_list(inits),
+        default=tuple(default_inits),
+        help=f"comma-separated, from {', '.join(sorted(inits))} (default {','.join(default_inits)})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=tuple(default_seeds),
+        help=f"comma-separated distinct integer seeds >= 0 (default {','.join(map(str, default_seeds))})",
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help=f"default {epochs} (1 with --quick)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=None, help=f"default {batch_size}")
+    p.add_argument(
+        "--host-devices",
         type=positive_int,
         default=None,
-        help="train at most N models at a time (for sweeps larger than device memory)",
+        help="CPU only: split the sweep over N XLA host devices (default: one per core, at most "
+        "4); read when the script starts, before jax",
     )
-    return p
+
+
+def check_host_devices(args) -> None:
+    """Exits naming --host-devices when jax already runs with another number of CPU devices
+    (the flag only takes effect in a fresh process: ``python -m experiments.<study>``)."""
+    n = getattr(args, "host_devices", None)
+    if n is None or jax.default_backend() != "cpu":
+        return
+    if jax.local_device_count() != n:
+        raise SystemExit(
+            f"error: argument --host-devices: {n} requested but jax already started with "
+            f"{jax.local_device_count()} CPU device(s); run the study as its own process "
+            "(python -m experiments.<study> --host-devices N)"
+        )
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -95,6 +290,17 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError (disk full, permission, ...) behind ``e``, following causes and contexts."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class EpochCheckpoints:
     """Orbax checkpoints of a study's train state + history after every finished epoch.
 
@@ -121,13 +327,30 @@ class EpochCheckpoints:
     def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
         ocp = self._ocp
         meta = {**meta, "config_hash": self.hash, "epochs_done": epoch + 1}
-        self.manager.save(
-            epoch + 1,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-        )
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(
+                epoch + 1,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+            )
+            self.manager.wait_until_finished()
+        except Exception as e:
+            err = _os_error(e)
+            if err is None:
+                raise
+            # Orbax renames a checkpoint into place only when it is complete: the previous
+            # one is intact. One line instead of orbax's wrapped traceback.
+            last = self.manager.latest_step()
+            kept = f"checkpoint {last} in {self.directory} is intact" if last else "none kept"
+            raise SystemExit(
+                f"error: could not write checkpoint {epoch + 1} to {self.directory} "
+                f"({err.strerror or err}); {kept}: free space and rerun the same command to resume"
+            ) from None
+
+    def last_path(self) -> str:
+        step = self.manager.latest_step()
+        return f"{self.directory / str(step)} (epoch {step})" if step else "none yet"
 
     def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
         """``(state, meta)`` of the latest checkpoint of this configuration, else ``None``."""
@@ -240,8 +463,25 @@ def run_sweep(
     """
     import jinit
 
-    if models_per_chunk is not None and models_per_chunk < 1:
-        raise ValueError(f"models_per_chunk must be >= 1 or None, got {models_per_chunk}")
+    n_train = jax.tree.leaves(train)[0].shape[0]
+    for arg, value, low in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("steps_per_call", steps_per_call, 1),
+        ("eval_batch_size", eval_batch_size, 1),
+        ("models_per_chunk", models_per_chunk, 1),
+    ):
+        if value is not None or arg != "models_per_chunk":
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"run_sweep: {arg} must be an integer >= {low}, got {value!r}")
+    if batch_size > n_train:
+        raise ValueError(
+            f"run_sweep: batch_size={batch_size} exceeds the {n_train} training examples"
+        )
+    if not inits or len(set(inits)) != len(inits):
+        raise ValueError(f"run_sweep: inits must be distinct names, at least one, got {inits!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"run_sweep: seeds must be distinct integers, at least one, got {seeds!r}")
     init_keys, data_keys = model_keys(inits, seeds)
     s = len(seeds)
     num_models = len(inits) * s
@@ -325,7 +565,6 @@ def run_sweep(
             entry[f"test_{m}_mean"] = float(v.mean())
             entry[f"test_{m}_std"] = float(v.std())
         per_init[name] = entry
-    n_train = jax.tree.leaves(train)[0].shape[0]
     epoch_s = [h["seconds"] for h in history]
     return {
         "initializers": per_init,
@@ -413,23 +652,31 @@ def _train_chunk(
         ckpt.save(result.epoch, real(state), {"history": history})
 
     t1 = time.perf_counter()
-    state, _ = jinit.fit(
-        state,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        train_data=train,
-        val_data=val,
-        metric_fn=metric_fn,
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
-        num_models=padded,
-        start_epoch=start_epoch,
-        steps_per_call=steps_per_call,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-        programs=programs,
-    )
+    try:
+        state, _ = jinit.fit(
+            state,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            train_data=train,
+            val_data=val,
+            metric_fn=metric_fn,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
+            num_models=padded,
+            start_epoch=start_epoch,
+            steps_per_call=steps_per_call,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+            programs=programs,
+        )
+    except KeyboardInterrupt:  # the study's own hint: where its checkpoints are
+        print(
+            f"interrupted: last checkpoint {ckpt.last_path()}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        ckpt.close()
+        raise SystemExit(130) from None
     train_s = time.perf_counter() - t1
     test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
     ckpt.close()
@@ -440,38 +687,6 @@ def _train_chunk(
         "train_s": train_s,
         "start_epoch": start_epoch,
     }
-
-
-def parse_names(parser: argparse.ArgumentParser, flag: str, value: str, choices) -> tuple[str, ...]:
-    """A non-empty, duplicate-free comma list of known names, else ``parser.error``."""
-    names = tuple(s.strip() for s in value.split(",") if s.strip())
-    unknown = [s for s in names if s not in choices]
-    if not names:
-        parser.error(f"{flag}: give at least one of {sorted(choices)}")
-    if unknown:
-        parser.error(f"{flag}: unknown {unknown}; choose from {sorted(choices)}")
-    if len(set(names)) != len(names):
-        parser.error(f"{flag}: duplicate names in {list(names)}")
-    return names
-
-
-def parse_seeds(parser: argparse.ArgumentParser, value: str) -> tuple[int, ...]:
-    """A non-empty, duplicate-free comma list of integer seeds, else ``parser.error``."""
-    try:
-        seeds = tuple(int(s) for s in value.split(",") if s.strip())
-    except ValueError:
-        parser.error(f"--seeds: expected comma-separated integers, got {value!r}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        parser.error(f"--seeds: expected distinct comma-separated integers, got {value!r}")
-    return seeds
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return n
 
 
 def run_study(

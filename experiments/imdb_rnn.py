@@ -74,31 +74,23 @@ class Config:
 
 
 def parse_args(argv=None):
-    p = common.base_parser(__doc__.splitlines()[0], "runs/imdb_rnn")
-    p.add_argument(
-        "--inits",
-        default=",".join(DEFAULT_INITS),
-        help=f"comma-separated, from {sorted(INITIALIZERS)}",
-    )
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated integer seeds")
-    p.add_argument(
-        "--epochs", type=common.positive_int, default=None, help="default 5 (1 with --quick)"
-    )
-    p.add_argument(
-        "--host-devices",
-        type=common.positive_int,
-        default=None,
-        help="CPU only: split the sweep over N XLA host devices (default: one per core, at most 4)",
+    """``(args, Config)`` from the command line; exits naming the flag on a bad value."""
+    d = Config()
+    p = common.base_parser(__doc__.splitlines()[0], "runs/imdb_rnn", common.STUDY_FLAGS)
+    common.add_sweep_args(
+        p, INITIALIZERS, DEFAULT_INITS, d.seeds, epochs=d.epochs, batch_size=d.batch_size
     )
     args = p.parse_args(argv)
-    inits = common.parse_names(p, "--inits", args.inits, INITIALIZERS)
-    cfg = Config(inits=inits, seeds=common.parse_seeds(p, args.seeds))
+    common.check_host_devices(args)
+    cfg = Config(inits=args.inits, seeds=args.seeds)
     if args.quick:
         cfg = dataclasses.replace(
             cfg, epochs=1, train_limit=500, test_limit=250, steps_per_call=5, eval_batch_size=250
         )
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    if args.batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=args.batch_size)
     return args, cfg
 
 
@@ -168,7 +160,7 @@ def main(argv=None):
     args, cfg = parse_args(argv)
     try:
         results = run(args, cfg)
-    except imdb.DataNotFoundError as e:  # a missing dataset is a usage error, not a crash
+    except (imdb.DataNotFoundError, imdb.CorruptDataError) as e:  # data, not a crash
         raise SystemExit(f"error: {e}") from None
     common.print_study(results, args.out)
 

@@ -32,10 +32,12 @@ from jinit import theory  # noqa: E402
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/isometry")
+    p.add_argument("--out", type=common.writable_dir, default="runs/isometry")
     p.add_argument("--quick", action="store_true", help="smoke run: shallow, narrow")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sigma-b", type=float, default=0.005, help="tanh bias std (sets q*)")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0)
+    p.add_argument(
+        "--sigma-b", type=common.nonnegative_float, default=0.005, help="tanh bias std (sets q*)"
+    )
     return p.parse_args(argv)
 
 

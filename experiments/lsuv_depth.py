@@ -311,7 +311,9 @@ def run(cfg: Config, out: pathlib.Path) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/lsuv_depth", help="output directory")
+    p.add_argument(
+        "--out", type=common.writable_dir, default="runs/lsuv_depth", help="output directory"
+    )
     p.add_argument("--quick", action="store_true", help="one depth, 2 seeds, 80 steps (< 30 s)")
     args = p.parse_args(argv)
     cfg = QUICK if args.quick else Config()

@@ -36,12 +36,21 @@ from jinit._src import random_mlp  # noqa: E402
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/phase_diagram")
+    p.add_argument("--out", type=common.writable_dir, default="runs/phase_diagram")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny grid")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sigma-b2", type=float, default=0.05, help="bias variance of the trained nets")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps (default 300, quick 20)")
-    p.add_argument("--threshold", type=float, default=0.5, help="'trainable' training accuracy")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0)
+    p.add_argument(
+        "--sigma-b2",
+        type=common.nonnegative_float,
+        default=0.05,
+        help="bias variance of the trained nets",
+    )
+    p.add_argument(
+        "--steps", type=common.positive_int, default=None, help="SGD steps (default 300, quick 20)"
+    )
+    p.add_argument(
+        "--threshold", type=common.fraction, default=0.5, help="'trainable' training accuracy"
+    )
     return p.parse_args(argv)
 
 

@@ -35,10 +35,10 @@ ACTIVATIONS = ("relu", "tanh")
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/signal_propagation")
+    p.add_argument("--out", type=common.writable_dir, default="runs/signal_propagation")
     p.add_argument("--quick", action="store_true", help="smoke run: coarse grid, narrow net")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--depth", type=int, default=10)
+    p.add_argument("--seed", type=common.nonnegative_int, default=0)
+    p.add_argument("--depth", type=common.positive_int, default=10)
     return p.parse_args(argv)
 
 

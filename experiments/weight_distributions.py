@@ -42,11 +42,14 @@ SIZES = (64, 128, 128, 10)
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/weight_distributions")
+    p.add_argument("--out", type=common.writable_dir, default="runs/weight_distributions")
     p.add_argument("--quick", action="store_true", help="smoke run: few steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=common.nonnegative_int, default=0)
     p.add_argument(
-        "--steps", type=int, default=None, help="training steps (default 2000, quick 20)"
+        "--steps",
+        type=common.positive_int,
+        default=None,
+        help="training steps (default 2000, quick 20)",
     )
     return p.parse_args(argv)
 

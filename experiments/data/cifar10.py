@@ -8,6 +8,10 @@ from an untrusted file, so it is never read. Without a local copy it falls back 
 tensorflow-datasets (``cifar10``), and stops with a message saying where to put the archive
 when that fails too.
 
+Never partial data: every file must hold exactly 10,000 records (30,730,000 bytes), the full
+training set 5,000 images per class and the test set 1,000; a truncated or corrupt file or
+archive raises an error naming the file and what was wrong.
+
 Images are returned NHWC float32 in [0, 1] (the seed study's ``x / 255``), labels int32.
 
 Reference: A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009.
@@ -19,18 +23,18 @@ import dataclasses
 import os
 import pathlib
 import tarfile
+import zlib
 
 import numpy as np
 
+from experiments.data import CorruptDataError, DataNotFoundError
+
 RECORD = 3073
+RECORDS_PER_FILE = 10_000  # published: 5 training batches + 1 test batch of 10,000 images
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILES = ("test_batch.bin",)
 ARCHIVE_NAMES = ("cifar-10-binary.tar.gz",)
 LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Raised when neither a local copy nor a download of CIFAR-10 is available."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +52,12 @@ def decode_records(buf: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.nd
     """Decodes binary CIFAR records into uint8 NHWC images and int32 labels.
 
     Raises:
-      ValueError: naming ``name`` and the byte offset, if the length is not a whole number of
+      CorruptDataError: naming ``name`` and the byte offset, if the length is not a whole number of
         3073-byte records (a truncated file) or a label byte is not in 0..9.
     """
     if len(buf) == 0 or len(buf) % RECORD:
         whole = len(buf) // RECORD
-        raise ValueError(
+        raise CorruptDataError(
             f"{name}: {len(buf)} bytes is not a whole number of {RECORD}-byte CIFAR-10 records "
             f"(truncated or corrupt at offset {whole * RECORD}, after {whole} whole records)"
         )
@@ -61,7 +65,7 @@ def decode_records(buf: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.nd
     labels = rec[:, 0].astype(np.int32)
     bad = np.flatnonzero(labels > 9)
     if bad.size:
-        raise ValueError(
+        raise CorruptDataError(
             f"{name}: label byte {labels[bad[0]]} at offset {bad[0] * RECORD} is not in 0..9 "
             f"(record {bad[0]}): not a CIFAR-10 binary file"
         )
@@ -88,60 +92,129 @@ def _read_files(source: pathlib.Path) -> dict[str, bytes]:
     if source.is_dir():
         missing = sorted(f for f in wanted if not (source / f).is_file())
         if missing:
-            raise ValueError(f"{source}: missing CIFAR-10 binary files {missing}")
+            raise CorruptDataError(f"{source}: missing CIFAR-10 binary files {missing}")
         return {f: (source / f).read_bytes() for f in wanted}
-    out = {}
-    with tarfile.open(source, "r:*") as tar:
-        for m in tar:
-            base = pathlib.PurePosixPath(m.name).name
-            if m.isfile() and base in wanted:
-                out[base] = tar.extractfile(m).read()
+    out, last = {}, None
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            for m in tar:
+                base = pathlib.PurePosixPath(m.name).name
+                if m.isfile() and base in wanted:
+                    out[base] = tar.extractfile(m).read()
+                    if len(out[base]) != m.size:
+                        raise EOFError(
+                            f"member {m.name!r} holds {len(out[base])} of {m.size} bytes"
+                        )
+                    last = m.name
+    except (EOFError, tarfile.TarError, zlib.error, OSError) as e:
+        where = f"after member {last!r}" if last else "before the first batch file"
+        raise CorruptDataError(
+            f"{source}: truncated or corrupt archive ({type(e).__name__}: {e}; {where}); "
+            "download it again"
+        ) from e
     missing = sorted(wanted - set(out))
     if missing:
-        raise ValueError(f"{source}: archive lacks CIFAR-10 binary files {missing}")
+        raise CorruptDataError(
+            f"{source}: archive lacks CIFAR-10 binary files {missing} (truncated or incomplete)"
+        )
     return out
 
 
-def read_split(source: str | os.PathLike, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _decode_all(
+    raw: dict[str, bytes], where: str, records_per_file: int | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decodes every file, checking that each holds ``records_per_file`` records (``None``: the
+    same number in every file, for tiny fixtures)."""
+    # decode first: a length that is not whole records is reported with its byte offset.
+    parts = {f: decode_records(raw[f], f"{where}/{f}") for f in TRAIN_FILES + TEST_FILES}
+    n = records_per_file
+    if n is None:
+        n = max(len(y) for _, y in parts.values())
+    for f in TRAIN_FILES + TEST_FILES:
+        if len(parts[f][1]) != n:
+            raise CorruptDataError(
+                f"{where}/{f}: {len(raw[f])} bytes = {len(parts[f][1])} records, expected "
+                f"{n * RECORD} bytes ({n} records of {RECORD} bytes); the file is truncated"
+            )
+    return parts
+
+
+def check_balance(y_train: np.ndarray, y_test: np.ndarray, source: str) -> None:
+    """Raises CorruptDataError naming ``source`` unless the full dataset's classes are as published
+    (50,000 training images, 5,000 per class; 10,000 test images, 1,000 per class)."""
+    for split, y, n in (("train", y_train, 5000), ("test", y_test, 1000)):
+        counts = np.bincount(np.asarray(y), minlength=10).tolist()
+        if counts != [n] * 10:
+            raise CorruptDataError(
+                f"{source}: {split} class counts {counts}, expected {n} per class "
+                f"({10 * n} images): not the official CIFAR-10 {split} set"
+            )
+
+
+def read_split(
+    source: str | os.PathLike,
+    files: tuple[str, ...],
+    *,
+    records_per_file: int | None = RECORDS_PER_FILE,
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images and labels of ``files`` (in order) from a folder or archive."""
-    raw = _read_files(pathlib.Path(source))
-    parts = [decode_records(raw[f], f"{source}/{f}") for f in files]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    parts = _decode_all(_read_files(pathlib.Path(source)), str(source), records_per_file)
+    return (
+        np.concatenate([parts[f][0] for f in files]),
+        np.concatenate([parts[f][1] for f in files]),
+    )
 
 
 def load_cifar10(
-    data_dir: str | os.PathLike | None = None, *, allow_download: bool = True
+    data_dir: str | os.PathLike | None = None,
+    *,
+    allow_download: bool = True,
+    records_per_file: int | None = RECORDS_PER_FILE,
 ) -> Cifar10:
     """Loads CIFAR-10 (50,000 train + 10,000 test, official order), scaled to [0, 1].
 
     Args:
       data_dir: folder with ``cifar-10-batches-bin/`` (directly or under ``cifar10/``) or
         ``cifar-10-binary.tar.gz``; default ``$JINIT_DATA_DIR``, then ``~/.cache/jinit/data``.
-      allow_download: fall back to tensorflow-datasets when no local copy exists.
+        A folder that is given (here or as ``$JINIT_DATA_DIR``) must exist and hold a copy.
+      allow_download: fall back to tensorflow-datasets, only when no folder was given and the
+        default folder holds no copy.
+      records_per_file: records expected in each of the six files (the published 10,000, with
+        the published class counts); ``None`` for tiny test fixtures (equal files).
 
     Raises:
-      ValueError: a truncated or corrupt file (named, with the byte offset).
-      DataNotFoundError: no local copy and no download.
+      CorruptDataError: (a ValueError) a truncated, corrupt or incomplete file or archive,
+        naming the file and what was wrong.
+      DataNotFoundError: a given folder that does not exist or holds no copy (naming it); no
+        local copy and no download.
     """
     from experiments.data.imdb import default_data_dir
 
+    given = data_dir is not None or bool(os.environ.get("JINIT_DATA_DIR"))
     data_dir = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
+    if given and not data_dir.is_dir():
+        raise DataNotFoundError(
+            f"data_dir={str(data_dir)!r} does not exist or is not a folder. "
+            + _missing(data_dir, None)
+        )
     local = find_local_copy(data_dir)
     if local is not None:
-        raw = _read_files(local)
-        tr = [decode_records(raw[f], f"{local}/{f}") for f in TRAIN_FILES]
-        te = decode_records(raw[TEST_FILES[0]], f"{local}/{TEST_FILES[0]}")
-        xtr, ytr = np.concatenate([p[0] for p in tr]), np.concatenate([p[1] for p in tr])
-        xte, yte = te
+        parts = _decode_all(_read_files(local), str(local), records_per_file)
+        xtr = np.concatenate([parts[f][0] for f in TRAIN_FILES])
+        ytr = np.concatenate([parts[f][1] for f in TRAIN_FILES])
+        xte, yte = parts[TEST_FILES[0]]
         source = str(local)
-    elif allow_download:
+    elif allow_download and not given:
         try:
             (xtr, ytr), (xte, yte) = _tfds()
         except Exception as e:
             raise DataNotFoundError(_missing(data_dir, e)) from e
         source = "tfds:cifar10"
+        records_per_file = RECORDS_PER_FILE
     else:
         raise DataNotFoundError(_missing(data_dir, None))
+    if records_per_file == RECORDS_PER_FILE:
+        check_balance(ytr, yte, source)
     scale = np.float32(1 / 255)
     return Cifar10(xtr.astype(np.float32) * scale, ytr, xte.astype(np.float32) * scale, yte, source)
 

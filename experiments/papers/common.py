@@ -195,7 +195,9 @@ class Claim:
 
 def parser(description: str, name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=f"runs/papers/{name}", help="output directory")
+    p.add_argument(
+        "--out", type=common.writable_dir, default=f"runs/papers/{name}", help="output directory"
+    )
     p.add_argument(
         "--quick", action="store_true", help="smoke run (seconds; verdicts not meaningful)"
     )

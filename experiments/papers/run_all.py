@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from experiments import common
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
 PAGE = REPO / "docs" / "reproductions.md"
@@ -140,8 +142,15 @@ def publish(out: pathlib.Path, names: list[str]) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/papers", help="parent folder of the runs")
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(SCRIPTS)}")
+    p.add_argument(
+        "--out", type=common.writable_dir, default="runs/papers", help="parent folder of the runs"
+    )
+    p.add_argument(
+        "--only",
+        type=common.name_list(available()),
+        default=None,
+        help=f"comma-separated subset of {', '.join(SCRIPTS)}",
+    )
     p.add_argument("--quick", action="store_true", help="smoke runs (never published)")
     p.add_argument("--publish", action="store_true", help="publish into the docs after running")
     p.add_argument("--publish-only", action="store_true", help="publish existing runs, run none")
@@ -150,13 +159,7 @@ def main(argv=None) -> None:
         p.error("--quick runs are never published; drop --publish / --publish-only")
     names = available()
     if args.only is not None:
-        wanted = [w for w in args.only.split(",") if w]
-        if not wanted:
-            p.error(f"--only: name at least one reproduction of {names}")
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            p.error(f"--only: unknown reproduction(s) {unknown}; available: {names}")
-        names = [n for n in names if n in wanted]
+        names = [n for n in names if n in args.only]
     out = pathlib.Path(args.out).resolve()  # the scripts run from the repository root
     if not args.publish_only:
         times = run(names, out, args.quick)
