@@ -43,7 +43,7 @@ def test_record_layout_is_label_then_rgb_planes():
 
 def test_folder_round_trip_in_file_order(tiny_folder):
     root, parts = tiny_folder
-    d = cifar10.load_cifar10(root, allow_download=False)
+    d = cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
     x_expected = np.concatenate([parts[f][0] for f in cifar10.TRAIN_FILES])
     np.testing.assert_array_equal(
         d.y_train, np.concatenate([parts[f][1] for f in cifar10.TRAIN_FILES])
@@ -63,8 +63,8 @@ def test_archive_equals_folder(tiny_folder, tmp_path):
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    a = cifar10.load_cifar10(arc.parent, allow_download=False)
-    b = cifar10.load_cifar10(root, allow_download=False)
+    a = cifar10.load_cifar10(arc.parent, allow_download=False, records_per_file=None)
+    b = cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
 
@@ -74,7 +74,7 @@ def test_truncated_file_names_file_and_offset(tiny_folder):
     f = root / "cifar10" / "cifar-10-batches-bin" / "data_batch_3.bin"
     f.write_bytes(f.read_bytes()[:-100])
     with pytest.raises(ValueError, match=r"data_batch_3\.bin.*offset 6146"):
-        cifar10.load_cifar10(root, allow_download=False)
+        cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
 
 
 def test_corrupt_label_names_file_and_offset(tiny_folder):
@@ -84,16 +84,86 @@ def test_corrupt_label_names_file_and_offset(tiny_folder):
     raw[3073] = 200  # label byte of record 1
     f.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"test_batch\.bin.*label byte 200 at offset 3073"):
-        cifar10.load_cifar10(root, allow_download=False)
+        cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
 
 
 def test_missing_files_and_missing_data(tiny_folder, tmp_path):
     root, _ = tiny_folder
     (root / "cifar10" / "cifar-10-batches-bin" / "data_batch_5.bin").unlink()
     with pytest.raises(ValueError, match="data_batch_5.bin"):
-        cifar10.load_cifar10(root, allow_download=False)
+        cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
     with pytest.raises(cifar10.DataNotFoundError, match="cifar-10-binary.tar.gz"):
         cifar10.load_cifar10(tmp_path / "nothing", allow_download=False)
+
+
+def test_file_truncated_at_a_record_boundary_is_rejected(tiny_folder):
+    """Whole records but fewer of them (the 45,000-image case): never loaded."""
+    root, _ = tiny_folder
+    f = root / "cifar10" / "cifar-10-batches-bin" / "data_batch_2.bin"
+    f.write_bytes(f.read_bytes()[: 2 * 3073])
+    with pytest.raises(
+        cifar10.CorruptDataError, match=r"data_batch_2\.bin: 6146 bytes = 2 records"
+    ):
+        cifar10.load_cifar10(root, allow_download=False, records_per_file=None)
+    with pytest.raises(cifar10.CorruptDataError, match=r"expected 9219 bytes \(3 records"):
+        cifar10.load_cifar10(root, allow_download=False, records_per_file=3)
+
+
+def test_published_size_is_the_default(tiny_folder):
+    root, _ = tiny_folder
+    with pytest.raises(
+        cifar10.CorruptDataError, match=r"expected 30730000 bytes \(10000 records of 3073"
+    ):
+        cifar10.load_cifar10(root, allow_download=False)
+
+
+def test_truncated_archive_names_the_file(tiny_folder, tmp_path):
+    root, parts = tiny_folder
+    arc = tmp_path / "arc" / "cifar-10-binary.tar.gz"
+    arc.parent.mkdir()
+    with tarfile.open(arc, "w:gz") as tar:
+        for name, (x, y) in parts.items():
+            data = cifar10.encode_records(x, y)
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = arc.read_bytes()
+    arc.write_bytes(raw[: len(raw) * 2 // 3])
+    with pytest.raises(cifar10.CorruptDataError, match="truncated or corrupt archive") as e:
+        cifar10.load_cifar10(arc.parent, allow_download=False, records_per_file=3)
+    assert str(arc) in str(e.value)
+
+
+def test_class_counts_of_the_full_dataset_are_checked():
+    y_train, y_test = np.repeat(np.arange(10), 5000), np.repeat(np.arange(10), 1000)
+    cifar10.check_balance(y_train, y_test, "x")  # as published: no error
+    y_train[0] = 1
+    with pytest.raises(cifar10.CorruptDataError, match=r"x: train class counts \[4999, 5001"):
+        cifar10.check_balance(y_train, y_test, "x")
+
+
+def test_explicit_missing_data_dir_fails_at_once_and_download_only_without_a_path(
+    tmp_path, monkeypatch
+):
+    import time
+
+    def no_download():
+        raise AssertionError("tensorflow-datasets must not run when a folder is given")
+
+    monkeypatch.setattr(cifar10, "_tfds", no_download)
+    t0 = time.perf_counter()
+    with pytest.raises(cifar10.DataNotFoundError, match="does not exist") as e:
+        cifar10.load_cifar10(tmp_path / "nope")
+    assert time.perf_counter() - t0 < 1.0 and str(tmp_path / "nope") in str(e.value)
+    with pytest.raises(cifar10.DataNotFoundError, match="cifar-10-binary.tar.gz"):
+        cifar10.load_cifar10(tmp_path)  # exists, holds no copy: no download either
+    # No path at all: the download runs, and a short download is rejected by its counts.
+    monkeypatch.delenv("JINIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    x = np.zeros((20, 32, 32, 3), np.uint8)
+    monkeypatch.setattr(cifar10, "_tfds", lambda: [(x, np.arange(20) % 10)] * 2)
+    with pytest.raises(cifar10.CorruptDataError, match="tfds:cifar10: train class counts"):
+        cifar10.load_cifar10()
 
 
 SHA256 = {

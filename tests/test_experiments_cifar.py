@@ -1,5 +1,6 @@
 """--quick runs of the CIFAR-10, BatchNorm and symmetry studies, end to end."""
 
+import functools
 import json
 
 import jax
@@ -9,6 +10,15 @@ import pytest
 from experiments import batchnorm, cifar10_cnn, symmetry
 from experiments.data import cifar10
 from experiments.models import CifarCNN, Conv
+
+
+@pytest.fixture(autouse=True)
+def tiny_counts(request, monkeypatch):
+    """The tiny files hold 200 records, not the published 10,000 (except in real-data tests)."""
+    if request.node.get_closest_marker("realdata") is None:
+        monkeypatch.setattr(
+            cifar10, "load_cifar10", functools.partial(cifar10.load_cifar10, records_per_file=None)
+        )
 
 
 @pytest.fixture(scope="module")

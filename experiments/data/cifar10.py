@@ -22,12 +22,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tarfile
-import zlib
 
 import numpy as np
 
-from experiments.data import CorruptDataError, DataNotFoundError
+from experiments.data import CorruptDataError, DataNotFoundError, read_tar
 
 RECORD = 3073
 RECORDS_PER_FILE = 10_000  # published: 5 training batches + 1 test batch of 10,000 images
@@ -94,24 +92,8 @@ def _read_files(source: pathlib.Path) -> dict[str, bytes]:
         if missing:
             raise CorruptDataError(f"{source}: missing CIFAR-10 binary files {missing}")
         return {f: (source / f).read_bytes() for f in wanted}
-    out, last = {}, None
-    try:
-        with tarfile.open(source, "r:*") as tar:
-            for m in tar:
-                base = pathlib.PurePosixPath(m.name).name
-                if m.isfile() and base in wanted:
-                    out[base] = tar.extractfile(m).read()
-                    if len(out[base]) != m.size:
-                        raise EOFError(
-                            f"member {m.name!r} holds {len(out[base])} of {m.size} bytes"
-                        )
-                    last = m.name
-    except (EOFError, tarfile.TarError, zlib.error, OSError) as e:
-        where = f"after member {last!r}" if last else "before the first batch file"
-        raise CorruptDataError(
-            f"{source}: truncated or corrupt archive ({type(e).__name__}: {e}; {where}); "
-            "download it again"
-        ) from e
+    base = lambda name: pathlib.PurePosixPath(name).name  # noqa: E731
+    out = {base(n): data for n, data in read_tar(source, lambda n: base(n) in wanted)}
     missing = sorted(wanted - set(out))
     if missing:
         raise CorruptDataError(

@@ -47,11 +47,10 @@ import socket
 import sys
 import tarfile
 import time
-import zlib
 
 import numpy as np
 
-from experiments.data import CorruptDataError, DataNotFoundError
+from experiments.data import CorruptDataError, DataNotFoundError, read_tar
 
 PAD, START, OOV = 0, 1, 2
 INDEX_FROM = 3
@@ -172,33 +171,12 @@ def read_reviews(
             if _FILE.search(name):
                 add(name, path.read_bytes())
     else:
-        _read_archive(source, add)
+        for name, data in read_tar(source, _FILE.search):
+            add(name, data)
     _check_complete(source, ids, per_class)
     for split in out:
         out[split].sort(key=lambda r: (r[0], r[1]))
     return out
-
-
-def _read_archive(source: pathlib.Path, add) -> None:
-    """Calls ``add(name, bytes)`` for every review member; any read failure names the file."""
-    last = None
-    try:
-        with tarfile.open(source, "r:*") as tar:
-            for member in tar:
-                if member.isfile() and _FILE.search(member.name):
-                    data = tar.extractfile(member).read()
-                    if len(data) != member.size:
-                        raise EOFError(
-                            f"member {member.name!r} holds {len(data)} of {member.size} bytes"
-                        )
-                    last = member.name
-                    add(member.name, data)
-    except (EOFError, tarfile.TarError, zlib.error, OSError) as e:
-        where = f"after member {last!r}" if last else "before the first review"
-        raise CorruptDataError(
-            f"{source}: truncated or corrupt archive ({type(e).__name__}: {e}; {where}); "
-            "download it again"
-        ) from e
 
 
 def _check_complete(source, ids: dict[tuple[str, str], list[int]], per_class: int | None) -> None:
@@ -209,11 +187,10 @@ def _check_complete(source, ids: dict[tuple[str, str], list[int]], per_class: in
             "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
         )
     for (split, polarity), got in ids.items():
-        n = (
-            per_class
-            if per_class is not None
-            else max(len(ids[split, "pos"]), len(ids[split, "neg"]))
-        )
+        n = per_class
+        if n is None:  # both folders of the split: ids 0..n-1, n the larger count or id + 1
+            both = ids[split, "pos"] + ids[split, "neg"]
+            n = max(len(ids[split, "pos"]), len(ids[split, "neg"]), max(both, default=-1) + 1)
         if sorted(got) != list(range(n)):
             missing = sorted(set(range(n)) - set(got))
             dup = len(got) - len(set(got))
