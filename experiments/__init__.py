@@ -40,8 +40,8 @@ def _flag_value(argv, flag: str) -> str | None:
     in argparse), else ``None``."""
     value = None
     for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            value = argv[i + 1]
+        if a == flag:
+            value = argv[i + 1] if i + 1 < len(argv) else ""  # "": argparse reports it
         elif a.startswith(flag + "="):
             value = a[len(flag) + 1 :]
     return value

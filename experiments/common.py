@@ -9,9 +9,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -290,15 +292,32 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError (disk full, permission, ...) behind ``e``, following causes and contexts."""
+def write_error(e: BaseException) -> str | None:
+    """Why a write failed (e.g. "No space left on device") if ``e`` or its causes is an OS
+    write error, else ``None``. tensorstore, under orbax, reports it as a ValueError whose
+    message carries ``[os_error_code='28']``."""
     seen = set()
     while e is not None and id(e) not in seen:
         if isinstance(e, OSError) and e.errno is not None:
-            return e
+            return e.strerror or os.strerror(e.errno)
+        code = re.search(r"os_error_code='?(\d+)", str(e))
+        if code:
+            return os.strerror(int(code[1]))
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
+
+
+class _Quiet(logging.Filter):
+    """Holds back absl's error logs (orbax logs each failing thread's whole traceback)."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record):
+        self.held.append(record)
+        return False
 
 
 class EpochCheckpoints:
@@ -321,12 +340,19 @@ class EpochCheckpoints:
             shutil.rmtree(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=2,
+                enable_async_checkpointing=False,
+                cleanup_tmp_directories=True,  # what a killed or failed save left behind
+            ),
         )
 
     def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
         ocp = self._ocp
         meta = {**meta, "config_hash": self.hash, "epochs_done": epoch + 1}
+        quiet = _Quiet()
+        absl = logging.getLogger("absl")
+        absl.addFilter(quiet)
         try:
             self.manager.save(
                 epoch + 1,
@@ -336,17 +362,20 @@ class EpochCheckpoints:
             )
             self.manager.wait_until_finished()
         except Exception as e:
-            err = _os_error(e)
-            if err is None:
+            why = write_error(e)
+            if why is None:
                 raise
             # Orbax renames a checkpoint into place only when it is complete: the previous
-            # one is intact. One line instead of orbax's wrapped traceback.
-            last = self.manager.latest_step()
-            kept = f"checkpoint {last} in {self.directory} is intact" if last else "none kept"
+            # one is intact. One line instead of orbax's tracebacks of every writer thread.
             raise SystemExit(
-                f"error: could not write checkpoint {epoch + 1} to {self.directory} "
-                f"({err.strerror or err}); {kept}: free space and rerun the same command to resume"
+                f"error: could not write checkpoint {epoch + 1} to {self.directory}: {why}; "
+                f"last complete checkpoint: {self.last_path()}. Free space and rerun the same "
+                "command to resume from it."
             ) from None
+        finally:
+            absl.removeFilter(quiet)
+        for record in quiet.held:  # a successful save: pass on whatever was logged
+            absl.handle(record)
 
     def last_path(self) -> str:
         step = self.manager.latest_step()

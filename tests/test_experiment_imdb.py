@@ -123,9 +123,136 @@ def test_sweep_in_chunks_equals_one_sweep(tiny_data_dir, tmp_path):
     assert resumed["initializers"] == one["initializers"]
 
 
-def test_unknown_initializer_is_rejected(tmp_path):
+def test_unknown_initializer_is_rejected(capsys):
     with pytest.raises(SystemExit):
         imdb_rnn.parse_args(["--inits", "uniform,nope"])
+    err = capsys.readouterr().err
+    assert "argument --inits: unknown ['nope']" in err and "glorot_uniform, he_normal" in err
+
+
+def test_interrupted_run_says_where_its_checkpoint_is_and_resumes(
+    tiny_data_dir, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C during epoch 2: one line naming the last checkpoint; the same command resumes."""
+    import jinit
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    real_fit = jinit.fit
+
+    def fit_then_ctrl_c(*a, **kw):
+        real_fit(*a, **{**kw, "epochs": 1})  # epoch 1 finishes and is checkpointed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jinit, "fit", fit_then_ctrl_c)
+    with pytest.raises(SystemExit) as e:
+        _run(out, tiny_data_dir, cache, "--epochs", "2", "--inits", "uniform")
+    assert e.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"interrupted: last checkpoint {(out / 'checkpoints' / '1').resolve()} (epoch 1); "
+        "rerun the same command to resume"
+    )
+    monkeypatch.setattr(jinit, "fit", real_fit)
+    _run(out, tiny_data_dir, cache, "--epochs", "2", "--inits", "uniform")
+    assert json.loads((out / "results.json").read_text())["resumed_from_epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        # tensorstore's form, as orbax raises it on a full disk (seen on a 400 KB tmpfs)
+        ValueError(
+            'RESOURCE_EXHAUSTED: Error writing local file "x/manifest.ocdbt": Failed to write '
+            "170 bytes to file 7: No space left on device [os_error_code='28']"
+        ),
+    ],
+)
+def test_disk_full_during_a_checkpoint_is_one_line_and_the_previous_one_stays_valid(
+    tmp_path, monkeypatch, error
+):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments import common
+
+    state = {"w": jnp.arange(12, dtype=jnp.float32), "step": jnp.int32(3)}
+    ckpt = common.EpochCheckpoints(tmp_path / "ck", {"a": 1})
+    ckpt.save(0, state, {"history": [1.5]})
+
+    def full(step, *a, **k):
+        (tmp_path / "ck" / f"{step}.orbax-checkpoint-tmp").mkdir()  # a partial write
+        raise RuntimeError("orbax writer thread failed") from error
+
+    monkeypatch.setattr(ckpt.manager, "save", full)
+    with pytest.raises(SystemExit) as e:
+        ckpt.save(1, {"w": state["w"] + 1, "step": jnp.int32(4)}, {"history": [1.5, 1.2]})
+    msg = str(e.value.code)
+    assert "\n" not in msg and "No space left on device" in msg
+    assert f"could not write checkpoint 2 to {tmp_path / 'ck'}" in msg
+    assert f"last complete checkpoint: {tmp_path / 'ck' / '1'} (epoch 1)" in msg
+    monkeypatch.undo()
+    ckpt.close()
+    again = common.EpochCheckpoints(tmp_path / "ck", {"a": 1})
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    restored, meta = again.restore(abstract)
+    assert meta["epochs_done"] == 1 and meta["history"] == [1.5]
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise: the previous checkpoint is untouched
+    assert not (tmp_path / "ck" / "2.orbax-checkpoint-tmp").exists()  # cleaned on reopen
+    again.close()
+
+
+def test_other_checkpoint_errors_are_not_disguised(tmp_path, monkeypatch):
+    import jax.numpy as jnp
+
+    from experiments import common
+
+    ckpt = common.EpochCheckpoints(tmp_path / "ck", {"a": 1})
+
+    def broken(*a, **k):
+        raise TypeError("not a pytree")
+
+    monkeypatch.setattr(ckpt.manager, "save", broken)
+    with pytest.raises(TypeError, match="not a pytree"):
+        ckpt.save(0, {"w": jnp.zeros(2)}, {})
+
+
+def test_explicit_missing_data_dir_fails_at_once_naming_the_flag(tmp_path, capsys):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        imdb_rnn.main(["--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and time.perf_counter() - t0 < 1.0
+    err = capsys.readouterr().err
+    assert f"argument --data-dir: '{tmp_path / 'nope'}' does not exist" in err
+
+
+def test_host_devices_is_read_from_argv_before_jax(monkeypatch):
+    from experiments import use_host_devices_from_argv
+
+    flag = "--xla_force_host_platform_device_count"
+    for argv, expected in [
+        (["x", "--host-devices", "3"], f"{flag}=3"),
+        (["x", "--host-devices=2"], f"{flag}=2"),
+        (["x", "--host-devices", "2", "--host-devices", "5"], f"{flag}=5"),  # last wins
+        (["x"], f"{flag}=4"),  # the default
+        (["x", "--host-devices", "0"], ""),  # argparse rejects these later, naming the flag
+        (["x", "--host-devices", "two"], ""),
+        (["x", "--host-devices"], ""),
+    ]:
+        monkeypatch.setenv("XLA_FLAGS", "")
+        use_host_devices_from_argv(argv, default=4)
+        assert __import__("os").environ["XLA_FLAGS"] == expected, argv
+
+
+def test_seeds_and_inits_parse_to_tuples():
+    args, cfg = imdb_rnn.parse_args(["--seeds", " 3, 1 ", "--inits", "orthogonal,uniform"])
+    assert cfg.seeds == (3, 1) and cfg.inits == ("orthogonal", "uniform")
+    args, cfg = imdb_rnn.parse_args(["--batch-size", "64", "--epochs", "2"])
+    assert cfg.batch_size == 64 and cfg.epochs == 2 and cfg.seeds == (0, 1, 2)
 
 
 @pytest.mark.realdata
