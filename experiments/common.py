@@ -267,6 +267,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
             json.dump(obj, f, indent=2, default=_json_default)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: say which file, keep the previous one
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise

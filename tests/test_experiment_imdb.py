@@ -277,3 +277,20 @@ def test_quick_run_on_real_archive(shared_data_dir, tmp_path):
     r = json.loads((tmp_path / "out" / "results.json").read_text())
     assert r["data"]["source"].endswith((".tar.gz", "aclImdb"))
     assert r["data"]["train"] == 400 and r["data"]["test"] == 250
+
+
+def test_results_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from experiments import common
+
+    path = tmp_path / "results.json"
+    common.write_json_atomic(path, {"a": 1})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common.json, "dump", full)
+    with pytest.raises(OSError, match=f"could not write {path}: No space left on device"):
+        common.write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]

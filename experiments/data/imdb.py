@@ -137,10 +137,9 @@ def read_reviews(
 
     Raises:
       CorruptDataError: (a ValueError) naming ``source``: a truncated or corrupt archive (and
-        the last member read),
-        a review that is not valid UTF-8 (naming the member), a rating outside its folder's
-        range, or missing, duplicate or unbalanced reviews (the first missing ids are listed).
-    """
+        the last member read), a review that is not valid UTF-8 (naming the member), a rating
+        outside its folder's range, or missing, duplicate or unbalanced reviews (the first
+        missing ids are listed)."""
     source = pathlib.Path(source)
     out: dict[str, list[tuple[int, int, str]]] = {"train": [], "test": []}
     ids: dict[tuple[str, str], list[int]] = {
