@@ -365,6 +365,39 @@ def test_orphaned_temporary_files_are_removed_on_the_next_load(small_data, tmp_p
     assert "removed 2 temporary file(s)" in err and str(cache) in err
 
 
+def test_cache_write_killed_with_sigkill_is_cleaned_up_by_the_next_load(small_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    cache = tmp_path / "c"
+    script = f"""
+import time
+from experiments.data import imdb
+
+def slow_savez(f, **arrays):  # the write is under way when the process is killed
+    f.write(b"x" * 100_000)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+
+imdb.np.savez = slow_savez
+imdb.load_imdb({str(small_data)!r}, num_words=20, maxlen=6, cache_dir={str(cache)!r}, per_class=3)
+"""
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (orphan,) = cache.glob(".imdb-*.tmp")
+    assert orphan.stat().st_size == 100_000
+    data = _load(small_data, cache)
+    assert not orphan.exists() and len(list(cache.glob("imdb-*.npz"))) == 1
+    assert len(data.y_train) == 6
+
+
 def test_killed_cache_write_leaves_nothing_behind_and_disk_full_is_one_line(
     small_data, tmp_path, monkeypatch, capsys
 ):
