@@ -740,6 +740,12 @@ def run_study(
     ``cfg`` needs ``inits, seeds, epochs, batch_size, steps_per_call, eval_batch_size``;
     ``sweep_kw`` carries ``init_state_fn, loss_fn, metric_fn, optimizer``.
     """
+    n_train = int(jax.tree.leaves(train)[0].shape[0])
+    if cfg.batch_size > n_train:  # known only now that the data is loaded
+        raise SystemExit(
+            f"error: argument --batch-size: {cfg.batch_size} exceeds the {n_train} training "
+            "examples" + (" of a --quick run" if getattr(args, "quick", False) else "")
+        )
     out = pathlib.Path(args.out)
     results = run_sweep(
         out=out,

@@ -294,3 +294,8 @@ def test_results_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_p
     with pytest.raises(OSError, match=f"could not write {path}: No space left on device"):
         common.write_json_atomic(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]
+
+
+def test_batch_size_larger_than_the_training_set_names_the_flag(tiny_data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="argument --batch-size: 500 exceeds the 240 training"):
+        _run(tmp_path / "out", tiny_data_dir, tmp_path / "cache", "--batch-size", "500")
