@@ -63,14 +63,6 @@ def _float(value: str) -> float:
     return x
 
 
-def positive_float(value: str) -> float:
-    """argparse type: a finite number > 0."""
-    x = _float(value)
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
-    return x
-
-
 def nonnegative_float(value: str) -> float:
     """argparse type: a finite number >= 0 (e.g. a standard deviation or a variance)."""
     x = _float(value)
