@@ -109,6 +109,15 @@ def test_file_truncated_at_a_record_boundary_is_rejected(tiny_folder):
         cifar10.load_cifar10(root, allow_download=False, records_per_file=3)
 
 
+def test_read_file_checks_the_record_count(tiny_folder):
+    root, parts = tiny_folder
+    f = root / "cifar10" / "cifar-10-batches-bin" / "test_batch.bin"
+    x, y = cifar10.read_file(f, records=3)
+    np.testing.assert_array_equal(x, parts["test_batch.bin"][0])
+    with pytest.raises(cifar10.CorruptDataError, match=r"test_batch\.bin: 9219 bytes = 3 records"):
+        cifar10.read_file(f)  # the published 10,000 by default
+
+
 def test_published_size_is_the_default(tiny_folder):
     root, _ = tiny_folder
     with pytest.raises(

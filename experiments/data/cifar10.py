@@ -102,23 +102,36 @@ def _read_files(source: pathlib.Path) -> dict[str, bytes]:
     return out
 
 
+def _decode(raw: bytes, name: str, records: int | None) -> tuple[np.ndarray, np.ndarray]:
+    # decode first: a length that is not whole records is reported with its byte offset.
+    images, labels = decode_records(raw, name)
+    if records is not None and len(labels) != records:
+        raise CorruptDataError(
+            f"{name}: {len(raw)} bytes = {len(labels)} records, expected {records * RECORD} "
+            f"bytes ({records} records of {RECORD} bytes); the file is truncated"
+        )
+    return images, labels
+
+
 def _decode_all(
     raw: dict[str, bytes], where: str, records_per_file: int | None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Decodes every file, checking that each holds ``records_per_file`` records (``None``: the
     same number in every file, for tiny fixtures)."""
-    # decode first: a length that is not whole records is reported with its byte offset.
-    parts = {f: decode_records(raw[f], f"{where}/{f}") for f in TRAIN_FILES + TEST_FILES}
     n = records_per_file
     if n is None:
-        n = max(len(y) for _, y in parts.values())
-    for f in TRAIN_FILES + TEST_FILES:
-        if len(parts[f][1]) != n:
-            raise CorruptDataError(
-                f"{where}/{f}: {len(raw[f])} bytes = {len(parts[f][1])} records, expected "
-                f"{n * RECORD} bytes ({n} records of {RECORD} bytes); the file is truncated"
-            )
-    return parts
+        n = max(len(b) for b in raw.values()) // RECORD
+    return {f: _decode(raw[f], f"{where}/{f}", n) for f in TRAIN_FILES + TEST_FILES}
+
+
+def read_file(path: str | os.PathLike, records: int | None = RECORDS_PER_FILE):
+    """uint8 NHWC images and int32 labels of one binary file, checked to hold ``records``
+    records (the published 10,000; ``None``: any whole number).
+
+    Raises:
+      CorruptDataError: naming the file, if it is truncated or corrupt.
+    """
+    return _decode(pathlib.Path(path).read_bytes(), str(path), records)
 
 
 def check_balance(y_train: np.ndarray, y_test: np.ndarray, source: str) -> None:
