@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -39,7 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src import fans as _fans
-from jinit._src.checks import check_choice, check_int, check_number, is_static_scalar
+from jinit._src.checks import (
+    check_choice,
+    check_int,
+    check_key,
+    check_number,
+    check_shape,
+    is_static_scalar,
+)
 
 Array = jax.Array
 DTypeLike = Any
@@ -111,20 +117,15 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def canonicalize_shape(fn: str, shape: Shape) -> tuple[int, ...]:
-    """A tuple of static non-negative ints; raises TypeError for traced or non-int shapes."""
-    if isinstance(shape, int):
-        shape = (shape,)
-    try:
-        out = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: shape must be a tuple of static Python ints, got {shape!r} (shapes cannot be "
-            "traced; mark them static under jit)"
-        ) from None
-    if any(d < 0 for d in out):
-        raise ValueError(f"{fn}: shape must be non-negative, got {out}")
-    return out
+def canonicalize_shape(fn: str, shape: Shape, dtype: np.dtype | None = None) -> tuple[int, ...]:
+    """A tuple of static non-negative ints; with ``dtype``, also refuses arrays that cannot fit.
+
+    Raises TypeError for traced or non-int shapes, ValueError for negative dimensions or (given
+    ``dtype``) a byte size, counted in the compute dtype, beyond the device's memory (see
+    :func:`jinit._src.checks.check_shape`).
+    """
+    itemsize = None if dtype is None else compute_dtype(np.dtype(dtype)).itemsize
+    return check_shape(fn, "shape", shape, itemsize)
 
 
 def _is_empty(shape: tuple[int, ...]) -> bool:
@@ -211,7 +212,8 @@ def zeros(
     """
     if shape is None:
         return constant(0, dtype=dtype)
-    return _full(canonicalize_shape("zeros", shape), 0, canonicalize_dtype(dtype), out_sharding)
+    dtype = canonicalize_dtype(dtype)
+    return _full(canonicalize_shape("zeros", shape, dtype), 0, dtype, out_sharding)
 
 
 def ones(
@@ -235,7 +237,8 @@ def ones(
     """
     if shape is None:
         return constant(1, dtype=dtype)
-    return _full(canonicalize_shape("ones", shape), 1, canonicalize_dtype(dtype), out_sharding)
+    dtype = canonicalize_dtype(dtype)
+    return _full(canonicalize_shape("ones", shape, dtype), 1, dtype, out_sharding)
 
 
 def constant(value: Any, dtype: DTypeLike | None = None) -> Initializer:
@@ -255,7 +258,7 @@ def constant(value: Any, dtype: DTypeLike | None = None) -> Initializer:
     def init(key, shape, dtype=dtype, out_sharding=None):
         del key
         dtype = canonicalize_dtype(dtype)
-        shape = canonicalize_shape("constant", shape)
+        shape = canonicalize_shape("constant", shape, dtype)
         return _full(shape, value, dtype, out_sharding)
 
     return init
@@ -298,7 +301,7 @@ def uniform(
     References:
       Keras ``RandomUniform`` (keras.io/api/layers/initializers); JAX ``jax.nn.initializers``.
     """
-    check_number("uniform", "scale", scale)
+    check_number("uniform", "scale", scale, positive=minval is None and maxval is None)
     if minval is not None:
         check_number("uniform", "minval", minval)
     if maxval is not None:
@@ -312,7 +315,8 @@ def uniform(
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("uniform", dtype, complex_ok=False)
-        shape = canonicalize_shape("uniform", shape)
+        check_key("uniform", "key", key)
+        shape = canonicalize_shape("uniform", shape, dtype)
         if out_sharding is None:
             return _uniform.call(key, scale, lo, hi, shape, dtype, plain)
         return _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding)
@@ -378,7 +382,8 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("normal", dtype)
-        shape = canonicalize_shape("normal", shape)
+        check_key("normal", "key", key)
+        shape = canonicalize_shape("normal", shape, dtype)
         if out_sharding is None:
             return _normal.call(key, stddev, mean, shape, dtype, add_mean)
         return _normal(key, stddev, mean, shape, dtype, add_mean, out_sharding)
@@ -439,7 +444,8 @@ def truncated_normal(
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("truncated_normal", dtype, complex_ok=False)
-        shape = canonicalize_shape("truncated_normal", shape)
+        check_key("truncated_normal", "key", key)
+        shape = canonicalize_shape("truncated_normal", shape, dtype)
         if out_sharding is None:
             return _truncated_normal.call(key, stddev, lower, upper, shape, dtype)
         return _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding)
@@ -627,7 +633,8 @@ def variance_scaling(
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         try:
             fan_in, fan_out = _fans.compute_fans(shape, in_axis, out_axis, batch_axis, groups)
         except ZeroDivisionError:
@@ -815,7 +822,7 @@ def lecun_normal(
 
 
 def _he_scale(fn: str, negative_slope: Any, gain: Any) -> Any:
-    check_number(fn, "negative_slope", negative_slope)
+    check_number(fn, "negative_slope", negative_slope, nonnegative=True)
     if gain is None:
         return 2.0 / (1.0 + float(negative_slope) ** 2)
     check_number(fn, "gain", gain, positive=True)
@@ -1111,7 +1118,7 @@ def orthogonal(
       "CholeskyQR2: a simple and communication-avoiding algorithm for computing a tall-skinny
       QR factorization", 2014.
     """
-    check_number("orthogonal", "scale", scale)
+    check_number("orthogonal", "scale", scale, positive=True)
     column_axis = check_int("orthogonal", "column_axis", column_axis, minimum=-(2**31))
     per_gate = check_int("orthogonal", "per_gate", per_gate)
     check_choice("orthogonal", "method", method, ORTHOGONAL_METHODS)
@@ -1121,7 +1128,8 @@ def orthogonal(
         _no_sharding(name, out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         if len(shape) < 2:
             raise ValueError(
                 f"{name}: needs a shape with at least 2 dimensions, got rank {len(shape)} "
@@ -1185,7 +1193,7 @@ def delta_orthogonal(
       Xiao et al., "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train
       10,000-Layer Vanilla Convolutional Neural Networks", arXiv:1806.05393, 2018.
     """
-    check_number("delta_orthogonal", "scale", scale)
+    check_number("delta_orthogonal", "scale", scale, positive=True)
     check_int("delta_orthogonal", "column_axis", column_axis, minimum=-(2**31))
     name = "delta_orthogonal"
 
@@ -1193,7 +1201,8 @@ def delta_orthogonal(
         _no_sharding(name, out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         if len(shape) not in (3, 4, 5):
             raise ValueError(
                 f"{name}: needs a 3-D, 4-D or 5-D kernel (*window, in, out), got rank {len(shape)} "
