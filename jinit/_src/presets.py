@@ -60,24 +60,25 @@ def _axes(fn: str, layout: str) -> tuple[int, int]:
 def check_layout(fn: str, layout: str, shape: tuple[int, ...]) -> None:
     """Refuses a conv kernel whose shape contradicts ``layout``, where the shape can tell.
 
-    For rank >= 4 (2-D and 3-D convolutions) a kernel is refused when, read in ``layout``, every
-    window size exceeds both channel counts (each >= 2) while the other layout reads a square
-    window: e.g. a Flax HWIO ``(3, 3, 64, 128)`` read as OIHW (window 64 x 128, 3 -> 3
-    channels), or a PyTorch ``(128, 64, 3, 3)`` read as HWIO. Ambiguous shapes (``(1, 1, 5,
-    5)``, dense kernels, 1-D convs) pass unchecked.
+    For rank >= 4 (2-D and 3-D convolutions) the kernel is refused when the *other* layout reads
+    a typical convolution (a square/cubic window smaller than both channel counts) while
+    ``layout`` reads a window larger than its channels (each >= 2): e.g. a Flax HWIO
+    ``(3, 3, 64, 128)`` read as OIHW, or a PyTorch ``(128, 64, 3, 3)`` read as HWIO. Ambiguous
+    shapes (``(1, 1, 5, 5)``, ``(8, 8, 8, 8)``), dense kernels and 1-D convs pass unchecked.
     """
     if len(shape) < 4:
         return
     if layout == "OIHW":
-        chans, window, other = shape[:2], shape[2:], shape[:-2]
+        chans, window, o_chans, o_window = shape[:2], shape[2:], shape[-2:], shape[:-2]
     else:
-        chans, window, other = shape[-2:], shape[:-2], shape[2:]
-    if min(chans) >= 2 and min(window) > max(chans) and len(set(other)) == 1:
+        chans, window, o_chans, o_window = shape[-2:], shape[:-2], shape[:2], shape[2:]
+    other_is_conv = len(set(o_window)) == 1 and max(o_window) < min(o_chans)
+    if other_is_conv and min(chans) >= 2 and max(window) > max(chans):
         want = "HWIO" if layout == "OIHW" else "OIHW"
         raise ValueError(
             f"{fn}: layout={layout!r} contradicts the kernel shape {shape}: read as {layout} it "
             f"has a {'x'.join(map(str, window))} window over {chans} channels, while {want} reads "
-            f"a {'x'.join(map(str, other))} window; expected a {layout} kernel (pass "
+            f"a {'x'.join(map(str, o_window))} window; expected a {layout} kernel (pass "
             f"layout={want!r} for this one)"
         )
 
