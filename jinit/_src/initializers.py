@@ -44,6 +44,7 @@ from jinit._src.checks import (
     check_key,
     check_number,
     check_shape,
+    is_concrete_array,
     is_static_scalar,
 )
 
@@ -57,6 +58,8 @@ TRUNCATED_NORMAL_STD = 0.87962566103423978
 COMPLEX_TRUNCATED_NORMAL_STD = 0.95311164380491208
 
 MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+#: Largest |draw| / std of each variance-scaling distribution (normal: see _NORMAL_REACH).
+_VS_REACH = {"truncated_normal": 2 / TRUNCATED_NORMAL_STD, "uniform": math.sqrt(3), "normal": 8.0}
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 
@@ -173,6 +176,59 @@ def _no_sharding(fn: str, out_sharding: Any) -> None:
     if out_sharding is not None:
         raise NotImplementedError(
             f"{fn}: out_sharding is not supported (as in jax.nn.initializers)"
+        )
+
+
+def cast_inside(x, lo, hi, dtype, *, closed_low: bool = False):
+    """Casts ``x`` (computed in float32) to ``dtype`` without leaving the support ``(lo, hi)``.
+
+    Rounding a float32 draw to a 16-bit float can land it exactly on a bound (or beyond it, when
+    the bound is not representable): a truncated normal would then produce ``2*stddev`` and a
+    ``U[0, s)`` draw ``s``. Such draws are moved to the nearest representable value inside the
+    support, i.e. they are rounded towards the inside; draws already inside are unchanged. For
+    float32 and wider dtypes (no rounding) ``x`` is returned as is. ``lo``/``hi`` may be traced.
+    ``closed_low`` keeps ``lo`` itself allowed (``U[lo, hi)``).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype or not jnp.issubdtype(dtype, jnp.floating):
+        return x.astype(dtype)
+    cd = x.dtype
+    y = x.astype(dtype)
+    hi_c = jnp.asarray(hi, cd)
+    hi_d = hi_c.astype(dtype)
+    hi_d = jnp.where(hi_d.astype(cd) >= hi_c, jnp.nextafter(hi_d, jnp.array(-jnp.inf, dtype)), hi_d)
+    y = jnp.minimum(y, hi_d)
+    if lo is not None:
+        lo_c = jnp.asarray(lo, cd)
+        lo_d = lo_c.astype(dtype)
+        below = lo_d.astype(cd) < lo_c if closed_low else lo_d.astype(cd) <= lo_c
+        lo_d = jnp.where(below, jnp.nextafter(lo_d, jnp.array(jnp.inf, dtype)), lo_d)
+        y = jnp.maximum(y, lo_d)
+    return y
+
+
+#: A normal draw beyond this many std has probability < 1e-15: the widest a sample reaches.
+_NORMAL_REACH = 8.0
+
+
+def check_representable(fn: str, arg: str, std: Any, reach: float, dtype: np.dtype) -> None:
+    """Refuses a static std whose draws ``dtype`` cannot represent (overflow or underflow).
+
+    ``std`` is the scale of the draws and ``reach`` how many ``std`` the largest draw can be
+    (8 for an unbounded normal, the bound for truncated/uniform draws). Raises ``ValueError``
+    when ``reach * std`` exceeds ``finfo(dtype).max`` (draws would be inf) or ``std`` is below
+    ``finfo(dtype).tiny``, the smallest normal number (draws would be subnormal or 0, losing
+    the distribution). Traced values are not checked.
+    """
+    if not (is_static_scalar(std) or is_concrete_array(std)) or np.size(std) != 1:
+        return
+    v = float(np.asarray(std))
+    fi = jnp.finfo(np.array(0, dtype).real.dtype)
+    if v * reach > float(fi.max) or (0 < v < float(fi.tiny)):
+        raise ValueError(
+            f"{fn}: {arg}={v!r} cannot be sampled in {np.dtype(dtype).name}: draws span about "
+            f"{reach:g} x {v:.3g}, outside the dtype's normal range [{float(fi.tiny):.3g}, "
+            f"{float(fi.max):.3g}]; sample in float32 (or rescale) instead"
         )
 
 
@@ -317,6 +373,8 @@ def uniform(
         check_random_dtype("uniform", dtype, complex_ok=False)
         check_key("uniform", "key", key)
         shape = canonicalize_shape("uniform", shape, dtype)
+        for arg, v in (("minval", lo), ("maxval", hi)):
+            check_representable("uniform", arg, abs(v) if is_static_scalar(v) else v, 1.0, dtype)
         if out_sharding is None:
             return _uniform.call(key, scale, lo, hi, shape, dtype, plain)
         return _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding)
@@ -334,7 +392,7 @@ def _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding=None, *, eage
         x = jax.random.uniform(
             key, shape, cd, jnp.array(lo, cd), jnp.array(hi, cd), out_sharding=out_sharding
         )
-    return x.astype(dtype)
+    return cast_inside(x, lo, hi, dtype, closed_low=True)
 
 
 def uniform_symmetric(bound: Any = 0.05, dtype: DTypeLike | None = None) -> Initializer:
@@ -384,6 +442,7 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
         check_random_dtype("normal", dtype)
         check_key("normal", "key", key)
         shape = canonicalize_shape("normal", shape, dtype)
+        check_representable("normal", "stddev", stddev, _NORMAL_REACH, dtype)
         if out_sharding is None:
             return _normal.call(key, stddev, mean, shape, dtype, add_mean)
         return _normal(key, stddev, mean, shape, dtype, add_mean, out_sharding)
@@ -440,24 +499,69 @@ def truncated_normal(
         raise ValueError(
             f"truncated_normal: need lower < upper, got lower={lower!r}, upper={upper!r}"
         )
+    # Bounds on one side of 0: JAX's erf-based inverse CDF loses all precision there (at
+    # lower=8 every draw is the same float32); sample the tail in log space instead.
+    static = is_static_scalar(lower) and is_static_scalar(upper)
+    tail = (float(lower), float(upper)) if static and (lower >= 0 or upper <= 0) else None
+    reach = max(abs(float(lower)), abs(float(upper))) if static else 2.0
 
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("truncated_normal", dtype, complex_ok=False)
         check_key("truncated_normal", "key", key)
         shape = canonicalize_shape("truncated_normal", shape, dtype)
+        check_representable("truncated_normal", "stddev", stddev, reach, dtype)
         if out_sharding is None:
-            return _truncated_normal.call(key, stddev, lower, upper, shape, dtype)
-        return _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding)
+            return _truncated_normal.call(key, stddev, lower, upper, shape, dtype, tail)
+        return _truncated_normal(key, stddev, lower, upper, shape, dtype, tail, out_sharding)
 
     return init
 
 
-@fused(static_argnums=(4, 5, 6))
-def _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding=None, *, eager=False):
+@fused(static_argnums=(4, 5, 6, 7))
+def _truncated_normal(
+    key, stddev, lower, upper, shape, dtype, tail, out_sharding=None, *, eager=False
+):
     cd = compute_dtype(dtype)
-    x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
-    return (_sample_barrier(x, eager) * jnp.array(stddev, cd)).astype(dtype)
+    if tail is not None:
+        x = tail_truncated_normal(key, *tail, shape, cd)
+    else:
+        x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
+    s = jnp.array(stddev, cd)
+    return cast_inside(_sample_barrier(x, eager) * s, lower * s, upper * s, dtype)
+
+
+def tail_truncated_normal(key, lower: float, upper: float, shape, dtype):
+    r"""Standard normal truncated to ``(lower, upper)`` with both bounds on one side of 0.
+
+    Inverse-CDF sampling on the survival function in log space: with
+    :math:`\log Q(x) = \log\Phi(-x)` (``log_ndtr``, accurate far into the tail), a uniform
+    :math:`v \in (0, 1]` maps to :math:`t = \log Q(\ell) + \log(1 - v(1 - Q(u)/Q(\ell)))` and
+    :math:`x = \log Q^{-1}(t)`, started from ``-ndtri(exp(t))`` (or the asymptote
+    :math:`x^2 pprox s - \log s`, :math:`s = -2t - \log 2\pi`, where ``exp(t)`` underflows)
+    and refined by 3 Newton steps on :math:`\log Q` (derivative :math:`-\phi(x)/Q(x)`). Exact
+    up to float rounding for any bounds (tested at ``(8, 9)`` and ``(20, 21)``); draws lie
+    strictly inside the bounds. ``upper <= 0`` is the mirror image.
+    """
+    if upper <= 0:
+        return -tail_truncated_normal(key, -upper, -lower, shape, dtype)
+    log_ndtr = jax.scipy.special.log_ndtr
+    lo, hi = jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
+    lq_lo, lq_hi = log_ndtr(-lo), log_ndtr(-hi)
+    v = 1 - jax.random.uniform(key, shape, dtype)  # (0, 1]
+    t = lq_lo + jnp.log1p(v * jnp.expm1(lq_hi - lq_lo))
+    x0 = -jax.scipy.special.ndtri(jnp.exp(t))
+    big = -2 * t - jnp.log(jnp.asarray(2 * np.pi, dtype))
+    asym = jnp.sqrt(jnp.maximum(big - jnp.log(jnp.maximum(big, 1)), 0))
+    x = jnp.clip(jnp.where(jnp.isfinite(x0), x0, asym), lo, hi)
+    half_log_2pi = jnp.asarray(0.5 * np.log(2 * np.pi), dtype)
+    for _ in range(3):
+        lq = log_ndtr(-x)
+        slope = -jnp.exp(-0.5 * x * x - half_log_2pi - lq)  # d log Q / dx
+        x = jnp.clip(x - (lq - t) / slope, lo, hi)
+    inside_lo = jnp.nextafter(lo, jnp.asarray(jnp.inf, dtype))
+    inside_hi = jnp.nextafter(hi, jnp.asarray(-jnp.inf, dtype))
+    return jnp.clip(x, inside_lo, inside_hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,7 +627,16 @@ def _scaled_draw(key, mult, shape, dtype, distribution, *, eager=False):
         x = jax.random.normal(key, shape, cd)
     else:
         x = jax.random.uniform(key, shape, cd, -1)
-    return (_sample_barrier(x, eager) * mult).astype(dtype)
+    return _cast_variance_draw(_sample_barrier(x, eager) * mult, mult, distribution, dtype)
+
+
+def _cast_variance_draw(x, mult, distribution, dtype):
+    """Casts a variance-scaling draw, keeping 16-bit draws inside (-2m, 2m) or [-m, m)."""
+    if distribution == "truncated_normal":
+        return cast_inside(x, -2 * mult, 2 * mult, dtype)
+    if distribution == "uniform":
+        return cast_inside(x, -mult, mult, dtype, closed_low=True)
+    return x.astype(dtype)
 
 
 def _sample_with_variance(key, shape, dtype, variance, distribution, out_sharding=None):
@@ -534,7 +647,7 @@ def _sample_with_variance(key, shape, dtype, variance, distribution, out_shardin
         if real:
             stddev = jnp.sqrt(var) / jnp.array(TRUNCATED_NORMAL_STD, cd)
             x = jax.random.truncated_normal(key, -2, 2, shape, cd, out_sharding=out_sharding)
-            x = x * stddev
+            return _cast_variance_draw(x * stddev, stddev, distribution, dtype)
         else:
             stddev = jnp.sqrt(var) / jnp.array(COMPLEX_TRUNCATED_NORMAL_STD, cd)
             x = _complex_truncated_normal(key, 2, shape, cd) * stddev
@@ -542,8 +655,9 @@ def _sample_with_variance(key, shape, dtype, variance, distribution, out_shardin
         x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.sqrt(var)
     elif distribution == "uniform":
         if real:
+            a = jnp.sqrt(3 * var)
             x = jax.random.uniform(key, shape, cd, -1, out_sharding=out_sharding)
-            x = x * jnp.sqrt(3 * var)
+            return _cast_variance_draw(x * a, a, distribution, dtype)
         else:
             x = _complex_uniform(key, shape, cd) * jnp.sqrt(var)
     else:  # validated at build time
@@ -644,6 +758,10 @@ def variance_scaling(
         if _is_empty(shape):
             return jnp.zeros(shape, dtype)
         variance = scale / fan_denominator(mode, fan_in, fan_out)
+        if is_static_scalar(variance) or is_concrete_array(variance):
+            reach = _VS_REACH[distribution]
+            std = math.sqrt(float(np.asarray(variance).real))
+            check_representable(name, "scale", std, reach, dtype)
         return sample_with_variance(key, shape, dtype, variance, distribution, out_sharding)
 
     return init
