@@ -224,7 +224,7 @@ def check_representable(fn: str, arg: str, std: Any, reach: float, dtype: np.dty
         return
     v = float(np.asarray(std))
     fi = jnp.finfo(np.array(0, dtype).real.dtype)
-    if v * reach > float(fi.max) or (0 < v < float(fi.tiny)):
+    if abs(v) * reach > float(fi.max) or (0 < abs(v) < float(fi.tiny)):
         raise ValueError(
             f"{fn}: {arg}={v!r} cannot be sampled in {np.dtype(dtype).name}: draws span about "
             f"{reach:g} x {v:.3g}, outside the dtype's normal range [{float(fi.tiny):.3g}, "
@@ -374,7 +374,7 @@ def uniform(
         check_key("uniform", "key", key)
         shape = canonicalize_shape("uniform", shape, dtype)
         for arg, v in (("minval", lo), ("maxval", hi)):
-            check_representable("uniform", arg, abs(v) if is_static_scalar(v) else v, 1.0, dtype)
+            check_representable("uniform", arg, v, 1.0, dtype)
         if out_sharding is None:
             return _uniform.call(key, scale, lo, hi, shape, dtype, plain)
         return _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding)
@@ -761,7 +761,7 @@ def variance_scaling(
         if is_static_scalar(variance) or is_concrete_array(variance):
             reach = _VS_REACH[distribution]
             std = math.sqrt(float(np.asarray(variance).real))
-            check_representable(name, "scale", std, reach, dtype)
+            check_representable(name, f"scale={scale!r} gives std", std, reach, dtype)
         return sample_with_variance(key, shape, dtype, variance, distribution, out_sharding)
 
     return init
