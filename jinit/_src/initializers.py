@@ -739,8 +739,9 @@ def variance_scaling(
     check_number(name, "scale", scale, positive=True)
     check_choice(name, "mode", mode, MODES)
     check_choice(name, "distribution", distribution, DISTRIBUTIONS)
-    _fans.check_axes_spec("in_axis", in_axis, allow_empty=False)
-    _fans.check_axes_spec("out_axis", out_axis, allow_empty=False)
+    # Empty sequences are valid (as in JAX): the fan is then the receptive field alone.
+    _fans.check_axes_spec("in_axis", in_axis)
+    _fans.check_axes_spec("out_axis", out_axis)
     _fans.check_axes_spec("batch_axis", batch_axis)
     groups = check_int(name, "groups", groups)
 

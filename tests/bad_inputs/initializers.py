@@ -91,8 +91,8 @@ ROWS += [
         1.0, "fan_in", "normal", groups=3)(K, (3, 3, 2, 4)), ValueError, ("groups=3", "4")),
     Row("init/variance_scaling/in_axis=repeated", lambda: jinit.variance_scaling(
         1.0, "fan_in", "normal", in_axis=(0, 0)), ValueError, ("in_axis",)),
-    Row("init/variance_scaling/in_axis=()", lambda: jinit.variance_scaling(
-        1.0, "fan_in", "normal", in_axis=()), ValueError, ("in_axis",)),
+    Row("init/variance_scaling/in_axis=float", lambda: jinit.variance_scaling(
+        1.0, "fan_in", "normal", in_axis=(0, 1.5)), TypeError, ("in_axis",)),
     Row("init/variance_scaling/in_axis=out_of_range", lambda: jinit.variance_scaling(
         1.0, "fan_in", "normal", in_axis=5)(K, (4, 4)), ValueError, ("in_axis=5", "rank-2")),
     Row("init/variance_scaling/batch_axis=overlap", lambda: jinit.variance_scaling(
