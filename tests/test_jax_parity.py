@@ -78,11 +78,13 @@ def _compare(ours, theirs_f32, dtype):
 def test_jax_initializer_table(rid, build, dtypes, shapes):
     # testInitializer (dtype at call time) and testInitializerProvider (dtype at build time):
     # shape and canonical dtype for every shape x dtype, by tracing (jax.eval_shape) ...
-    for shape in shapes:
-        for dtype in dtypes:
-            want = jax.ShapeDtypeStruct(shape, jax.dtypes.canonicalize_dtype(dtype))
-            assert jax.eval_shape(lambda k: build(jinit)(k, shape, dtype), KEY) == want
-            assert jax.eval_shape(lambda k: build(jinit, dtype)(k, shape), KEY) == want
+    every = [(shape, dtype) for shape in shapes for dtype in dtypes]
+    traced = jax.eval_shape(
+        lambda k: [(build(jinit)(k, s, d), build(jinit, d)(k, s)) for s, d in every], KEY
+    )
+    for (shape, dtype), pair in zip(every, traced, strict=True):
+        want = jax.ShapeDtypeStruct(shape, jax.dtypes.canonicalize_dtype(dtype))
+        assert pair == (want, want), (shape, dtype)
     # ... and the numbers against JAX's for the largest and smallest shape, in one jitted
     # program (eager calls would compile every op per shape and dtype).
     cases = [(shapes[-1], jnp.float32), (shapes[0], jnp.float32), (shapes[-1], jnp.bfloat16),
