@@ -351,7 +351,10 @@ def uniform(
       An initializer.
 
     Raises:
-      ValueError: at build time, if ``minval >= maxval``.
+      ValueError: at build time, if ``scale <= 0`` (with no ``minval``/``maxval``), a bound is
+        not finite, or ``minval >= maxval``; at call time for bounds the dtype cannot hold, a
+        bad key or a shape that does not fit in memory. 16-bit draws stay in
+        ``[minval, maxval)`` (see :func:`cast_inside`).
       TypeError: at call time, for integer, bool or complex dtypes.
 
     References:
@@ -431,7 +434,10 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
       An initializer.
 
     Raises:
-      ValueError: if ``stddev < 0``.
+      ValueError: if ``stddev`` is negative or not finite (Python numbers and concrete arrays;
+        a traced ``stddev`` is used as given), or, at call time, if the dtype cannot represent
+        draws of this std (see :func:`check_representable`), the key is not one PRNG key, or
+        the shape has a negative dimension or does not fit in device memory.
     """
     check_number("normal", "stddev", stddev, nonnegative=True)
     check_number("normal", "mean", mean)
@@ -486,8 +492,14 @@ def truncated_normal(
     Returns:
       An initializer.
 
+    Both bounds on one side of 0 (e.g. ``lower=5, upper=6``): the tail is sampled by
+    :func:`tail_truncated_normal` (exact where ``jax.random.truncated_normal`` collapses onto a
+    few values); otherwise the numbers are JAX's. 16-bit draws never land on a bound (see
+    :func:`cast_inside`).
+
     Raises:
-      ValueError: if ``stddev < 0`` or ``lower >= upper``.
+      ValueError: if ``stddev < 0``, a bound is not finite, ``lower >= upper``, or at call
+        time for an unrepresentable std, a bad key or a shape that does not fit in memory.
 
     References:
       TF issue #25564 (two meanings of "stddev"); JAX ``jax.nn.initializers.truncated_normal``.
@@ -725,9 +737,12 @@ def variance_scaling(
     An initializer.
 
   Raises:
-    ValueError: at build time for an unknown ``mode``/``distribution``, ``scale <= 0``,
-      repeated axes or ``groups < 1``; at call time for a rank < 2 shape with default axes
-      (the message names the rank) or out-of-range axes.
+    ValueError: at build time for an unknown ``mode``/``distribution``, ``scale`` not finite
+      or ``<= 0`` (also a concrete array; a traced scale is used as given), repeated axes or
+      ``groups < 1``; at call time for a rank < 2 shape with default axes (the message names
+      the rank), out-of-range axes, ``groups`` not dividing the output size, a key that is not
+      one PRNG key, a shape that does not fit in device memory, or a std the dtype cannot
+      represent. Empty ``in_axis``/``out_axis`` sequences are valid (as in JAX).
     TypeError: at call time for integer or bool dtypes.
 
   References:
