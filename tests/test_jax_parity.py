@@ -85,10 +85,10 @@ def test_jax_initializer_table(rid, build, dtypes, shapes):
     for (shape, dtype), pair in zip(every, traced, strict=True):
         want = jax.ShapeDtypeStruct(shape, jax.dtypes.canonicalize_dtype(dtype))
         assert pair == (want, want), (shape, dtype)
-    # ... and the numbers against JAX's for the largest and smallest shape, in one jitted
+    # ... and the numbers against JAX's (largest shape in float32 and complex64, smallest in
+    # bfloat16; float16 takes the same cast path), in one jitted
     # program (eager calls would compile every op per shape and dtype).
-    cases = [(shapes[-1], jnp.float32), (shapes[0], jnp.float32), (shapes[-1], jnp.bfloat16),
-             (shapes[0], jnp.float16)]  # fmt: skip
+    cases = [(shapes[-1], jnp.float32), (shapes[0], jnp.bfloat16)]
     if jnp.complex64 in dtypes:
         cases.append((shapes[-1], jnp.complex64))
 

@@ -250,3 +250,18 @@ ROWS += [
     Row("random_mlp/sigma_w=nan", lambda: random_mlp.init_mlp(K, 4, 4, 2, sigma_w=math.nan),
         ValueError, ("sigma_w",)),
 ]  # fmt: skip
+
+ROWS += [
+    Row("theory/q_star/num_iters=0", lambda: jinit.theory.q_star("tanh", 1.0, num_iters=0),
+        ValueError, ("num_iters", "0")),
+    Row("theory/q_star/num_points=1", lambda: jinit.theory.q_star("tanh", 1.0, num_points=1),
+        ValueError, ("num_points", "1")),
+    Row("theory/propagate/depth=0", lambda: jinit.theory.propagate("tanh", 1.0, depth=0),
+        ValueError, ("depth", "0")),
+    Row("theory/simulate/x_rank1", lambda: jinit.theory.simulate(
+        K, jnp.ones(4), "tanh", 1.0, depth=2, width=4), ValueError, ("x", "(4,)")),
+    Row("theory/simulate/key=int", lambda: jinit.theory.simulate(
+        3, jnp.ones((2, 4)), "tanh", 1.0, depth=2, width=4), ValueError, ("key",)),
+    Row("theory/simulate/width=0", lambda: jinit.theory.simulate(
+        K, jnp.ones((2, 4)), "tanh", 1.0, depth=2, width=0), ValueError, ("width", "0")),
+]  # fmt: skip
