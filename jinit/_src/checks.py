@@ -6,6 +6,7 @@ error names the function, the argument, the bad value and what was expected.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -115,6 +116,7 @@ def check_probability(fn: str, arg: str, value: Any, *, open_low: bool = True) -
 MAX_INIT_MEMORY_FRACTION = 1.0
 
 
+@functools.cache
 def device_memory_bytes() -> int:
     """Memory of JAX's default device: ``bytes_limit`` of an accelerator, else host RAM."""
     try:
