@@ -258,3 +258,28 @@ def test_fused_recurrent_kernels_per_gate():
         block = np.asarray(w[:, 32 * g : 32 * (g + 1)], np.float64)
         np.testing.assert_allclose(block.T @ block, np.eye(32), atol=1e-5)
     assert jinit.compute_fans((16, 128), groups=4) == (16, 32)
+
+
+LEGIT = {
+    "OIHW": [(64, 3, 7, 7), (128, 128, 1, 7), (16, 16, 3, 3), (1, 1, 5, 5), (8, 8, 8, 8),
+             (32, 16, 3, 3, 3), (4, 1, 16), (256, 512)],
+    "HWIO": [(3, 3, 64, 128), (7, 7, 3, 64), (1, 7, 128, 128), (5, 5, 1, 1), (3, 3, 3, 16, 32),
+             (16, 1, 4), (512, 256)],
+}  # fmt: skip
+
+
+def test_torch_layout_check_has_no_false_positives():
+    # Real kernels of each layout pass; the same conv kernels read in the other layout fail.
+    for layout, shapes in LEGIT.items():
+        init = jinit.torch_default_kernel(layout=layout)
+        other = jinit.torch_default_kernel(layout="HWIO" if layout == "OIHW" else "OIHW")
+        for shape in shapes:
+            assert jax.eval_shape(lambda k, s=shape, i=init: i(k, s), KEY).shape == shape
+        for shape in [(64, 32, 3, 3), (128, 64, 5, 5), (32, 16, 3, 3, 3)]:
+            flipped = shape[2:] + shape[:2][::-1] if layout == "OIHW" else None
+            if flipped is None:
+                continue
+            with pytest.raises(ValueError, match="layout='HWIO'"):
+                other(KEY, shape)  # an OIHW kernel given to an HWIO preset
+            with pytest.raises(ValueError, match="layout='OIHW'"):
+                init(KEY, flipped)  # an HWIO kernel given to the OIHW preset
