@@ -426,7 +426,7 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
     with :math:`E|w|^2 = \text{stddev}^2`, as in JAX.
 
     Args:
-      stddev: standard deviation (>= 0).
+      stddev: standard deviation (> 0; for zeros use :func:`zeros`).
       dtype: the initializer's default dtype.
       mean: mean of the distribution (keyword-only; Keras ``RandomNormal``/PyTorch ``normal_``).
 
@@ -434,12 +434,12 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
       An initializer.
 
     Raises:
-      ValueError: if ``stddev`` is negative or not finite (Python numbers and concrete arrays;
+      ValueError: if ``stddev`` is not > 0 or not finite (Python numbers and concrete arrays;
         a traced ``stddev`` is used as given), or, at call time, if the dtype cannot represent
         draws of this std (see :func:`check_representable`), the key is not one PRNG key, or
         the shape has a negative dimension or does not fit in device memory.
     """
-    check_number("normal", "stddev", stddev, nonnegative=True)
+    check_number("normal", "stddev", stddev, positive=True)  # zeros: use zeros()
     check_number("normal", "mean", mean)
     add_mean = not (is_static_scalar(mean) and float(mean) == 0.0)
 
@@ -484,7 +484,7 @@ def truncated_normal(
     ``trunc_normal_`` (absolute bounds) see ``jinit.torch_trunc_normal``.
 
     Args:
-      stddev: std of the underlying (untruncated) normal, >= 0.
+      stddev: std of the underlying (untruncated) normal, > 0.
       dtype: the initializer's default dtype (real floating only).
       lower: lower truncation bound, in units of ``stddev``.
       upper: upper truncation bound, in units of ``stddev``.
@@ -498,13 +498,13 @@ def truncated_normal(
     :func:`cast_inside`).
 
     Raises:
-      ValueError: if ``stddev < 0``, a bound is not finite, ``lower >= upper``, or at call
+      ValueError: if ``stddev <= 0``, a bound is not finite, ``lower >= upper``, or at call
         time for an unrepresentable std, a bad key or a shape that does not fit in memory.
 
     References:
       TF issue #25564 (two meanings of "stddev"); JAX ``jax.nn.initializers.truncated_normal``.
     """
-    check_number("truncated_normal", "stddev", stddev, nonnegative=True)
+    check_number("truncated_normal", "stddev", stddev, positive=True)
     check_number("truncated_normal", "lower", lower)
     check_number("truncated_normal", "upper", upper)
     if is_static_scalar(lower) and is_static_scalar(upper) and not float(lower) < float(upper):

@@ -102,6 +102,9 @@ ROWS += [
     Row("init/variance_scaling/in_axis=str", lambda: jinit.variance_scaling(
         1.0, "fan_in", "normal", in_axis="0"), TypeError, ("in_axis",)),
     Row("init/normal/stddev=-1", lambda: jinit.normal(-1.0), ValueError, ("stddev", "-1.0")),
+    Row("init/normal/stddev=0", lambda: jinit.normal(0.0), ValueError, ("stddev", "0.0")),
+    Row("init/truncated_normal/stddev=0", lambda: jinit.truncated_normal(0.0), ValueError,
+        ("stddev", "> 0")),
     Row("init/normal/stddev=nan", lambda: jinit.normal(NAN), ValueError, ("stddev", "nan")),
     Row("init/normal/stddev=jnp(nan)", lambda: jinit.normal(jnp.array(NAN)), ValueError,
         ("stddev", "finite")),
