@@ -10,6 +10,8 @@ import math
 import operator
 from collections.abc import Sequence
 
+from jinit._src.checks import check_int, check_shape
+
 Axes = int | Sequence[int]
 
 __all__ = ["compute_fans"]
@@ -108,15 +110,18 @@ def compute_fans(
       ``(fan_in, fan_out)`` as Python floats.
 
     Raises:
-      ValueError: if the shape has fewer than 2 dimensions while the default axes are used, an
-        axis is out of range, ``batch_axis`` overlaps ``in_axis``/``out_axis``, or the output
-        size is not divisible by ``groups``.
+      ValueError: if the shape has a negative dimension or fewer than 2 dimensions while the
+        default axes are used, an axis is out of range, ``batch_axis`` overlaps
+        ``in_axis``/``out_axis``, ``groups < 1``, or the output size is not divisible by
+        ``groups``.
+      TypeError: if the shape or ``groups`` is not made of ints.
 
     References:
       Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
       networks", AISTATS 2010. He et al., "Delving Deep into Rectifiers", arXiv:1502.01852, 2015.
     """
-    shape = tuple(operator.index(d) for d in shape)
+    shape = check_shape("compute_fans", "shape", shape)
+    groups = check_int("compute_fans", "groups", groups)
     rank = len(shape)
     if rank < 2 and isinstance(in_axis, int) and in_axis == -2:
         raise ValueError(
@@ -138,8 +143,8 @@ def compute_fans(
     batch_size = math.prod(shape[i] for i in bats)
     if groups != 1 and out_size % groups:
         raise ValueError(
-            f"groups={groups} does not divide the output size {out_size} of shape {shape} "
-            f"(out_axis={out_axis!r})"
+            f"compute_fans: groups={groups} does not divide the output size {out_size} of shape "
+            f"{shape} (out_axis={out_axis!r}); expected a divisor of {out_size}"
         )
     if in_size and out_size and batch_size:  # JAX's formula (an in-and-out axis counts twice)
         receptive_field_size = math.prod(shape) / in_size / out_size / batch_size

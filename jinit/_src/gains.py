@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from jinit._src.checks import check_int, check_number, is_static_scalar
+
 __all__ = ["calculate_gain", "compute_gain", "GAIN_TABLE_NAMES", "COMPUTED_GAIN_NAMES"]
 
 _ONE = (
@@ -156,12 +158,17 @@ def second_moment(
     Raises:
       ValueError: if ``num_points`` is out of range or ``fn`` returns non-finite values.
     """
-    if not 2 <= int(num_points) <= 300:
-        raise ValueError(f"num_points must be in 2..300, got {num_points!r}")
+    if not callable(fn):
+        raise TypeError(f"second_moment: fn must be a callable activation, got {fn!r}")
+    num_points = check_int("second_moment", "num_points", num_points, minimum=2)
+    if num_points > 300:
+        raise ValueError(f"second_moment: num_points must be in 2..300, got {num_points!r}")
     if breakpoints is None:
-        z, w = _hermgauss(int(num_points))
+        z, w = _hermgauss(num_points)
     else:
-        z, w = _piecewise_legendre(int(num_points), tuple(float(b) for b in breakpoints))
+        for b in breakpoints:
+            check_number("second_moment", "breakpoints", b)
+        z, w = _piecewise_legendre(num_points, tuple(float(b) for b in breakpoints))
     y = np.asarray(fn(z), dtype=np.float64)
     if y.shape != z.shape or not np.all(np.isfinite(y)):
         raise ValueError(f"activation {fn!r} must map a float64 array elementwise to finite values")
@@ -234,7 +241,8 @@ def calculate_gain(nonlinearity: str | Callable[[Any], Any], param: float | None
 
     Raises:
       ValueError: for an unknown name (lists the valid names) or a ``param`` for a name that
-        takes none; ``param`` must be a number (bools are rejected, as in PyTorch).
+        takes none; ``param`` must be a finite number (bools are rejected, as in PyTorch),
+        >= 0 for a leaky-ReLU slope and > 0 for an ELU/CELU alpha.
 
     References:
       PyTorch ``torch.nn.init.calculate_gain``. He et al., arXiv:1502.01852, 2015.
@@ -245,10 +253,17 @@ def calculate_gain(nonlinearity: str | Callable[[Any], Any], param: float | None
             raise ValueError("param is not used with a callable nonlinearity")
         return compute_gain(nonlinearity)
     if not isinstance(nonlinearity, str):
-        raise TypeError(f"nonlinearity must be a str or callable, got {nonlinearity!r}")
+        raise TypeError(
+            f"calculate_gain: nonlinearity must be a str or callable, got {nonlinearity!r}"
+        )
     name = nonlinearity.lower()
-    if param is not None and (isinstance(param, bool) or not isinstance(param, (int, float))):
-        raise ValueError(f"param must be a number, got {param!r}")
+    if param is not None and (isinstance(param, bool) or not is_static_scalar(param)):
+        raise ValueError(f"calculate_gain: param must be a number, got {param!r}")
+    if param is not None:
+        # A slope may be 0 (ReLU) or > 1 (PyTorch's default sqrt(5)); an ELU alpha must be > 0.
+        check_number(
+            "calculate_gain", "param", param, nonnegative=True, positive=name in ("elu", "celu")
+        )
     if name in _ONE:
         return 1.0
     if name == "tanh":

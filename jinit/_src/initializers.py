@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -39,7 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src import fans as _fans
-from jinit._src.checks import check_choice, check_int, check_number, is_static_scalar
+from jinit._src.checks import (
+    check_choice,
+    check_int,
+    check_key,
+    check_number,
+    check_shape,
+    is_concrete_array,
+    is_static_scalar,
+)
 
 Array = jax.Array
 DTypeLike = Any
@@ -51,6 +58,8 @@ TRUNCATED_NORMAL_STD = 0.87962566103423978
 COMPLEX_TRUNCATED_NORMAL_STD = 0.95311164380491208
 
 MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+#: Largest |draw| / std of each variance-scaling distribution (normal: see _NORMAL_REACH).
+_VS_REACH = {"truncated_normal": 2 / TRUNCATED_NORMAL_STD, "uniform": math.sqrt(3), "normal": 8.0}
 DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 
 
@@ -111,20 +120,15 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def canonicalize_shape(fn: str, shape: Shape) -> tuple[int, ...]:
-    """A tuple of static non-negative ints; raises TypeError for traced or non-int shapes."""
-    if isinstance(shape, int):
-        shape = (shape,)
-    try:
-        out = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: shape must be a tuple of static Python ints, got {shape!r} (shapes cannot be "
-            "traced; mark them static under jit)"
-        ) from None
-    if any(d < 0 for d in out):
-        raise ValueError(f"{fn}: shape must be non-negative, got {out}")
-    return out
+def canonicalize_shape(fn: str, shape: Shape, dtype: np.dtype | None = None) -> tuple[int, ...]:
+    """A tuple of static non-negative ints; with ``dtype``, also refuses arrays that cannot fit.
+
+    Raises TypeError for traced or non-int shapes, ValueError for negative dimensions or (given
+    ``dtype``) a byte size, counted in the compute dtype, beyond the device's memory (see
+    :func:`jinit._src.checks.check_shape`).
+    """
+    itemsize = None if dtype is None else compute_dtype(np.dtype(dtype)).itemsize
+    return check_shape(fn, "shape", shape, itemsize)
 
 
 def _is_empty(shape: tuple[int, ...]) -> bool:
@@ -175,6 +179,59 @@ def _no_sharding(fn: str, out_sharding: Any) -> None:
         )
 
 
+def cast_inside(x, lo, hi, dtype, *, closed_low: bool = False):
+    """Casts ``x`` (computed in float32) to ``dtype`` without leaving the support ``(lo, hi)``.
+
+    Rounding a float32 draw to a 16-bit float can land it exactly on a bound (or beyond it, when
+    the bound is not representable): a truncated normal would then produce ``2*stddev`` and a
+    ``U[0, s)`` draw ``s``. Such draws are moved to the nearest representable value inside the
+    support, i.e. they are rounded towards the inside; draws already inside are unchanged. For
+    float32 and wider dtypes (no rounding) ``x`` is returned as is. ``lo``/``hi`` may be traced.
+    ``closed_low`` keeps ``lo`` itself allowed (``U[lo, hi)``).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype or not jnp.issubdtype(dtype, jnp.floating):
+        return x.astype(dtype)
+    cd = x.dtype
+    y = x.astype(dtype)
+    hi_c = jnp.asarray(hi, cd)
+    hi_d = hi_c.astype(dtype)
+    hi_d = jnp.where(hi_d.astype(cd) >= hi_c, jnp.nextafter(hi_d, jnp.array(-jnp.inf, dtype)), hi_d)
+    y = jnp.minimum(y, hi_d)
+    if lo is not None:
+        lo_c = jnp.asarray(lo, cd)
+        lo_d = lo_c.astype(dtype)
+        below = lo_d.astype(cd) < lo_c if closed_low else lo_d.astype(cd) <= lo_c
+        lo_d = jnp.where(below, jnp.nextafter(lo_d, jnp.array(jnp.inf, dtype)), lo_d)
+        y = jnp.maximum(y, lo_d)
+    return y
+
+
+#: A normal draw beyond this many std has probability < 1e-15: the widest a sample reaches.
+_NORMAL_REACH = 8.0
+
+
+def check_representable(fn: str, arg: str, std: Any, reach: float, dtype: np.dtype) -> None:
+    """Refuses a static std whose draws ``dtype`` cannot represent (overflow or underflow).
+
+    ``std`` is the scale of the draws and ``reach`` how many ``std`` the largest draw can be
+    (8 for an unbounded normal, the bound for truncated/uniform draws). Raises ``ValueError``
+    when ``reach * std`` exceeds ``finfo(dtype).max`` (draws would be inf) or ``std`` is below
+    ``finfo(dtype).tiny``, the smallest normal number (draws would be subnormal or 0, losing
+    the distribution). Traced values are not checked.
+    """
+    if not (is_static_scalar(std) or is_concrete_array(std)) or np.size(std) != 1:
+        return
+    v = float(np.asarray(std))
+    fi = jnp.finfo(np.array(0, dtype).real.dtype)
+    if abs(v) * reach > float(fi.max) or (0 < abs(v) < float(fi.tiny)):
+        raise ValueError(
+            f"{fn}: {arg}={v!r} cannot be sampled in {np.dtype(dtype).name}: draws span about "
+            f"{reach:g} x {v:.3g}, outside the dtype's normal range [{float(fi.tiny):.3g}, "
+            f"{float(fi.max):.3g}]; sample in float32 (or rescale) instead"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Constants.
 # --------------------------------------------------------------------------------------------
@@ -211,7 +268,8 @@ def zeros(
     """
     if shape is None:
         return constant(0, dtype=dtype)
-    return _full(canonicalize_shape("zeros", shape), 0, canonicalize_dtype(dtype), out_sharding)
+    dtype = canonicalize_dtype(dtype)
+    return _full(canonicalize_shape("zeros", shape, dtype), 0, dtype, out_sharding)
 
 
 def ones(
@@ -235,7 +293,8 @@ def ones(
     """
     if shape is None:
         return constant(1, dtype=dtype)
-    return _full(canonicalize_shape("ones", shape), 1, canonicalize_dtype(dtype), out_sharding)
+    dtype = canonicalize_dtype(dtype)
+    return _full(canonicalize_shape("ones", shape, dtype), 1, dtype, out_sharding)
 
 
 def constant(value: Any, dtype: DTypeLike | None = None) -> Initializer:
@@ -255,7 +314,7 @@ def constant(value: Any, dtype: DTypeLike | None = None) -> Initializer:
     def init(key, shape, dtype=dtype, out_sharding=None):
         del key
         dtype = canonicalize_dtype(dtype)
-        shape = canonicalize_shape("constant", shape)
+        shape = canonicalize_shape("constant", shape, dtype)
         return _full(shape, value, dtype, out_sharding)
 
     return init
@@ -292,13 +351,16 @@ def uniform(
       An initializer.
 
     Raises:
-      ValueError: at build time, if ``minval >= maxval``.
+      ValueError: at build time, if ``scale <= 0`` (with no ``minval``/``maxval``), a bound is
+        not finite, or ``minval >= maxval``; at call time for bounds the dtype cannot hold, a
+        bad key or a shape that does not fit in memory. 16-bit draws stay in
+        ``[minval, maxval)`` (see :func:`cast_inside`).
       TypeError: at call time, for integer, bool or complex dtypes.
 
     References:
       Keras ``RandomUniform`` (keras.io/api/layers/initializers); JAX ``jax.nn.initializers``.
     """
-    check_number("uniform", "scale", scale)
+    check_number("uniform", "scale", scale, positive=minval is None and maxval is None)
     if minval is not None:
         check_number("uniform", "minval", minval)
     if maxval is not None:
@@ -312,7 +374,10 @@ def uniform(
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("uniform", dtype, complex_ok=False)
-        shape = canonicalize_shape("uniform", shape)
+        check_key("uniform", "key", key)
+        shape = canonicalize_shape("uniform", shape, dtype)
+        for arg, v in (("minval", lo), ("maxval", hi)):
+            check_representable("uniform", arg, v, 1.0, dtype)
         if out_sharding is None:
             return _uniform.call(key, scale, lo, hi, shape, dtype, plain)
         return _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding)
@@ -330,7 +395,7 @@ def _uniform(key, scale, lo, hi, shape, dtype, plain, out_sharding=None, *, eage
         x = jax.random.uniform(
             key, shape, cd, jnp.array(lo, cd), jnp.array(hi, cd), out_sharding=out_sharding
         )
-    return x.astype(dtype)
+    return cast_inside(x, lo, hi, dtype, closed_low=True)
 
 
 def uniform_symmetric(bound: Any = 0.05, dtype: DTypeLike | None = None) -> Initializer:
@@ -361,7 +426,7 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
     with :math:`E|w|^2 = \text{stddev}^2`, as in JAX.
 
     Args:
-      stddev: standard deviation (>= 0).
+      stddev: standard deviation (> 0; for zeros use :func:`zeros`).
       dtype: the initializer's default dtype.
       mean: mean of the distribution (keyword-only; Keras ``RandomNormal``/PyTorch ``normal_``).
 
@@ -369,16 +434,21 @@ def normal(stddev: Any = 1e-2, dtype: DTypeLike | None = None, *, mean: Any = 0.
       An initializer.
 
     Raises:
-      ValueError: if ``stddev < 0``.
+      ValueError: if ``stddev`` is not > 0 or not finite (Python numbers and concrete arrays;
+        a traced ``stddev`` is used as given), or, at call time, if the dtype cannot represent
+        draws of this std (see :func:`check_representable`), the key is not one PRNG key, or
+        the shape has a negative dimension or does not fit in device memory.
     """
-    check_number("normal", "stddev", stddev, nonnegative=True)
+    check_number("normal", "stddev", stddev, positive=True)  # zeros: use zeros()
     check_number("normal", "mean", mean)
     add_mean = not (is_static_scalar(mean) and float(mean) == 0.0)
 
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("normal", dtype)
-        shape = canonicalize_shape("normal", shape)
+        check_key("normal", "key", key)
+        shape = canonicalize_shape("normal", shape, dtype)
+        check_representable("normal", "stddev", stddev, _NORMAL_REACH, dtype)
         if out_sharding is None:
             return _normal.call(key, stddev, mean, shape, dtype, add_mean)
         return _normal(key, stddev, mean, shape, dtype, add_mean, out_sharding)
@@ -414,7 +484,7 @@ def truncated_normal(
     ``trunc_normal_`` (absolute bounds) see ``jinit.torch_trunc_normal``.
 
     Args:
-      stddev: std of the underlying (untruncated) normal, >= 0.
+      stddev: std of the underlying (untruncated) normal, > 0.
       dtype: the initializer's default dtype (real floating only).
       lower: lower truncation bound, in units of ``stddev``.
       upper: upper truncation bound, in units of ``stddev``.
@@ -422,36 +492,88 @@ def truncated_normal(
     Returns:
       An initializer.
 
+    Both bounds on one side of 0 (e.g. ``lower=5, upper=6``): the tail is sampled by
+    :func:`tail_truncated_normal` (exact where ``jax.random.truncated_normal`` collapses onto a
+    few values); otherwise the numbers are JAX's. 16-bit draws never land on a bound (see
+    :func:`cast_inside`).
+
     Raises:
-      ValueError: if ``stddev < 0`` or ``lower >= upper``.
+      ValueError: if ``stddev <= 0``, a bound is not finite, ``lower >= upper``, or at call
+        time for an unrepresentable std, a bad key or a shape that does not fit in memory.
 
     References:
       TF issue #25564 (two meanings of "stddev"); JAX ``jax.nn.initializers.truncated_normal``.
     """
-    check_number("truncated_normal", "stddev", stddev, nonnegative=True)
+    check_number("truncated_normal", "stddev", stddev, positive=True)
     check_number("truncated_normal", "lower", lower)
     check_number("truncated_normal", "upper", upper)
     if is_static_scalar(lower) and is_static_scalar(upper) and not float(lower) < float(upper):
         raise ValueError(
             f"truncated_normal: need lower < upper, got lower={lower!r}, upper={upper!r}"
         )
+    # Bounds on one side of 0: JAX's erf-based inverse CDF loses all precision there (at
+    # lower=8 every draw is the same float32); sample the tail in log space instead.
+    static = is_static_scalar(lower) and is_static_scalar(upper)
+    tail = (float(lower), float(upper)) if static and (lower >= 0 or upper <= 0) else None
+    reach = max(abs(float(lower)), abs(float(upper))) if static else 2.0
 
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("truncated_normal", dtype, complex_ok=False)
-        shape = canonicalize_shape("truncated_normal", shape)
+        check_key("truncated_normal", "key", key)
+        shape = canonicalize_shape("truncated_normal", shape, dtype)
+        check_representable("truncated_normal", "stddev", stddev, reach, dtype)
         if out_sharding is None:
-            return _truncated_normal.call(key, stddev, lower, upper, shape, dtype)
-        return _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding)
+            return _truncated_normal.call(key, stddev, lower, upper, shape, dtype, tail)
+        return _truncated_normal(key, stddev, lower, upper, shape, dtype, tail, out_sharding)
 
     return init
 
 
-@fused(static_argnums=(4, 5, 6))
-def _truncated_normal(key, stddev, lower, upper, shape, dtype, out_sharding=None, *, eager=False):
+@fused(static_argnums=(4, 5, 6, 7))
+def _truncated_normal(
+    key, stddev, lower, upper, shape, dtype, tail, out_sharding=None, *, eager=False
+):
     cd = compute_dtype(dtype)
-    x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
-    return (_sample_barrier(x, eager) * jnp.array(stddev, cd)).astype(dtype)
+    if tail is not None:
+        x = tail_truncated_normal(key, *tail, shape, cd)
+    else:
+        x = jax.random.truncated_normal(key, lower, upper, shape, cd, out_sharding=out_sharding)
+    s = jnp.array(stddev, cd)
+    return cast_inside(_sample_barrier(x, eager) * s, lower * s, upper * s, dtype)
+
+
+def tail_truncated_normal(key, lower: float, upper: float, shape, dtype):
+    r"""Standard normal truncated to ``(lower, upper)`` with both bounds on one side of 0.
+
+    Inverse-CDF sampling on the survival function in log space: with
+    :math:`\log Q(x) = \log\Phi(-x)` (``log_ndtr``, accurate far into the tail), a uniform
+    :math:`v \in (0, 1]` maps to :math:`t = \log Q(\ell) + \log(1 - v(1 - Q(u)/Q(\ell)))` and
+    :math:`x = \log Q^{-1}(t)`, started from ``-ndtri(exp(t))`` (or the asymptote
+    :math:`x^2 pprox s - \log s`, :math:`s = -2t - \log 2\pi`, where ``exp(t)`` underflows)
+    and refined by 3 Newton steps on :math:`\log Q` (derivative :math:`-\phi(x)/Q(x)`). Exact
+    up to float rounding for any bounds (tested at ``(8, 9)`` and ``(20, 21)``); draws lie
+    strictly inside the bounds. ``upper <= 0`` is the mirror image.
+    """
+    if upper <= 0:
+        return -tail_truncated_normal(key, -upper, -lower, shape, dtype)
+    log_ndtr = jax.scipy.special.log_ndtr
+    lo, hi = jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
+    lq_lo, lq_hi = log_ndtr(-lo), log_ndtr(-hi)
+    v = 1 - jax.random.uniform(key, shape, dtype)  # (0, 1]
+    t = lq_lo + jnp.log1p(v * jnp.expm1(lq_hi - lq_lo))
+    x0 = -jax.scipy.special.ndtri(jnp.exp(t))
+    big = -2 * t - jnp.log(jnp.asarray(2 * np.pi, dtype))
+    asym = jnp.sqrt(jnp.maximum(big - jnp.log(jnp.maximum(big, 1)), 0))
+    x = jnp.clip(jnp.where(jnp.isfinite(x0), x0, asym), lo, hi)
+    half_log_2pi = jnp.asarray(0.5 * np.log(2 * np.pi), dtype)
+    for _ in range(3):
+        lq = log_ndtr(-x)
+        slope = -jnp.exp(-0.5 * x * x - half_log_2pi - lq)  # d log Q / dx
+        x = jnp.clip(x - (lq - t) / slope, lo, hi)
+    inside_lo = jnp.nextafter(lo, jnp.asarray(jnp.inf, dtype))
+    inside_hi = jnp.nextafter(hi, jnp.asarray(-jnp.inf, dtype))
+    return jnp.clip(x, inside_lo, inside_hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,7 +639,16 @@ def _scaled_draw(key, mult, shape, dtype, distribution, *, eager=False):
         x = jax.random.normal(key, shape, cd)
     else:
         x = jax.random.uniform(key, shape, cd, -1)
-    return (_sample_barrier(x, eager) * mult).astype(dtype)
+    return _cast_variance_draw(_sample_barrier(x, eager) * mult, mult, distribution, dtype)
+
+
+def _cast_variance_draw(x, mult, distribution, dtype):
+    """Casts a variance-scaling draw, keeping 16-bit draws inside (-2m, 2m) or [-m, m)."""
+    if distribution == "truncated_normal":
+        return cast_inside(x, -2 * mult, 2 * mult, dtype)
+    if distribution == "uniform":
+        return cast_inside(x, -mult, mult, dtype, closed_low=True)
+    return x.astype(dtype)
 
 
 def _sample_with_variance(key, shape, dtype, variance, distribution, out_sharding=None):
@@ -528,7 +659,7 @@ def _sample_with_variance(key, shape, dtype, variance, distribution, out_shardin
         if real:
             stddev = jnp.sqrt(var) / jnp.array(TRUNCATED_NORMAL_STD, cd)
             x = jax.random.truncated_normal(key, -2, 2, shape, cd, out_sharding=out_sharding)
-            x = x * stddev
+            return _cast_variance_draw(x * stddev, stddev, distribution, dtype)
         else:
             stddev = jnp.sqrt(var) / jnp.array(COMPLEX_TRUNCATED_NORMAL_STD, cd)
             x = _complex_truncated_normal(key, 2, shape, cd) * stddev
@@ -536,8 +667,9 @@ def _sample_with_variance(key, shape, dtype, variance, distribution, out_shardin
         x = jax.random.normal(key, shape, cd, out_sharding=out_sharding) * jnp.sqrt(var)
     elif distribution == "uniform":
         if real:
+            a = jnp.sqrt(3 * var)
             x = jax.random.uniform(key, shape, cd, -1, out_sharding=out_sharding)
-            x = x * jnp.sqrt(3 * var)
+            return _cast_variance_draw(x * a, a, distribution, dtype)
         else:
             x = _complex_uniform(key, shape, cd) * jnp.sqrt(var)
     else:  # validated at build time
@@ -605,9 +737,12 @@ def variance_scaling(
     An initializer.
 
   Raises:
-    ValueError: at build time for an unknown ``mode``/``distribution``, ``scale <= 0``,
-      repeated axes or ``groups < 1``; at call time for a rank < 2 shape with default axes
-      (the message names the rank) or out-of-range axes.
+    ValueError: at build time for an unknown ``mode``/``distribution``, ``scale`` not finite
+      or ``<= 0`` (also a concrete array; a traced scale is used as given), repeated axes or
+      ``groups < 1``; at call time for a rank < 2 shape with default axes (the message names
+      the rank), out-of-range axes, ``groups`` not dividing the output size, a key that is not
+      one PRNG key, a shape that does not fit in device memory, or a std the dtype cannot
+      represent. Empty ``in_axis``/``out_axis`` sequences are valid (as in JAX).
     TypeError: at call time for integer or bool dtypes.
 
   References:
@@ -619,15 +754,17 @@ def variance_scaling(
     check_number(name, "scale", scale, positive=True)
     check_choice(name, "mode", mode, MODES)
     check_choice(name, "distribution", distribution, DISTRIBUTIONS)
-    _fans.check_axes_spec("in_axis", in_axis, allow_empty=False)
-    _fans.check_axes_spec("out_axis", out_axis, allow_empty=False)
+    # Empty sequences are valid (as in JAX): the fan is then the receptive field alone.
+    _fans.check_axes_spec("in_axis", in_axis)
+    _fans.check_axes_spec("out_axis", out_axis)
     _fans.check_axes_spec("batch_axis", batch_axis)
     groups = check_int(name, "groups", groups)
 
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         try:
             fan_in, fan_out = _fans.compute_fans(shape, in_axis, out_axis, batch_axis, groups)
         except ZeroDivisionError:
@@ -637,6 +774,10 @@ def variance_scaling(
         if _is_empty(shape):
             return jnp.zeros(shape, dtype)
         variance = scale / fan_denominator(mode, fan_in, fan_out)
+        if is_static_scalar(variance) or is_concrete_array(variance):
+            reach = _VS_REACH[distribution]
+            std = math.sqrt(float(np.asarray(variance).real))
+            check_representable(name, f"scale={scale!r} gives std", std, reach, dtype)
         return sample_with_variance(key, shape, dtype, variance, distribution, out_sharding)
 
     return init
@@ -815,7 +956,7 @@ def lecun_normal(
 
 
 def _he_scale(fn: str, negative_slope: Any, gain: Any) -> Any:
-    check_number(fn, "negative_slope", negative_slope)
+    check_number(fn, "negative_slope", negative_slope, nonnegative=True)
     if gain is None:
         return 2.0 / (1.0 + float(negative_slope) ** 2)
     check_number(fn, "gain", gain, positive=True)
@@ -1111,7 +1252,7 @@ def orthogonal(
       "CholeskyQR2: a simple and communication-avoiding algorithm for computing a tall-skinny
       QR factorization", 2014.
     """
-    check_number("orthogonal", "scale", scale)
+    check_number("orthogonal", "scale", scale, positive=True)
     column_axis = check_int("orthogonal", "column_axis", column_axis, minimum=-(2**31))
     per_gate = check_int("orthogonal", "per_gate", per_gate)
     check_choice("orthogonal", "method", method, ORTHOGONAL_METHODS)
@@ -1121,7 +1262,8 @@ def orthogonal(
         _no_sharding(name, out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         if len(shape) < 2:
             raise ValueError(
                 f"{name}: needs a shape with at least 2 dimensions, got rank {len(shape)} "
@@ -1185,7 +1327,7 @@ def delta_orthogonal(
       Xiao et al., "Dynamical Isometry and a Mean Field Theory of CNNs: How to Train
       10,000-Layer Vanilla Convolutional Neural Networks", arXiv:1806.05393, 2018.
     """
-    check_number("delta_orthogonal", "scale", scale)
+    check_number("delta_orthogonal", "scale", scale, positive=True)
     check_int("delta_orthogonal", "column_axis", column_axis, minimum=-(2**31))
     name = "delta_orthogonal"
 
@@ -1193,7 +1335,8 @@ def delta_orthogonal(
         _no_sharding(name, out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         if len(shape) not in (3, 4, 5):
             raise ValueError(
                 f"{name}: needs a 3-D, 4-D or 5-D kernel (*window, in, out), got rank {len(shape)} "

@@ -25,6 +25,7 @@ from jinit._src.initializers import (
     canonicalize_shape,
     check_choice,
     check_int,
+    check_key,
     check_number,
     check_random_dtype,
     compute_dtype,
@@ -72,7 +73,7 @@ def identity(gain: Any = 1.0, dtype: DTypeLike | None = None) -> Initializer:
         del key
         _no_sharding("identity", out_sharding)
         dtype = canonicalize_dtype(dtype)
-        shape = canonicalize_shape("identity", shape)
+        shape = canonicalize_shape("identity", shape, dtype)
         if len(shape) != 2:
             raise ValueError(
                 f"identity: needs a 2-D shape, got rank {len(shape)} (shape {shape}); for "
@@ -134,7 +135,7 @@ def dirac(
         del key
         _no_sharding("dirac", out_sharding)
         dtype = canonicalize_dtype(dtype)
-        shape = canonicalize_shape("dirac", shape)
+        shape = canonicalize_shape("dirac", shape, dtype)
         if len(shape) not in (3, 4, 5):
             raise ValueError(
                 f"dirac: needs a 3-D, 4-D or 5-D convolution kernel, got rank {len(shape)} "
@@ -216,7 +217,8 @@ def sparse(
         _no_sharding("sparse", out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("sparse", dtype, complex_ok=False)
-        shape = canonicalize_shape("sparse", shape)
+        check_key("sparse", "key", key)
+        shape = canonicalize_shape("sparse", shape, dtype)
         if len(shape) != 2:
             raise ValueError(f"sparse: needs a 2-D shape, got rank {len(shape)} (shape {shape})")
         rows = shape[0]
@@ -293,7 +295,7 @@ def zero_hadamard(
         _no_sharding("zero_hadamard", out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype("zero_hadamard", dtype, complex_ok=False)
-        shape = canonicalize_shape("zero_hadamard", shape)
+        shape = canonicalize_shape("zero_hadamard", shape, dtype)
         if len(shape) < 2:
             raise ValueError(
                 f"zero_hadamard: needs a shape with at least 2 dimensions, got rank "
@@ -363,7 +365,8 @@ def conv_orthogonal(scale: Any = 1.0, dtype: DTypeLike | None = None) -> Initial
         _no_sharding(name, out_sharding)
         dtype = canonicalize_dtype(dtype)
         check_random_dtype(name, dtype, complex_ok=False)
-        shape = canonicalize_shape(name, shape)
+        check_key(name, "key", key)
+        shape = canonicalize_shape(name, shape, dtype)
         if len(shape) not in (3, 4, 5):
             raise ValueError(
                 f"{name}: needs a 3-D, 4-D or 5-D kernel (*window, in, out), got rank "

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jinit._src import random_mlp, theory
+from jinit._src.checks import check_int, check_key, check_number
 
 
 def jacobian_singular_values(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
@@ -101,9 +102,20 @@ def mlp_jacobian_singular_values(
       Saxe, McClelland, Ganguli. Exact solutions to the nonlinear dynamics of learning in deep
       linear neural networks. arXiv:1312.6120, 2014.
     """
+    fn = "mlp_jacobian_singular_values"
+    check_key(fn, "key", key)
     depths = depth if isinstance(depth, tuple) else (depth,)
-    if not depths or depths[0] < 1 or list(depths) != sorted(set(depths)):
-        raise ValueError(f"depth must be a positive int or an increasing tuple, got {depth!r}")
+    for d in depths:
+        check_int(fn, "depth", d)
+    if not depths or list(depths) != sorted(set(depths)):
+        raise ValueError(
+            f"{fn}: depth must be a positive int or an increasing tuple, got {depth!r}"
+        )
+    check_int(fn, "width", width)
+    check_int(fn, "num_inputs", num_inputs)
+    check_number(fn, "sigma_w", sigma_w, positive=True)
+    check_number(fn, "sigma_b", sigma_b, nonnegative=True)
+    check_number(fn, "q_in", q_in, positive=True)
     phi = theory.activation_fn(activation)
     dphi = theory.derivative(phi)
     params = random_mlp.init_mlp(

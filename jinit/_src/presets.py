@@ -57,6 +57,42 @@ def _axes(fn: str, layout: str) -> tuple[int, int]:
     return (1, 0) if layout == "OIHW" else (-2, -1)
 
 
+def check_layout(fn: str, layout: str, shape: tuple[int, ...]) -> None:
+    """Refuses a conv kernel whose shape contradicts ``layout``, where the shape can tell.
+
+    For rank >= 4 (2-D and 3-D convolutions) the kernel is refused when the *other* layout reads
+    a typical convolution (a square/cubic window smaller than both channel counts) while
+    ``layout`` reads a window larger than its channels (each >= 2): e.g. a Flax HWIO
+    ``(3, 3, 64, 128)`` read as OIHW, or a PyTorch ``(128, 64, 3, 3)`` read as HWIO. Ambiguous
+    shapes (``(1, 1, 5, 5)``, ``(8, 8, 8, 8)``), dense kernels and 1-D convs pass unchecked.
+    """
+    if len(shape) < 4:
+        return
+    if layout == "OIHW":
+        chans, window, o_chans, o_window = shape[:2], shape[2:], shape[-2:], shape[:-2]
+    else:
+        chans, window, o_chans, o_window = shape[-2:], shape[:-2], shape[:2], shape[2:]
+    other_is_conv = len(set(o_window)) == 1 and max(o_window) < min(o_chans)
+    if other_is_conv and min(chans) >= 2 and max(window) > max(chans):
+        want = "HWIO" if layout == "OIHW" else "OIHW"
+        raise ValueError(
+            f"{fn}: layout={layout!r} contradicts the kernel shape {shape}: read as {layout} it "
+            f"has a {'x'.join(map(str, window))} window over {chans} channels, while {want} reads "
+            f"a {'x'.join(map(str, o_window))} window; expected a {layout} kernel (pass "
+            f"layout={want!r} for this one)"
+        )
+
+
+def _layout_checked(fn: str, layout: str, base: _i.Initializer) -> _i.Initializer:
+    def init(key, shape, dtype=None, out_sharding=None):
+        check_layout(fn, layout, _i.canonicalize_shape(fn, shape))
+        if dtype is None:  # keep the factory's default dtype
+            return base(key, shape, out_sharding=out_sharding)
+        return base(key, shape, dtype, out_sharding)
+
+    return init
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch (torch.nn.init and the layers' reset_parameters).
 # --------------------------------------------------------------------------------------------
@@ -94,8 +130,12 @@ def torch_kaiming_uniform(
     _i.check_choice("torch_kaiming_uniform", "mode", mode, ("fan_in", "fan_out"))
     gain = calculate_gain(nonlinearity, a)
     in_axis, out_axis = _axes("torch_kaiming_uniform", layout)
-    return _i.variance_scaling(
-        gain**2, mode, "uniform", in_axis, out_axis, (), dtype, name="torch_kaiming_uniform"
+    return _layout_checked(
+        "torch_kaiming_uniform",
+        layout,
+        _i.variance_scaling(
+            gain**2, mode, "uniform", in_axis, out_axis, (), dtype, name="torch_kaiming_uniform"
+        ),
     )
 
 
@@ -128,8 +168,12 @@ def torch_kaiming_normal(
     _i.check_choice("torch_kaiming_normal", "mode", mode, ("fan_in", "fan_out"))
     gain = calculate_gain(nonlinearity, a)
     in_axis, out_axis = _axes("torch_kaiming_normal", layout)
-    return _i.variance_scaling(
-        gain**2, mode, "normal", in_axis, out_axis, (), dtype, name="torch_kaiming_normal"
+    return _layout_checked(
+        "torch_kaiming_normal",
+        layout,
+        _i.variance_scaling(
+            gain**2, mode, "normal", in_axis, out_axis, (), dtype, name="torch_kaiming_normal"
+        ),
     )
 
 
@@ -192,10 +236,10 @@ def torch_xavier_uniform(
     """
     _i.check_number("torch_xavier_uniform", "gain", gain, positive=True)
     in_axis, out_axis = _axes("torch_xavier_uniform", layout)
-    return _i.variance_scaling(
+    return _layout_checked("torch_xavier_uniform", layout, _i.variance_scaling(
         float(gain) ** 2, "fan_avg", "uniform", in_axis, out_axis, (), dtype,
         name="torch_xavier_uniform",
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def torch_xavier_normal(
@@ -213,10 +257,10 @@ def torch_xavier_normal(
     """
     _i.check_number("torch_xavier_normal", "gain", gain, positive=True)
     in_axis, out_axis = _axes("torch_xavier_normal", layout)
-    return _i.variance_scaling(
+    return _layout_checked("torch_xavier_normal", layout, _i.variance_scaling(
         float(gain) ** 2, "fan_avg", "normal", in_axis, out_axis, (), dtype,
         name="torch_xavier_normal",
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def torch_orthogonal(
@@ -236,7 +280,8 @@ def torch_orthogonal(
       An initializer.
     """
     _i.check_choice("torch_orthogonal", "layout", layout, LAYOUTS)
-    return _i.orthogonal(gain, 0 if layout == "OIHW" else -1, dtype)
+    base = _i.orthogonal(gain, 0 if layout == "OIHW" else -1, dtype)
+    return _layout_checked("torch_orthogonal", layout, base)
 
 
 def torch_trunc_normal(
@@ -332,7 +377,8 @@ def _tf_variance_scaling(fn, scale, mode, dist, dtype):
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = _i.canonicalize_dtype(dtype)
         _i.check_random_dtype(fn, dtype)
-        shape = _i.canonicalize_shape(fn, shape)
+        _i.check_key(fn, "key", key)
+        shape = _i.canonicalize_shape(fn, shape, dtype)
         if _i._is_empty(shape):
             return jnp.zeros(shape, dtype)
         fan_in, fan_out = _tf_fans(shape)
@@ -470,7 +516,7 @@ def keras_lstm_bias(
     def init(key, shape, dtype=dtype, out_sharding=None):
         del key
         dtype = _i.canonicalize_dtype(dtype)
-        shape = _i.canonicalize_shape("keras_lstm_bias", shape)
+        shape = _i.canonicalize_shape("keras_lstm_bias", shape, dtype)
         if len(shape) != 1 or shape[0] % gates:
             raise ValueError(
                 f"keras_lstm_bias: needs a 1-D shape divisible by gates={gates}, got {shape}"
@@ -513,7 +559,8 @@ def haiku_default_kernel(dtype: Any = None) -> _i.Initializer:
     def init(key, shape, dtype=dtype, out_sharding=None):
         dtype = _i.canonicalize_dtype(dtype)
         _i.check_random_dtype(fn, dtype, complex_ok=False)
-        shape = _i.canonicalize_shape(fn, shape)
+        _i.check_key(fn, "key", key)
+        shape = _i.canonicalize_shape(fn, shape, dtype)
         if len(shape) < 2:
             raise ValueError(f"{fn}: needs at least 2 dimensions, got rank {len(shape)} {shape}")
         fan_in = math.prod(shape[:-1])

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jinit._src import initializers
+from jinit._src.checks import check_choice, check_int, check_key, check_number
 
 _WEIGHTS = ("gaussian", "orthogonal")
 
@@ -67,10 +68,13 @@ def init_mlp(
     Raises:
       ValueError: for an unknown ``weights`` or depth < 1.
     """
-    if weights not in _WEIGHTS:
-        raise ValueError(f"weights must be one of {_WEIGHTS}, got {weights!r}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    check_key("init_mlp", "key", key)
+    check_choice("init_mlp", "weights", weights, _WEIGHTS)
+    check_int("init_mlp", "n_in", n_in)
+    check_int("init_mlp", "width", width)
+    check_int("init_mlp", "depth", depth)
+    check_number("init_mlp", "sigma_w", sigma_w, positive=True)
+    check_number("init_mlp", "sigma_b", sigma_b, nonnegative=True)
     first = _layer(jax.random.fold_in(key, 0), n_in, width, sigma_w, sigma_b, weights, dtype)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(1, depth))
     hidden = jax.vmap(lambda k: _layer(k, width, width, sigma_w, sigma_b, weights, dtype))(keys)

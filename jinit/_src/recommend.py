@@ -19,6 +19,7 @@ import numpy as np
 
 from jinit._src import gains, theory
 from jinit._src import initializers as inits
+from jinit._src.checks import check_int, check_number
 
 #: Klambauer et al. (2017) SELU constants (the self-normalizing fixed point mean 0, var 1).
 SELU_LAMBDA = 1.0507009873554805
@@ -112,7 +113,7 @@ def _positively_homogeneous(phi) -> bool:
 
 def _check_choice(arg, value, choices):
     if value not in choices:
-        raise ValueError(f"{arg} must be one of {choices}, got {value!r}")
+        raise ValueError(f"{arg} must be one of {choices}, got {value!r}")  # names arg and value
 
 
 def edge_of_chaos(
@@ -151,8 +152,7 @@ def edge_of_chaos(
       Pennington, Schoenholz, Ganguli. Resurrecting the sigmoid in deep learning through
       dynamical isometry: theory and practice. arXiv:1711.04735, 2017.
     """
-    if not sigma_b >= 0:
-        raise ValueError(f"sigma_b must be >= 0, got {sigma_b!r}")
+    check_number("edge_of_chaos", "sigma_b", sigma_b, nonnegative=True)
     _check_choice("distribution", distribution, _DISTRIBUTIONS)
     phi = theory.activation_fn(activation, **activation_kwargs)
     sigma_w = _critical(phi, sigma_b)
@@ -223,10 +223,9 @@ def recommend(
       dynamical isometry. arXiv:1711.04735, 2017.
       Mishkin, Matas. All you need is a good init (LSUV). arXiv:1511.06422, 2015.
     """
-    if not sigma_b >= 0:
-        raise ValueError(f"sigma_b must be >= 0, got {sigma_b!r}")
-    if depth is not None and depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth!r}")
+    check_number("recommend", "sigma_b", sigma_b, nonnegative=True)
+    if depth is not None:
+        check_int("recommend", "depth", depth, minimum=1)
     _check_choice("distribution", distribution, _DISTRIBUTIONS)
     _check_choice("normalization", normalization, _NORMALIZATIONS)
     name = _activation_name(activation)

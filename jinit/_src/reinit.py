@@ -88,7 +88,7 @@ def reinit(
     rules: Mapping | Sequence[Rule],
     key: jax.Array,
     *,
-    strict: bool = False,
+    strict: bool = True,
 ) -> Any:
     r"""Re-initialises the leaves of a params pytree that match ``rules``; others are kept.
 
@@ -109,7 +109,8 @@ def reinit(
       params: the pytree to re-initialise.
       rules: a mapping or sequence of ``(pattern, initializer)`` pairs, tried in order.
       key: the base PRNG key.
-      strict: if True, raise when a rule matches no leaf (catches typos in patterns).
+      strict: if True (default), raise when a rule matches no leaf (catches typos in patterns
+        and rules written for another model); False keeps such rules as no-ops.
 
     Returns:
       A pytree of the same structure (NNX ``State`` stays a ``State``; apply it with
@@ -117,18 +118,24 @@ def reinit(
 
     Raises:
       TypeError: for malformed rules.
-      ValueError: with ``strict=True``, naming the rules that matched nothing.
+      ValueError: with ``strict=True``, naming the rules that matched nothing and listing the
+        leaf paths that exist.
 
     References:
       penzai ``penzai/nn/parameters.py`` (path-derived parameter keys).
     """
+    from jinit._src.checks import check_key  # local: the module's imports are being moved
+
+    check_key("reinit", "key", key)
     compiled = _compile_rules(rules)
     used = [False] * len(compiled)
+    seen: list[str] = []
 
     def visit(path, leaf):
         if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
             return leaf
         p = path_string(path)
+        seen.append(p)
         for i, (match, init) in enumerate(compiled):
             if match(p, leaf):
                 used[i] = True
@@ -142,5 +149,9 @@ def reinit(
             for i, u in enumerate(used)
             if not u
         ]
-        raise ValueError(f"reinit: rules matched no leaf: {pats!r}")
+        shown = ", ".join(seen[:20]) + (f", ... ({len(seen)} in all)" if len(seen) > 20 else "")
+        raise ValueError(
+            f"reinit: rules matched no leaf: {pats!r}; the params have the leaf paths: "
+            f"{shown or '(none)'}. Fix the pattern, or pass strict=False to allow it."
+        )
     return out

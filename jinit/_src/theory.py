@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src import random_mlp
+from jinit._src.checks import check_int
 
 Activation = str | Callable[[jax.Array], jax.Array]
 
@@ -323,6 +324,8 @@ def q_star(
     Returns:
       q* (scalar array).
     """
+    check_int("q_star", "num_iters", num_iters)
+    check_int("q_star", "num_points", num_points, minimum=2)
     phi = activation_fn(activation)
     dtype = jnp.result_type(sigma_w, sigma_b, q0, jnp.float32)
 
@@ -485,6 +488,8 @@ def propagate(
     References:
       Poole et al. arXiv:1606.05340, 2016.
     """
+    check_int("propagate", "depth", depth)
+    check_int("propagate", "num_points", num_points, minimum=2)
     phi = activation_fn(activation)
     dtype = jnp.result_type(sigma_w, sigma_b, q_in, c_in, jnp.float32)
     q1 = jnp.asarray(sigma_w**2 * q_in + sigma_b**2, dtype)
@@ -638,6 +643,8 @@ def simulate(
       ``"act_mean"``, ``"act_std"`` of shape (depth,): mean and std of phi(h_l) over units and
       inputs.
     """
+    if jnp.ndim(x) != 2:
+        raise ValueError(f"simulate: x must have shape (batch, n_in), got shape {jnp.shape(x)}")
     phi = activation_fn(activation)
     params = random_mlp.init_mlp(
         key,
