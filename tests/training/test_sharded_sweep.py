@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     sys.path.insert(0, ".")
     import jinit
-    from tests.test_train import MLP, loss_fn, metric_fn, OPT, init_fn
+    from tests.training.test_fit import MLP, loss_fn, metric_fn, OPT, init_fn
 
     assert len(jax.devices()) == 4, jax.devices()
     k1, k2 = jax.random.split(jax.random.key(42))
