@@ -31,7 +31,6 @@ from jinit._src.training.step import (
     _check_optimizer,
     check_keys,
     epoch_indices,
-    new_guard,
 )
 
 PyTree = Any
@@ -268,14 +267,14 @@ def fit(
     mode = _progress_mode(progress)
     history: list[EpochResult] = []
     t_start = time.perf_counter()
-    epoch = start_epoch
+    epoch, saved = start_epoch, None  # saved: the last epoch on_epoch_end returned from
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             keys = shuffle_keys(epoch)
             check_keys(fn, f"shuffle_keys({epoch})", keys, num_models)
             idx = epoch_indices(keys, n, batch_size)
-            guard = new_guard(epoch * steps, num_models)
+            guard = progs.guard(epoch * steps)
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
             for s in range(0, steps, per_call):
@@ -286,12 +285,12 @@ def fit(
                 parts.append(m)
                 done = s + per_call
                 if on_nonfinite == "raise" and progs.stepping != "step":
-                    _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history)
+                    _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
                 if bar is not None and (done % read_every == 0 or done == steps):
                     bar.update(done - bar.n)
                     bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
             if on_nonfinite == "raise":
-                _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history)
+                _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
             metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
             train_m = {k: _finite_mean(v) for k, v in metrics.items()}
             bad = np.asarray(guard.nonfinite)
@@ -322,8 +321,9 @@ def fit(
                 _emit(_epoch_line(result, epochs, steps * batch_size, time.perf_counter() - t_start))
             if on_epoch_end is not None:
                 on_epoch_end(result, state)
+                saved = result.epoch
     except KeyboardInterrupt:
-        _emit(_interrupted_line(epoch, history, on_epoch_end is not None, checkpoint))
+        _emit(_interrupted_line(epoch, saved, on_epoch_end is not None, checkpoint))
         raise
     return state, history
 
@@ -336,29 +336,29 @@ def _finite_mean(v: jax.Array) -> np.ndarray:
         return (np.where(ok, v, 0.0).sum(-1) / ok.sum(-1)).astype(np.float32)
 
 
-def _last_checkpoint(history: list[EpochResult], checkpoint: str | None, saving: bool) -> str:
+def _last_checkpoint(saved: int | None, checkpoint: str | None, saving: bool) -> str:
     if not saving:
         return "no checkpoint (fit was given no on_epoch_end to save one)"
-    if not history:
+    if saved is None:
         return "no checkpoint from this run (no epoch finished)" + (
             f"; an earlier one may be in {checkpoint}" if checkpoint else ""
         )
     where = f" in {checkpoint}" if checkpoint else ""
-    return f"the last checkpoint is the end of epoch {history[-1].epoch}{where}"
+    return f"the last checkpoint is the end of epoch {saved}{where}"
 
 
-def _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history):
+def _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved):
     first_bad = np.asarray(guard.first_bad)
     if not (first_bad >= 0).any():
         return
     g = int(first_bad[first_bad >= 0].min())
     models = np.flatnonzero(first_bad >= 0).tolist() if num_models is not None else None
     which = f" (models {models} of the sweep)" if models is not None else ""
-    saved = _last_checkpoint(history, checkpoint, True)
+    where = _last_checkpoint(saved, checkpoint, True)
     raise NonFiniteError(
         f"fit: non-finite loss or gradient norm at epoch {epoch}, step {g - epoch * steps} "
         f"(global step {g}){which}; that update and later ones were dropped and training "
-        f"stopped; {saved}. Lower the learning rate, check the data for NaN/inf, or pass "
+        f"stopped; {where}. Lower the learning rate, check the data for NaN/inf, or pass "
         "on_nonfinite='skip_step'. The last good state is on this error's .state",
         epoch=epoch,
         step=g - epoch * steps,
@@ -369,14 +369,11 @@ def _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history):
     )
 
 
-def _interrupted_line(epoch, history, saving, checkpoint) -> str:
-    if saving and history:
-        where = f" in {checkpoint}" if checkpoint else ""
-        return (
-            f"fit: interrupted in epoch {epoch}; the last checkpoint is the end of epoch "
-            f"{history[-1].epoch}{where}: run the same command again to resume from it"
-        )
-    return f"fit: interrupted in epoch {epoch}; {_last_checkpoint(history, checkpoint, saving)}"
+def _interrupted_line(epoch, saved, saving, checkpoint) -> str:
+    line = f"fit: interrupted in epoch {epoch}; {_last_checkpoint(saved, checkpoint, saving)}"
+    if saving and (saved is not None or checkpoint):
+        line += ": run the same command again to resume from it"
+    return line
 
 
 def _epoch_line(r: EpochResult, epochs: int, examples: int, elapsed: float) -> str:

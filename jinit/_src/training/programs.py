@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jinit._src.checks import check_choice, check_int
 from jinit._src.training.step import (
@@ -25,6 +26,7 @@ from jinit._src.training.step import (
     _check_optimizer,
     make_evaluate,
     make_guarded_chunk,
+    new_guard,
     params_form,
 )
 
@@ -63,13 +65,29 @@ def default_stepping(backend: str | None = None, num_models: int | None = None) 
 class Programs(dict):
     """``{"train": ..., "evaluate": ...}`` plus the settings they were compiled with.
 
-    ``train(state, guard, data, idx, steps)`` runs ``steps`` (static) guarded steps;
-    ``evaluate(state, data)`` the example-weighted means of ``metric_fn``.
+    ``train(state, guard, data, idx, steps) -> (state, guard, metrics)`` runs ``steps``
+    (static) guarded steps from row ``guard.row`` of the epoch's index array ``idx``
+    (``(steps_per_epoch, B)``, or ``(M, steps_per_epoch, B)`` per model), ``guard`` from
+    :meth:`guard`; ``evaluate(state, data)`` the example-weighted means of ``metric_fn``.
     """
 
     stepping: str
     on_nonfinite: str
     num_models: int | None
+
+    mesh: Any = None
+
+    def guard(self, step: int = 0):
+        """A fresh guard for ``train``, its first row 0 of the index array, at global ``step``.
+
+        With a mesh it is sharded like the state, so every call sees the same input
+        shardings and ``train`` compiles once.
+        """
+        g = new_guard(step, self.num_models)
+        if self.mesh is None:
+            return g
+        sharding = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names[0]))
+        return jax.tree.map(lambda a: jax.device_put(a, sharding), g)
 
 
 def compile_programs(
@@ -173,6 +191,7 @@ def compile_programs(
     if evaluate is not None:
         progs["evaluate"] = jax.jit(evaluate)
     progs.stepping, progs.on_nonfinite, progs.num_models = stepping, on_nonfinite, num_models
+    progs.mesh = mesh
     return progs
 
 

@@ -109,8 +109,8 @@ def params_form(
     def outputs(params, batch, model_state, kw, train):
         x = model_inputs(batch, input_key)
         if model_state is None:
-            apply, _, _ = as_apply(model, params, apply_kwargs=kw)
-            return apply(params, x), None
+            apply, p0, _ = as_apply(model, params, apply_kwargs=kw)
+            return apply(p0, x), None
         if not isinstance(model, nn.Module):
             raise TypeError(
                 "fit: a model_state (BatchNorm statistics) needs a flax.linen Module as model, "
