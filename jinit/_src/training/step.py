@@ -13,6 +13,7 @@ Two forms of loss, named apart (docs/training.md):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jinit._src.checks import check_int
@@ -51,9 +53,16 @@ class Guard(NamedTuple):
 
 
 def new_guard(step: int, num_models: int | None = None) -> Guard:
+    return _new_guard(np.int32(step), num_models)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _new_guard(step, num_models):
+    # One dispatch, and device arrays like the ones the train program returns (so its cache
+    # sees the same kind of argument on every call and it compiles once).
     shape = () if num_models is None else (num_models,)
     full = lambda v: jnp.full(shape, v, jnp.int32)  # noqa: E731
-    return Guard(full(0), full(step), full(-1), full(0))
+    return Guard(full(0), jnp.full(shape, step, jnp.int32), full(-1), full(0))
 
 
 def _check_optimizer(fn: str, optimizer: Any) -> None:
@@ -342,6 +351,12 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     many = len(shape) == (1 if typed else 2)
     check_keys("epoch_indices", "key", key, key.shape[0] if many else None)
+    return _permutations(key, num_examples, batch_size, many)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _permutations(key, num_examples, batch_size, many):
+    # One compiled program per (n, B): an epoch's order costs one dispatch, not a dozen.
     steps = num_examples // batch_size
 
     def one(k):
