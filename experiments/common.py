@@ -429,6 +429,7 @@ def _train_chunk(
         progress=progress,
         on_epoch_end=on_epoch_end,
         programs=programs,
+        checkpoint=str(ckpt_dir),  # named by fit's NaN error and Ctrl-C line (training, i15c)
     )
     train_s = time.perf_counter() - t1
     test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import jinit
@@ -93,7 +92,9 @@ ROWS = [
     Row("training/fit/stepping", lambda: _fit(stepping="loop"), ValueError, ("stepping", "'loop'")),
     Row("training/fit/strategy", lambda: _fit(strategy="pmap"), ValueError, ("strategy", "pmap")),
     Row("training/fit/progress", lambda: _fit(progress="yes"), ValueError, ("progress", "'yes'")),
-    Row("training/fit/empty_data", lambda: _fit(train_data={}), ValueError, ("train_data", "empty")),
+    Row(
+        "training/fit/empty_data", lambda: _fit(train_data={}), ValueError, ("train_data", "empty")
+    ),
     Row(
         "training/fit/zero_examples",
         lambda: _fit(train_data={"x": _X[:0], "y": _DATA["y"][:0]}),

@@ -1,4 +1,4 @@
-"""Training loop and seed sweeps: vmapped sweep == separate runs, compile once, resume."""
+"""Seed sweeps through fit: vmapped/mapped sweep == separate runs, compile once, resume."""
 
 import flax.linen as nn
 import jax
@@ -152,44 +152,6 @@ def test_epoch_indices_are_permutations():
     per_model = jinit.epoch_indices(jax.random.split(jax.random.key(0), 2), 20, 6)
     assert per_model.shape == (2, 3, 6)
     assert not np.array_equal(per_model[0], per_model[1])
-
-
-def _unused_bad_arguments_are_named(data):
-    state = init_fn(jax.random.key(0))
-    with pytest.raises(ValueError, match="batch_size"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            epochs=1,
-            batch_size=0,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="metric_fn"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            val_data=data,
-            epochs=1,
-            batch_size=8,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="start_epoch"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            epochs=1,
-            start_epoch=2,
-            batch_size=8,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="batch_size"):
-        jinit.epoch_indices(jax.random.key(0), 4, 8)
 
 
 def test_fit_records_layer_statistics_every_n_steps(data):

@@ -8,7 +8,6 @@ The guide is docs/training.md.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 import warnings
@@ -219,9 +218,7 @@ def fit(
     if val_data is not None:
         _num_examples("val_data", val_data)
     if n < batch_size:
-        raise ValueError(
-            f"{fn}: batch_size={batch_size} is larger than train_data ({n} examples)"
-        )
+        raise ValueError(f"{fn}: batch_size={batch_size} is larger than train_data ({n} examples)")
     _check_model_axis(state, num_models)
     if programs:
         progs = programs
@@ -267,7 +264,9 @@ def fit(
     mode = _progress_mode(progress)
     history: list[EpochResult] = []
     t_start = time.perf_counter()
-    epoch, saved = start_epoch, None  # saved: the last epoch on_epoch_end returned from
+    # saved: the last epoch whose checkpoint exists (resuming at start_epoch implies one for
+    # start_epoch - 1), i.e. the last on_epoch_end that returned.
+    epoch, saved = start_epoch, (start_epoch - 1 if start_epoch > 0 else None)
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -285,7 +284,9 @@ def fit(
                 parts.append(m)
                 done = s + per_call
                 if on_nonfinite == "raise" and progs.stepping != "step":
-                    _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
+                    _raise_if_bad(
+                        guard, state, epoch, steps, num_models, checkpoint, history, saved
+                    )
                 if bar is not None and (done % read_every == 0 or done == steps):
                     bar.update(done - bar.n)
                     bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
@@ -318,7 +319,9 @@ def fit(
                     bar.set_postfix({f"val_{k}": f"{np.mean(v):.4f}" for k, v in val_m.items()})
                 bar.close()
             elif mode == "lines":
-                _emit(_epoch_line(result, epochs, steps * batch_size, time.perf_counter() - t_start))
+                _emit(
+                    _epoch_line(result, epochs, steps * batch_size, time.perf_counter() - t_start)
+                )
             if on_epoch_end is not None:
                 on_epoch_end(result, state)
                 saved = result.epoch
@@ -383,7 +386,10 @@ def _epoch_line(r: EpochResult, epochs: int, examples: int, elapsed: float) -> s
     line = f"epoch {r.epoch + 1}/{epochs}: {fmt(r.train)}"
     if r.val:
         line += f" | {fmt(r.val, 'val_')}"
-    return line + f" | {examples / r.seconds:.0f} examples/s | {r.seconds:.1f} s (total {elapsed:.1f} s)"
+    return (
+        line
+        + f" | {examples / r.seconds:.0f} examples/s | {r.seconds:.1f} s (total {elapsed:.1f} s)"
+    )
 
 
 def _emit(line: str) -> None:

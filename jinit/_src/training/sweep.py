@@ -137,7 +137,9 @@ def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
     if mesh is None:
         return tree
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"shard_models: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        raise TypeError(
+            f"shard_models: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}"
+        )
     for p, a in jax.tree_util.tree_leaves_with_path(tree):
         if a.ndim == 0 or a.shape[0] % mesh.size:
             raise ValueError(
