@@ -276,19 +276,42 @@ def fit(
             guard = progs.guard(epoch * steps)
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
-            for s in range(0, steps, per_call):
+            rollback = progs.rollback and on_nonfinite != "continue"
+            s, snap = 0, None
+            while s < steps:
+                if rollback and snap is None:  # a copy to return to if this block goes bad
+                    snap = (s, len(parts), _copy(state), _copy(guard))
                 global_step = epoch * steps + s
                 if stats_prog is not None and (global_step % stats_every) < per_call:
                     stats.append((global_step, jax.tree.map(np.asarray, stats_prog(state.params))))
                 state, guard, m = progs["train"](state, guard, train_data, idx, per_call)
                 parts.append(m)
-                done = s + per_call
-                if on_nonfinite == "raise" and progs.stepping != "step":
+                s += per_call
+                block_end = s % read_every == 0 or s == steps
+                if rollback and block_end:
+                    bad = int(guard.first_bad) - epoch * steps
+                    if bad >= 0:  # back to the copy, then replay the good steps before it
+                        s, n_parts, state, guard = snap
+                        del parts[n_parts:]
+                        while s < bad:
+                            state, guard, m = progs["train"](state, guard, train_data, idx, 1)
+                            parts.append(m)
+                            s += 1
+                        if on_nonfinite == "raise":
+                            bad_guard = guard._replace(first_bad=np.int32(epoch * steps + bad))
+                            _raise_if_bad(
+                                bad_guard, state, epoch, steps, None, checkpoint, history, saved
+                            )
+                        guard = _skip(guard)  # 'skip_step': step past it, counted
+                        parts.append(jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), m))
+                        s += 1
+                    snap = None
+                elif on_nonfinite == "raise" and not progs.rollback and progs.stepping != "step":
                     _raise_if_bad(
                         guard, state, epoch, steps, num_models, checkpoint, history, saved
                     )
-                if bar is not None and (done % read_every == 0 or done == steps):
-                    bar.update(done - bar.n)
+                if bar is not None and (s % read_every == 0 or s == steps):
+                    bar.update(s - bar.n)
                     bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
@@ -329,6 +352,20 @@ def fit(
         _emit(_interrupted_line(epoch, saved, on_epoch_end is not None, checkpoint))
         raise
     return state, history
+
+
+def _copy(tree):
+    return jax.tree.map(lambda a: a.copy(), tree)
+
+
+def _skip(guard):
+    one = jnp.ones_like(guard.row)
+    return guard._replace(
+        row=guard.row + one,
+        step=guard.step + one,
+        first_bad=-one,
+        nonfinite=guard.nonfinite + one,
+    )
 
 
 def _finite_mean(v: jax.Array) -> np.ndarray:

@@ -76,6 +76,7 @@ class Programs(dict):
     num_models: int | None
 
     mesh: Any = None
+    rollback: bool = False  # train applies every update; fit rolls back to a copy on NaN
 
     def guard(self, step: int = 0):
         """A fresh guard for ``train``, its first row 0 of the index array, at global ``step``.
@@ -165,8 +166,14 @@ def compile_programs(
             apply_kwargs=apply_kwargs,
             eval_apply_kwargs=eval_apply_kwargs,
         )
+    # One model stepped from Python: no per-step select; fit rolls back instead.
+    rollback = stepping == "step" and num_models is None
     chunk = make_guarded_chunk(
-        loss_fn, optimizer, on_nonfinite=on_nonfinite, unroll=stepping == "unroll"
+        loss_fn,
+        optimizer,
+        on_nonfinite=on_nonfinite,
+        unroll=stepping == "unroll",
+        select=not rollback,
     )
     evaluate = make_evaluate(metric_fn, eval_batch_size) if metric_fn is not None else None
     if num_models is not None:
@@ -191,7 +198,7 @@ def compile_programs(
     if evaluate is not None:
         progs["evaluate"] = jax.jit(evaluate)
     progs.stepping, progs.on_nonfinite, progs.num_models = stepping, on_nonfinite, num_models
-    progs.mesh = mesh
+    progs.mesh, progs.rollback = mesh, rollback
     return progs
 
 
