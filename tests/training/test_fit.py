@@ -84,7 +84,7 @@ def test_vmapped_sweep_equals_separate_runs(data):
     sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
     sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="vmap")
     for m, seed in enumerate(SEEDS):
-        single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), None, stepping="scan")
         for a, b in zip(
             jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
         ):
@@ -97,11 +97,13 @@ def test_vmapped_sweep_equals_separate_runs(data):
 
 
 def test_map_strategy_is_bitwise_equal_to_separate_runs(data):
-    """'map' computes each model of the sweep exactly as its own run (the CPU default)."""
+    """'map' computes each model of the sweep exactly as its own run (the CPU default), when
+    that run uses the same loop structure (a scan; the Python loop of one jitted step
+    compiles differently, so it agrees to float32 rounding, not to the bit)."""
     sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
     sweep_state, _ = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="map")
     for m, seed in enumerate(SEEDS):
-        single, _ = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        single, _ = run(init_fn(jax.random.key(seed)), data, (seed,), None, stepping="scan")
         for a, b in zip(
             jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
         ):
