@@ -113,7 +113,10 @@ def compile_programs(
       loss_fn: as in :func:`jinit.fit` (params form, or outputs form with ``model``).
       optimizer: as in :func:`jinit.fit`.
       metric_fn: as in :func:`jinit.fit` (``None``: no ``evaluate`` program).
-      model, input_key, apply_kwargs, eval_apply_kwargs: as in :func:`jinit.fit`.
+      model: as in :func:`jinit.fit` (selects the outputs form of the losses).
+      input_key: as in :func:`jinit.fit`.
+      apply_kwargs: as in :func:`jinit.fit`.
+      eval_apply_kwargs: as in :func:`jinit.fit`.
       eval_batch_size: as in :func:`jinit.fit`.
       num_models: ``None`` for one model; else the programs take a leading model axis on the
         state, and the index array is shared ``(steps, B)`` or per model ``(M, steps, B)``.
