@@ -60,24 +60,26 @@ def worker(num_models: int, steps: int, strategy: str) -> dict:
     calls = max(1, steps // 25)
     per_call = steps // calls
     if strategy == "sequential":
-        prog = jinit.compile_programs(loss_fn, opt)["train"]
+        progs = jinit.compile_programs(loss_fn, opt, stepping="scan")
         states = [init(keys[m]) for m in range(num_models)]
     else:
         padded = jinit.padded_size(num_models)  # copies of the last model keep devices busy
         mesh = jinit.model_mesh(padded)
-        prog = jinit.compile_programs(
+        progs = jinit.compile_programs(
             loss_fn, opt, num_models=padded, strategy=strategy.split("-")[0], mesh=mesh
-        )["train"]
+        )
         states = [jinit.shard_models(jinit.pad_models(jinit.init_models(init, keys), padded), mesh)]
+    prog = progs["train"]  # (state, guard, data, idx, steps): steps from row guard.row of idx
     t0 = time.perf_counter()
-    s, m = prog(states[0], data, idx[:per_call])
+    s, _, m = prog(states[0], progs.guard(), data, idx, per_call)
     jax.block_until_ready(m)
     states[0] = s
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(len(states)):
-        for c in range(calls):
-            states[i], m = prog(states[i], data, idx[c * per_call : (c + 1) * per_call])
+        guard = progs.guard()
+        for _ in range(calls):
+            states[i], guard, m = prog(states[i], guard, data, idx, per_call)
     jax.block_until_ready((states, m))
     run_s = time.perf_counter() - t0
     step_s = run_s / (calls * per_call)  # wall time per optimizer step of the whole sweep

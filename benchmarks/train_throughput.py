@@ -82,13 +82,14 @@ def jax_case(impl: str, num_models: int | None, steps: int, repeats: int, sequen
     init = lambda k: jinit.init_state(model.init(k, data["x"][:1]), opt)  # noqa: E731
     m = num_models or 1
     if num_models is None or sequential:
-        prog = jinit.compile_programs(loss_fn, opt)["train"]
+        progs = jinit.compile_programs(loss_fn, opt, stepping="scan")
         states = [init(jax.random.key(i)) for i in range(m)]
     else:
-        prog = jinit.compile_programs(loss_fn, opt, num_models=num_models)["train"]
+        progs = jinit.compile_programs(loss_fn, opt, num_models=num_models)
         states = [jinit.init_models(init, jinit.seed_keys(range(num_models)))]
+    prog = progs["train"]  # all `steps` rows of idx in one call (lax.scan)
     t = time.perf_counter()
-    states[0], out = prog(states[0], data, idx)
+    states[0], _, out = prog(states[0], progs.guard(), data, idx, steps)
     jax.block_until_ready(out)
     compile_s = time.perf_counter() - t
     flops = None
@@ -102,7 +103,7 @@ def jax_case(impl: str, num_models: int | None, steps: int, repeats: int, sequen
     def run():
         nonlocal out
         for i in range(len(states)):
-            states[i], out = prog(states[i], data, idx)
+            states[i], _, out = prog(states[i], progs.guard(), data, idx, steps)
         jax.block_until_ready(out)
 
     rate, times = _median_rate(run, steps, repeats)

@@ -693,12 +693,9 @@ def _train_chunk(
             progress=progress,
             on_epoch_end=on_epoch_end,
             programs=programs,
+            checkpoint=str(ckpt_dir),  # fit's NaN error and Ctrl-C line name it
         )
-    except KeyboardInterrupt:  # the study's own hint: where its checkpoints are
-        print(
-            f"interrupted: last checkpoint {ckpt.last_path()}; rerun the same command to resume",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt:  # fit printed where the last checkpoint is; exit as a shell does
         ckpt.close()
         raise SystemExit(130) from None
     train_s = time.perf_counter() - t1

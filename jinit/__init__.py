@@ -86,22 +86,25 @@ from jinit._src.reinit import path_hash as path_hash
 from jinit._src.reinit import path_key as path_key
 from jinit._src.reinit import path_string as path_string
 from jinit._src.reinit import reinit as reinit
-from jinit._src.sweep import init_models as init_models
-from jinit._src.sweep import model_mesh as model_mesh
-from jinit._src.sweep import pad_models as pad_models
-from jinit._src.sweep import padded_size as padded_size
-from jinit._src.sweep import seed_keys as seed_keys
-from jinit._src.sweep import shard_models as shard_models
-from jinit._src.train import EpochResult as EpochResult
-from jinit._src.train import TrainState as TrainState
-from jinit._src.train import compile_programs as compile_programs
-from jinit._src.train import default_strategy as default_strategy
-from jinit._src.train import epoch_indices as epoch_indices
-from jinit._src.train import fit as fit
-from jinit._src.train import init_state as init_state
-from jinit._src.train import make_evaluate as make_evaluate
-from jinit._src.train import make_train_chunk as make_train_chunk
-from jinit._src.train import make_train_step as make_train_step
+from jinit._src.training.fit import EpochResult as EpochResult
+from jinit._src.training.fit import NonFiniteError as NonFiniteError
+from jinit._src.training.fit import fit as fit
+from jinit._src.training.programs import Programs as Programs
+from jinit._src.training.programs import compile_programs as compile_programs
+from jinit._src.training.programs import default_stepping as default_stepping
+from jinit._src.training.programs import default_strategy as default_strategy
+from jinit._src.training.step import TrainState as TrainState
+from jinit._src.training.step import epoch_indices as epoch_indices
+from jinit._src.training.step import init_state as init_state
+from jinit._src.training.step import make_evaluate as make_evaluate
+from jinit._src.training.step import make_train_chunk as make_train_chunk
+from jinit._src.training.step import make_train_step as make_train_step
+from jinit._src.training.sweep import init_models as init_models
+from jinit._src.training.sweep import model_mesh as model_mesh
+from jinit._src.training.sweep import pad_models as pad_models
+from jinit._src.training.sweep import padded_size as padded_size
+from jinit._src.training.sweep import seed_keys as seed_keys
+from jinit._src.training.sweep import shard_models as shard_models
 
 __version__ = "0.1.0"
 

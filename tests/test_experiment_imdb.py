@@ -140,17 +140,24 @@ def test_interrupted_run_says_where_its_checkpoint_is_and_resumes(
     real_fit = jinit.fit
 
     def fit_then_ctrl_c(*a, **kw):
-        real_fit(*a, **{**kw, "epochs": 1})  # epoch 1 finishes and is checkpointed
-        raise KeyboardInterrupt
+        save = kw["on_epoch_end"]
+
+        def ctrl_c_at_end_of_epoch_2(result, state):
+            if result.epoch >= 1:  # Ctrl-C before epoch 2 is saved; epoch 1 was
+                raise KeyboardInterrupt
+            save(result, state)
+
+        return real_fit(*a, **{**kw, "on_epoch_end": ctrl_c_at_end_of_epoch_2})
 
     monkeypatch.setattr(jinit, "fit", fit_then_ctrl_c)
     with pytest.raises(SystemExit) as e:
         _run(out, tiny_data_dir, cache, "--epochs", "2", "--inits", "uniform")
     assert e.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
+    assert sum("interrupted" in line for line in err) == 1  # one line, from fit
     assert err[-1] == (
-        f"interrupted: last checkpoint {(out / 'checkpoints' / '1').resolve()} (epoch 1); "
-        "rerun the same command to resume"
+        "fit: interrupted in epoch 2; the last checkpoint is the end of epoch 1 in "
+        f"{out / 'checkpoints'}: run the same command again to resume from it"
     )
     monkeypatch.setattr(jinit, "fit", real_fit)
     _run(out, tiny_data_dir, cache, "--epochs", "2", "--inits", "uniform")

@@ -73,7 +73,7 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "training",
         "Training and seed sweeps",
-        ("train", "sweep"),
+        ("training",),
         "optax training loops compiled once, and seed sweeps that `vmap` whole trainings over "
         "a leading model axis.",
     ),

@@ -1,4 +1,4 @@
-"""Training loop and seed sweeps: vmapped sweep == separate runs, compile once, resume."""
+"""Seed sweeps through fit: vmapped/mapped sweep == separate runs, compile once, resume."""
 
 import flax.linen as nn
 import jax
@@ -84,7 +84,7 @@ def test_vmapped_sweep_equals_separate_runs(data):
     sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
     sweep_state, sweep_hist = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="vmap")
     for m, seed in enumerate(SEEDS):
-        single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        single, hist = run(init_fn(jax.random.key(seed)), data, (seed,), None, stepping="scan")
         for a, b in zip(
             jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
         ):
@@ -97,11 +97,13 @@ def test_vmapped_sweep_equals_separate_runs(data):
 
 
 def test_map_strategy_is_bitwise_equal_to_separate_runs(data):
-    """'map' computes each model of the sweep exactly as its own run (the CPU default)."""
+    """'map' computes each model of the sweep exactly as its own run (the CPU default), when
+    that run uses the same loop structure (a scan; the Python loop of one jitted step
+    compiles differently, so it agrees to float32 rounding, not to the bit)."""
     sweep_state = jinit.init_models(init_fn, jinit.seed_keys(SEEDS))
     sweep_state, _ = run(sweep_state, data, SEEDS, num_models=len(SEEDS), strategy="map")
     for m, seed in enumerate(SEEDS):
-        single, _ = run(init_fn(jax.random.key(seed)), data, (seed,), num_models=None)
+        single, _ = run(init_fn(jax.random.key(seed)), data, (seed,), None, stepping="scan")
         for a, b in zip(
             jax.tree.leaves(single.params), jax.tree.leaves(sweep_state.params), strict=True
         ):
@@ -109,7 +111,7 @@ def test_map_strategy_is_bitwise_equal_to_separate_runs(data):
 
 
 def test_unknown_strategy_is_rejected():
-    with pytest.raises(ValueError, match="strategy must be one of"):
+    with pytest.raises(ValueError, match="strategy='pmap'"):
         jinit.compile_programs(loss_fn, OPT, num_models=2, strategy="pmap")
 
 
@@ -152,44 +154,6 @@ def test_epoch_indices_are_permutations():
     per_model = jinit.epoch_indices(jax.random.split(jax.random.key(0), 2), 20, 6)
     assert per_model.shape == (2, 3, 6)
     assert not np.array_equal(per_model[0], per_model[1])
-
-
-def test_bad_arguments_are_named(data):
-    state = init_fn(jax.random.key(0))
-    with pytest.raises(ValueError, match="batch_size"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            epochs=1,
-            batch_size=0,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="metric_fn"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            val_data=data,
-            epochs=1,
-            batch_size=8,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="start_epoch"):
-        jinit.fit(
-            state,
-            loss_fn=loss_fn,
-            optimizer=OPT,
-            train_data=data,
-            epochs=1,
-            start_epoch=2,
-            batch_size=8,
-            shuffle_keys=lambda e: jax.random.key(e),
-        )
-    with pytest.raises(ValueError, match="batch_size"):
-        jinit.epoch_indices(jax.random.key(0), 4, 8)
 
 
 def test_fit_records_layer_statistics_every_n_steps(data):

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jinit._src.checks import check_int
+
 PyTree = Any
 MODEL_AXIS = "models"
 
@@ -36,7 +38,15 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
       (3,)
       >>> bool((jax.random.key_data(keys[1]) == jax.random.key_data(jax.random.key(1))).all())
       True
+
+    Raises:
+      ValueError: ``seeds`` is empty; TypeError: a seed is not an int.
     """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seed_keys: seeds is empty; give at least one int seed")
+    for s in seeds:
+        check_int("seed_keys", "seeds", s, minimum=-(2**63))
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
@@ -44,7 +54,19 @@ def init_models(init_fn: Callable[[jax.Array], PyTree], keys: jax.Array) -> PyTr
     """``jax.vmap(init_fn)(keys)``: one model per key, stacked on a leading axis.
 
     Model ``m`` equals ``init_fn(keys[m])`` computed alone (the key is split nowhere else).
+
+    Raises:
+      ValueError: ``keys`` is not a 1-D array of PRNG keys (e.g. :func:`seed_keys`).
     """
+    if not callable(init_fn):
+        raise TypeError(f"init_models: init_fn must be callable, got {type(init_fn).__name__}")
+    dtype, shape = getattr(keys, "dtype", None), getattr(keys, "shape", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    if not ((typed and len(shape) == 1) or (dtype == jnp.uint32 and len(shape or ()) == 2)):
+        raise ValueError(
+            "init_models: keys must be a 1-D array of PRNG keys (jinit.seed_keys(seeds)), got "
+            f"{type(keys).__name__} with dtype {dtype} and shape {shape}"
+        )
     return jax.vmap(init_fn)(keys)
 
 
@@ -58,8 +80,14 @@ def model_mesh(num_models: int, devices: Sequence[jax.Device] | None = None) -> 
       num_models: size of the model axis.
       devices: devices to use; default ``jax.devices()`` (all hosts' devices under
         ``jax.distributed``).
+
+    Raises:
+      ValueError: ``num_models < 1`` or no devices.
     """
+    check_int("model_mesh", "num_models", num_models, minimum=1)
     devices = list(devices if devices is not None else jax.devices())
+    if not devices:
+        raise ValueError("model_mesh: devices is empty")
     n = max(d for d in range(1, len(devices) + 1) if num_models % d == 0)
     if n == 1:
         return None
@@ -73,7 +101,9 @@ def padded_size(num_models: int, num_devices: int | None = None) -> int:
       >>> padded_size(9, 2), padded_size(8, 4), padded_size(3, 1)
       (10, 8, 3)
     """
+    check_int("padded_size", "num_models", num_models, minimum=1)
     d = num_devices if num_devices is not None else jax.device_count()
+    check_int("padded_size", "num_devices", d, minimum=1)
     return -(-num_models // d) * d
 
 
@@ -82,20 +112,39 @@ def pad_models(tree: PyTree, size: int) -> PyTree:
 
     The copies train exactly like the model they copy and are dropped afterwards
     (``jax.tree.map(lambda a: a[:num_models], tree)``); they only keep every device busy.
+
+    Raises:
+      ValueError: ``size`` below 1 or smaller than the model axis.
     """
+    check_int("pad_models", "size", size, minimum=1)
 
     def pad(a):
         n = a.shape[0]
         if size < n:
-            raise ValueError(f"size={size} is smaller than the model axis ({n})")
+            raise ValueError(f"pad_models: size={size} is smaller than the model axis ({n})")
         return a if size == n else jnp.concatenate([a, jnp.repeat(a[-1:], size - n, axis=0)])
 
     return jax.tree.map(pad, tree)
 
 
 def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
-    """Places every leaf's leading (model) axis across ``mesh``; a no-op for ``mesh=None``."""
+    """Places every leaf's leading (model) axis across ``mesh``; a no-op for ``mesh=None``.
+
+    Raises:
+      TypeError: ``mesh`` is not a ``jax.sharding.Mesh``.
+      ValueError: a leaf's model axis is not divisible by the mesh's device count.
+    """
     if mesh is None:
         return tree
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"shard_models: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}"
+        )
+    for p, a in jax.tree_util.tree_leaves_with_path(tree):
+        if a.ndim == 0 or a.shape[0] % mesh.size:
+            raise ValueError(
+                f"shard_models: the model axis of {jax.tree_util.keystr(p)} (shape {a.shape}) "
+                f"is not divisible by the mesh's {mesh.size} devices; pad it (jinit.pad_models)"
+            )
     sharding = NamedSharding(mesh, PartitionSpec(MODEL_AXIS))
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)

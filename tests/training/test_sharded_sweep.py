@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     sys.path.insert(0, ".")
     import jinit
-    from tests.test_train import MLP, loss_fn, metric_fn, OPT, init_fn
+    from tests.training.test_fit import MLP, loss_fn, metric_fn, OPT, init_fn
 
     assert len(jax.devices()) == 4, jax.devices()
     k1, k2 = jax.random.split(jax.random.key(42))
@@ -26,10 +26,15 @@ SCRIPT = textwrap.dedent(
         state = jinit.init_models(init_fn, jinit.seed_keys(seeds))
         mesh = jinit.model_mesh(len(seeds), devices)
         state = jinit.shard_models(state, mesh)
+        progs = jinit.compile_programs(loss_fn, OPT, metric_fn, num_models=len(seeds),
+                                       strategy=strategy, mesh=mesh)
         state, hist = jinit.fit(state, loss_fn=loss_fn, optimizer=OPT, train_data=data, val_data=data,
                                 metric_fn=metric_fn, epochs=2, batch_size=8, shuffle_keys=shuffle,
                                 num_models=len(seeds), steps_per_call=4, progress=False,
-                                strategy=strategy, mesh=mesh)
+                                strategy=strategy, mesh=mesh, programs=progs)
+        # 2 epochs x 2 calls, sharded or not: one compilation each
+        assert progs["train"]._cache_size() == 1, progs["train"]._cache_size()
+        assert progs["evaluate"]._cache_size() == 1
         shards = {str(s.device) for s in jax.tree.leaves(state.params)[0].addressable_shards}
         return state, hist, mesh, shards
 
@@ -51,7 +56,7 @@ def test_sharded_sweep_equals_unsharded():
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=root,

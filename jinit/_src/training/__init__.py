@@ -1,0 +1,1 @@
+"""Training: the train step and its guard, the compiled programs, fit, seed sweeps."""

@@ -1,0 +1,216 @@
+"""fit's non-finite guard, stepping choice, compile-once, loss forms, BatchNorm, progress, Ctrl-C."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jinit
+
+N, D, B = 48, 4, 8  # 6 steps per epoch
+STEPS = N // B
+MODEL = nn.Dense(1)
+
+
+def loss_p(params, batch):  # params form
+    out = MODEL.apply(params, batch["x"])[:, 0]
+    return jnp.mean((out - batch["y"]) ** 2), {}
+
+
+def loss_o(outputs, batch):  # outputs form, the layer_statistics convention
+    return jnp.mean((outputs[:, 0] - batch["y"]) ** 2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = jax.random.normal(jax.random.key(1), (N, D))
+    return {"x": x, "y": x @ jnp.arange(1.0, D + 1)}
+
+
+def fresh(opt):
+    return jinit.init_state(MODEL.init(jax.random.key(0), jnp.zeros((1, D))), opt)
+
+
+def hand_loop(data, opt, epochs, seed=0, skip=()):
+    """The loop a user writes: one jitted step over batches gathered in the same order."""
+    step = jax.jit(jinit.make_train_step(loss_p, opt))
+    state = fresh(opt)
+    for e in range(epochs):
+        idx = jinit.epoch_indices(jax.random.fold_in(jax.random.key(seed), e), N, B)
+        for s in range(STEPS):
+            if (e, s) in skip:
+                continue
+            state, _ = step(state, jax.tree.map(lambda a, i=idx[s]: a[i], data))
+    return state
+
+
+def fit(data, opt, stepping, **kw):
+    kw = dict(epochs=2, batch_size=B, steps_per_call=3, progress=False) | kw
+    return jinit.fit(
+        fresh(opt), loss_fn=loss_p, optimizer=opt, train_data=data, stepping=stepping, **kw
+    )
+
+
+def assert_params_close(a, b, rtol, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("stepping", ["step", "scan", "unroll"])
+def test_fit_equals_hand_written_loop(data, stepping):
+    """Same keys, same params: the default seed=0 orders epoch e by fold_in(key(0), e).
+
+    Tolerance 1e-6 relative: the gather happens inside the compiled step here and XLA may
+    fuse the arithmetic differently from the hand loop's separate gather.
+    """
+    opt = optax.sgd(0.05)
+    state, hist = fit(data, opt, stepping)
+    assert_params_close(state.params, hand_loop(data, opt, 2).params, rtol=1e-6, atol=1e-7)
+    assert [h.nonfinite_steps for h in hist] == [0, 0]
+
+
+@pytest.mark.parametrize("stepping", ["step", "scan"])
+def test_train_and_evaluate_compile_once(data, stepping):
+    opt = optax.sgd(0.05)
+    metric = lambda p, b: {"se": (MODEL.apply(p, b["x"])[:, 0] - b["y"]) ** 2}  # noqa: E731
+    progs = jinit.compile_programs(loss_p, opt, metric, eval_batch_size=16, stepping=stepping)
+    fit(data, opt, stepping, epochs=3, programs=progs, val_data=data, metric_fn=metric)
+    assert progs["train"]._cache_size() == 1  # 3 epochs of 6 steps: one compilation
+    assert progs["evaluate"]._cache_size() == 1
+
+
+def test_default_stepping_rule():
+    assert jinit.default_stepping("cpu") == "step"
+    assert jinit.default_stepping("cpu", num_models=4) == "scan"  # sweeps keep their programs
+    assert jinit.default_stepping("gpu") == "scan" and jinit.default_stepping("tpu") == "scan"
+    progs = jinit.compile_programs(loss_p, optax.sgd(0.1))
+    assert progs.stepping == jinit.default_stepping()
+
+
+def bad_step(data, seed, epoch=0):
+    """(step of epoch `epoch` whose batch holds example 5, data with example 5 = NaN)."""
+    idx = np.asarray(jinit.epoch_indices(jax.random.fold_in(jax.random.key(seed), epoch), N, B))
+    step = int(np.flatnonzero((idx == 5).any(1))[0])
+    return step, {"x": data["x"].at[5].set(jnp.nan), "y": data["y"]}
+
+
+@pytest.mark.parametrize("stepping", ["step", "scan"])
+def test_nan_in_data_raises_with_last_good_state(data, stepping):
+    opt = optax.sgd(0.05)
+    step, nan_data = bad_step(data, 0)
+    saved = []
+    with pytest.raises(jinit.NonFiniteError) as info:
+        fit(
+            nan_data,
+            opt,
+            stepping,
+            checkpoint="/tmp/ckpt",
+            on_epoch_end=lambda r, s: saved.append(r.epoch),
+        )
+    err = info.value
+    assert (err.epoch, err.step, err.global_step) == (0, step, step)
+    for words in ("in epoch 1 ", f"step index {step}", "no epoch finished", "/tmp/ckpt"):
+        assert words in str(err)
+    assert saved == []  # on_epoch_end never saw the bad epoch: the checkpoint stays good
+    # The bad step's update (and every later one) was dropped: the state after `step` steps.
+    good = hand_loop(data, opt, 1, skip={(0, s) for s in range(step, STEPS)})
+    assert_params_close(err.state.params, good.params, rtol=1e-6, atol=1e-7)
+
+
+def test_huge_learning_rate_raises(data):
+    with pytest.raises(jinit.NonFiniteError, match=r"epoch \d+, step \d+") as info:
+        fit(data, optax.sgd(1e6), "step", epochs=3)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(info.value.state.params))
+
+
+def test_skip_step_drops_and_counts(data):
+    opt = optax.sgd(0.05)
+    s0, nan_data = bad_step(data, 0, 0)
+    s1, _ = bad_step(data, 0, 1)
+    with pytest.warns(jinit.InitWarning, match="1 non-finite step"):
+        state, hist = fit(nan_data, opt, "step", on_nonfinite="skip_step")
+    assert [h.nonfinite_steps for h in hist] == [1, 1]
+    assert np.isfinite(hist[0].train["loss"])  # the mean over the finite steps
+    good = hand_loop(data, opt, 2, skip={(0, s0), (1, s1)})
+    # Only the NaN example's batch is skipped; the others never touch example 5.
+    assert_params_close(state.params, good.params, rtol=1e-6, atol=1e-7)
+
+
+def test_continue_applies_and_counts(data):
+    step, nan_data = bad_step(data, 0)
+    with pytest.warns(jinit.InitWarning, match="applied"):
+        state, hist = fit(nan_data, optax.sgd(0.05), "scan", epochs=1, on_nonfinite="continue")
+    assert hist[0].nonfinite_steps == STEPS - step  # NaN params make every later step NaN
+    assert np.isnan(np.asarray(state.params["params"]["kernel"])).all()
+
+
+def test_sweep_guard_names_the_bad_model(data):
+    opt = optax.sgd(0.05)
+    keys = jinit.seed_keys([0, 1, 2])
+    state = jinit.init_models(lambda k: jinit.init_state(MODEL.init(k, data["x"][:1]), opt), keys)
+    state = state._replace(params=jax.tree.map(lambda a: a.at[1].multiply(1e30), state.params))
+    with pytest.raises(jinit.NonFiniteError, match=r"models \[1\]") as info:
+        jinit.fit(
+            state, loss_fn=loss_p, optimizer=opt, train_data=data, epochs=1, batch_size=B,
+            num_models=3, progress=False,
+        )  # fmt: skip
+    assert info.value.models == [1]
+
+
+def test_outputs_form_equals_params_form(data):
+    opt = optax.sgd(0.05)
+    kw = dict(optimizer=opt, train_data=data, epochs=1, batch_size=B, progress=False)
+    a, _ = jinit.fit(fresh(opt), loss_fn=loss_p, **kw)
+    b, _ = jinit.fit(fresh(opt), loss_fn=loss_o, model=MODEL, **kw)
+    assert_params_close(a.params, b.params, rtol=0, atol=0)
+    # The same loss_fn works with the diagnostics.
+    assert jinit.layer_statistics(MODEL, b.params, data, loss_o)
+
+
+class BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dense(8)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+        return nn.Dense(1)(nn.relu(x))
+
+
+def test_batchnorm_statistics_train_and_are_used_in_eval(data):
+    net, opt = BNNet(), optax.adam(1e-2)
+    variables = net.init(jax.random.key(0), data["x"][:2], train=False)
+    state = jinit.init_state(variables["params"], opt, {"batch_stats": variables["batch_stats"]})
+    stats0 = jax.tree.map(np.asarray, state.model_state)
+    metric = lambda out, b: {"se": (out[:, 0] - b["y"]) ** 2}  # noqa: E731
+    state, hist = jinit.fit(
+        state, loss_fn=loss_o, optimizer=opt, train_data=data, epochs=1, batch_size=B,
+        model=net, apply_kwargs={"train": True}, eval_apply_kwargs={"train": False},
+        val_data=data, metric_fn=metric, progress=False,
+    )  # fmt: skip
+    mean = state.model_state["batch_stats"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(mean, stats0["batch_stats"]["BatchNorm_0"]["mean"])  # it trained
+    # Eval mode uses the trained running statistics: the reported val metric is theirs.
+    out = net.apply({"params": state.params, **state.model_state}, data["x"], train=False)
+    np.testing.assert_allclose(hist[0].val["se"], np.mean((out[:, 0] - data["y"]) ** 2), 1e-5)
+    stale = net.apply({"params": state.params, **stats0}, data["x"], train=False)
+    assert not np.allclose(out, stale)
+
+
+def test_one_log_line_per_epoch_off_a_terminal(data, capsys):
+    fit(data, optax.sgd(0.05), "step", epochs=2, progress=None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2: loss ")
+    assert "examples/s" in lines[1] and "total" in lines[1]
+
+
+def test_ctrl_c_says_where_to_resume(data, capsys):
+    def stop(result, state):
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, optax.sgd(0.05), "step", epochs=3, on_epoch_end=stop, checkpoint="runs/x")
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 2" in err and "end of epoch 1 in runs/x" in err
+    assert "run the same command again to resume" in err
