@@ -56,6 +56,9 @@ from jinit._src.isometry import spectrum_stats as spectrum_stats
 from jinit._src.lsuv import lsuv as lsuv
 from jinit._src.lsuv_plain import lsuv_layer as lsuv_layer
 from jinit._src.lsuv_report import LSUVReport as LSUVReport
+from jinit._src.paths import path_hash as path_hash
+from jinit._src.paths import path_key as path_key
+from jinit._src.paths import path_string as path_string
 from jinit._src.presets import PRESETS as PRESETS
 from jinit._src.presets import Preset as Preset
 from jinit._src.presets import flax_default_kernel as flax_default_kernel
@@ -82,9 +85,6 @@ from jinit._src.presets import torch_xavier_uniform as torch_xavier_uniform
 from jinit._src.recommend import Recommendation as Recommendation
 from jinit._src.recommend import edge_of_chaos as edge_of_chaos
 from jinit._src.recommend import recommend as recommend
-from jinit._src.reinit import path_hash as path_hash
-from jinit._src.reinit import path_key as path_key
-from jinit._src.reinit import path_string as path_string
 from jinit._src.reinit import reinit as reinit
 from jinit._src.sweep import init_models as init_models
 from jinit._src.sweep import model_mesh as model_mesh
