@@ -96,6 +96,7 @@ class Captured(NamedTuple):
     paths: tuple[str, ...]  # every reported call, in forward execution order
     records: dict[str, dict[str, Any]]  # path -> what the hook recorded
     missed: tuple[str, ...]  # NNX: selected modules never called outside a lifted transform
+    updates: dict[str, Any]  # path (relative to ``params``) -> new value, of every update
 
 
 def _flat(tree: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
@@ -247,9 +248,12 @@ class _Pass:
         clone = mod.clone(parent=None, _deep_clone=True)
 
         def run(p):
-            nested = own
+            nested = dict(own)
             for k, v in p.items():
                 nested = _set(nested, keys[k], v)
+            for a, sub in attached.items():  # the clone adopts them under the field name
+                for name in [n for n in nested if n.startswith(f"{sub.name}/")]:
+                    nested[a + name[len(sub.name) :]] = nested.pop(name)
             vs = {**variables, "params": nested}
             return self.passing(clone.apply, vs, *args, mutable=True, **kwargs)[0]
 
@@ -522,7 +526,8 @@ def capture(
         outputs = copy(inputs, **kwargs)
         ref = state if params is None else params
         missed = tuple(q for q in paths.values() if q not in p.count)
-        return Captured(outputs, replace_leaves(ref, p.updates), tuple(p.order), p.records, missed)
+        new = replace_leaves(ref, p.updates)
+        return Captured(outputs, new, tuple(p.order), p.records, missed, p.updates)
     if params is None:
         raise ValueError(f"params is None; it is required for {type(model).__name__}")
     if isinstance(model, nn.Module):
@@ -539,17 +544,10 @@ def capture(
         newp, _ = _flat(new.get("params", {}))
         updates = {k: newp[k] if v is None else v for k, v in p.updates.items()}
         _collect(new.get(PRIVATE, {}), p)
-        merged = replace_leaves(variables["params"], updates)
-        out = (
-            (
-                type(params)({**params, "params": merged})
-                if isinstance(params, dict)
-                else params.copy({"params": merged})
-            )
-            if is_vars
-            else merged
-        )
-        return Captured(outputs, out, tuple(p.order), p.records, ())
+        if is_vars:
+            updates = {f"params/{k}": v for k, v in updates.items()}
+        out = replace_leaves(params, updates)
+        return Captured(outputs, out, tuple(p.order), p.records, (), updates)
     if not callable(model):
         raise TypeError(
             "model must be a flax.linen.Module, a flax.nnx.Module, an nnx.GraphDef or "
@@ -562,7 +560,9 @@ def capture(
             outputs = model(params, inputs, **kwargs)
     finally:
         _ACTIVE.reset(token)
-    return Captured(outputs, replace_leaves(params, p.updates), tuple(p.order), p.records, ())
+    return Captured(
+        outputs, replace_leaves(params, p.updates), tuple(p.order), p.records, (), p.updates
+    )
 
 
 def _collect(tree: Any, p: _Pass) -> None:

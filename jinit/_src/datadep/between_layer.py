@@ -52,9 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src import lsuv_engine as eng
-from jinit._src import lsuv_linen
-from jinit._src.lsuv import _check_batch, _like
+from jinit._src.checks import check_key
+from jinit._src.datadep.capture import replace_leaves
+from jinit._src.datadep.lsuv import _check_batch
+from jinit._src.paths import path_string
 
 _FN = "between_layer_scaling"
 
@@ -172,10 +173,6 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _path_str(path: tuple) -> str:
-    return "/".join(str(p) for p in path)
-
-
 def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tuple[int, Any]]:
     """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
     if isinstance(layers, str):
@@ -200,10 +197,10 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
                 f"{_FN}: layers[{i}] {what} path must be a non-empty tuple of keys into params, "
                 f"got {path!r}."
             )
-        path = tuple(path)
+        path = path_string(tuple(path))
         if path not in index:
             raise ValueError(
-                f"{_FN}: layers[{i}] {what} path {_path_str(path)!r} is not a leaf of params."
+                f"{_FN}: layers[{i}] {what} path {path_string(path)!r} is not a leaf of params."
             )
         return index[path]
 
@@ -221,7 +218,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
         dtype = getattr(kernel, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or kernel.ndim < 2:
             raise ValueError(
-                f"{_FN}: layers[{i}] kernel {_path_str(tuple(kpath))!r} must be a floating array "
+                f"{_FN}: layers[{i}] kernel {path_string(tuple(kpath))!r} must be a floating array "
                 f"with at least 2 dimensions, got dtype {dtype} and shape "
                 f"{getattr(kernel, 'shape', None)}."
             )
@@ -232,7 +229,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
             bdtype = getattr(bias, "dtype", None)
             if bdtype is None or not jnp.issubdtype(bdtype, jnp.floating):
                 raise ValueError(
-                    f"{_FN}: layers[{i}] bias {_path_str(tuple(bpath))!r} must be a floating "
+                    f"{_FN}: layers[{i}] bias {path_string(tuple(bpath))!r} must be a floating "
                     f"array, got dtype {bdtype}."
                 )
         for leaf, path in ((k, kpath), (b, bpath)):
@@ -240,7 +237,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
                 continue
             if leaf in used:
                 raise ValueError(
-                    f"{_FN}: path {_path_str(tuple(path))!r} appears twice in layers "
+                    f"{_FN}: path {path_string(tuple(path))!r} appears twice in layers "
                     f"(first as {used[leaf]})."
                 )
             used[leaf] = f"layers[{i}]"
@@ -353,15 +350,15 @@ def between_layer_scaling(
         raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.")
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
         raise ValueError(f"{_FN}: samples must be an integer >= 1, got {samples!r}.")
-    eng.check_key(_FN, "key", key)
+    check_key(_FN, "key", key)
     _check_batch(_FN, batch)
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = [leaf for _, leaf in flat]
-    index = {tuple(lsuv_linen.path_entry(e) for e in kp): i for i, (kp, _) in enumerate(flat)}
+    index = {path_string(kp): i for i, (kp, _) in enumerate(flat)}
     idx = _check_layers(layers, index, leaves)
     n = len(idx)
-    paths = tuple(_path_str(tuple(layer[0])) for layer in layers)
+    paths = tuple(path_string(tuple(layer[0])) for layer in layers)
     kernels0 = [leaves[k] for k, _ in idx]
     biases0 = [None if b is None else leaves[b] for _, b in idx]
 
@@ -442,7 +439,9 @@ def between_layer_scaling(
 
     it, scale, r, std = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), ones, r0, std0))
     _, converged, _ = decide(r, std)
-    new_params = _like(params, build(scaled_kernels(scale), scale))
+    new = jax.tree_util.tree_leaves(build(scaled_kernels(scale), scale))
+    changed = {i for pair in idx for i in pair if i is not None}
+    new_params = replace_leaves(params, {path_string(flat[i][0]): new[i] for i in changed})
     report = BetweenLayerReport(
         paths=paths,
         max_iters=int(max_iters),
