@@ -158,12 +158,12 @@ class _Pass:
         def run(kk, bb):
             return call.run({kname: kk} if bb is None else {kname: kk, bname: bb})
 
-        k2, b2, y = self.solve(path, k, b, run, y0, call.args)
+        k2, b2, y = self.solve(call, "", path, k, b, run, y0, call.args)
         if k2 is not None:
             call.update({kname: k2} if b2 is None else {kname: k2, bname: b2})
         return y
 
-    def solve(self, path, k, b, run, y0, args):
+    def solve(self, call, tag, path, k, b, run, y0, args):
         """One layer: returns the new kernel (``None``: unchanged), bias and output."""
         self.done.add(path)
         if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
@@ -204,7 +204,8 @@ class _Pass:
 
             c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, in_ok, center)
             b2 = (b - shift.astype(b.dtype)) if center else None
-        self.rows.append((path, "", rec))
+        call.record(**{tag + f: v for f, v in rec.items()})
+        self.rows.append((path, "", (call.path, tag)))
         return _scaled(k, c), b2, y
 
     def recurrent(self, call, path):
@@ -257,7 +258,7 @@ class _Pass:
                         return y
                     return y + bb.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bb.shape)
 
-                k2, b2, _ = self.solve(gate, kj, bj, run, run(kj, None), x)
+                k2, b2, _ = self.solve(call, gate + ":", gate, kj, bj, run, run(kj, None), x)
                 k = k.at[:, cols].set(kj if k2 is None else k2)
                 if b2 is not None:
                     b = b.at[cols].set(b2)
@@ -305,7 +306,7 @@ def _selects(m: Any) -> bool:
     return "kernel" in p or "embedding" in p
 
 
-def _report(cfg: Config, rows: list, execution: str, xp: Any) -> rep.LSUVReport:
+def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVReport:
     defaults = dict(
         iterations=0,
         scale=1.0,
@@ -317,9 +318,11 @@ def _report(cfg: Config, rows: list, execution: str, xp: Any) -> rep.LSUVReport:
         input_finite=True,
     )
     dtypes = dict(iterations=np.int32, status=np.int32, units_skipped=np.int32, input_finite=bool)
+    recs = [None if r[2] is None else records[r[2][0]] for r in rows]
+    xp = jnp if solve.traced(recs) else np
     arrays = {
         f: xp.asarray(
-            [xp.asarray(r[2][f] if r[2] is not None else d) for r in rows],
+            [d if rec is None else xp.asarray(rec[r[2][1] + f]) for r, rec in zip(rows, recs, strict=False)],
             dtypes.get(f, np.float32),
         ).reshape(len(rows))
         for f, d in defaults.items()
@@ -376,8 +379,7 @@ def _body(fn, cfg, spec, static_kw, execution, params, batch, dyn, key):
                 "not called at the top level of the forward pass (unused, or only "
                 "inside a lifted transform such as nnx.scan/nnx.remat); left unchanged",
             )
-    xp = jnp if solve.traced([r[2] for r in p.rows]) else np
-    return out.updates, _report(cfg, p.rows, execution, xp)
+    return out.updates, _report(cfg, p.rows, out.records, execution)
 
 
 _jitted = jax.jit(_body, static_argnums=(0, 1, 2, 3, 4))
