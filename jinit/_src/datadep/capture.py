@@ -24,6 +24,7 @@ at the top level, and inside linen transforms that carry every collection (``nn.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping
@@ -135,10 +136,6 @@ def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
     return rec(tree, ())
 
 
-def _is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 class _Pass:
     """The state of one capture (Python values only: paths, counters, top-level arrays)."""
 
@@ -149,15 +146,10 @@ class _Pass:
         self.order: list[str] = []
         self.stack: list[Any] = []
         self.passthrough = 0
-        self.updates: dict[str, Any] = {}  # global param path -> new value (None: read later)
+        self.updates: dict[str, Any] = {}  # param path -> new value (None: read at the end)
         self.records: dict[str, dict] = {}
-        self.overrides: dict[str, dict] = {}  # immutable linen / marks: path -> new params
+        self.overrides: dict[str, dict] = {}  # immutable params: layer -> its new flat params
         self.leaf_paths = {id(v): path_string(kp) for kp, v in leaves}
-
-    def name(self, base: str) -> str:
-        k = self.count.get(base, 0)
-        self.count[base] = k + 1
-        return base if k == 0 else f"{base}@{k}"
 
     def lifted(self) -> bool:
         return jex_core.get_opaque_trace_state() != self.trace
@@ -176,39 +168,29 @@ class _Pass:
         finally:
             self.stack.pop()
 
-    def report(
-        self, module, base, args, kwargs, params, y, lifted, addressable, run, update, record
-    ):
-        path = self.name(base)
-        call = Call(
-            index=len(self.order),
-            path=path,
-            module=module,
-            kind=_kind(module),
-            args=args,
-            kwargs=kwargs,
-            params=params,
-            output=y,
-            lifted=lifted,
-            addressable=addressable,
-            enclosing=tuple(self.stack),
-            _run=run,
-            _update=update,
-            _record=record,
-        )
+    def record(self, values):
+        self.records[self.order[-1]] = {**self.records.get(self.order[-1], {}), **values}
+
+    def report(self, module, base, args, kwargs, params, y, reason, ok, run, update, record):
+        k = self.count.get(base, 0)
+        self.count[base] = k + 1
+        path = base if k == 0 else f"{base}@{k}"
+        call = Call(len(self.order), path, module, _kind(module), args, kwargs, params, y,
+                    reason, ok, tuple(self.stack), run, update, record)  # fmt: skip
         self.order.append(path)
         out = self.hook(call)
         return y if out is None else out
 
-    def own_leaf_update(self, base: str, new: dict, params: dict) -> None:
-        """Immutable params (a plain apply_fn): find each leaf in the user's tree by identity."""
+    def by_identity(self, base: str, new: dict, params: dict) -> None:
+        """Immutable params (a plain apply_fn): find each leaf in the user's tree by identity;
+        later calls of the layer run with the new values."""
         for k, v in new.items():
             where = self.leaf_paths.get(id(params[k]))
             if where is None:
                 raise ValueError(
-                    f"capture: the parameter {k!r} of layer {base!r} is not a leaf of the params "
-                    "given to the pass (pass the params subtree itself, not a copy, a cast or a "
-                    "reshaped array), so its new value cannot be returned"
+                    f"layer {base!r}: its parameter {k!r} is not a leaf of the params given to "
+                    "the pass; pass the params subtree itself (e.g. params['dense0']), not a "
+                    "copy, a cast or a reshaped array"
                 )
             self.updates[where] = v
         self.overrides[base] = {**self.overrides.get(base, params), **new}
@@ -227,24 +209,13 @@ class _Pass:
         base = path_string(scope_path) or type(mod).__name__
         variables = dict(mod.variables)
         attached = _attached(mod, scope_path)
-        own = {
-            **variables.get("params", {}),
-            **{a: s.variables.get("params", {}) for a, s in attached.items()},
-        }
+        own = dict(variables.get("params", {}))
+        own.update({a: m.variables.get("params", {}) for a, m in attached.items()})
         params, keys = _flat(own)
         mutable = mod.scope.is_mutable_collection("params")
         lifted = self.lifted()
         ok = not lifted or mod.scope.is_mutable_collection(PRIVATE)
-        reason = (
-            ""
-            if not lifted
-            else (
-                "inside a lifted transform that carries every collection (nn.remat)"
-                if ok
-                else "inside a lifted transform that maps its variables (nn.scan, nn.vmap, nn.RNN's "
-                "scan): its params are stacked or shared across steps, not addressable per call"
-            )
-        )
+        reason = "" if not lifted else _REMAT if ok else _MAPPED
         clone = mod.clone(parent=None, _deep_clone=True)
 
         def run(p):
@@ -259,20 +230,18 @@ class _Pass:
 
         def update(new):
             if not mutable:
-                return self.own_leaf_update(base, new, params)
+                return self.by_identity(base, new, params)
             for k, v in new.items():
                 t = keys[k]
                 owner, t = (attached[t[0]], t[1:]) if t[0] in attached else (mod, t)
-                cur = owner.variables["params"][t[0]]
-                owner.put_variable("params", t[0], _set(cur, t[1:], v))
-                glob = path_string(tuple(owner.scope.path) + t)
-                self.updates[glob] = None if lifted else v
+                owner.put_variable("params", t[0], _set(owner.variables["params"][t[0]], t[1:], v))
+                self.updates[path_string(tuple(owner.scope.path) + t)] = None if lifted else v
 
         def record(values):
-            if lifted:
+            if lifted:  # leaves the remat body through the private collection
                 mod.sow(PRIVATE, f"r{len(self.order) - 1}", values)
             else:
-                self.records[self.order[-1]] = {**self.records.get(self.order[-1], {}), **values}
+                self.record(values)
 
         if not mutable and base in self.overrides:  # a later call of an updated module
             y = run(self.overrides[base])
@@ -284,13 +253,10 @@ class _Pass:
         if self.passthrough or id(node) not in paths:  # a replay, or a lifted transform's copy
             return call(node, *args, **kwargs)
         y = self.enter(node, call, (node, *args), kwargs)
-        base = paths[id(node)]
-        lifted = self.lifted()
-        params = _nnx_params(node)
+        base, lifted = paths[id(node)], self.lifted()
 
         def run(p):
-            gd, st = nnx.split(node)
-            copy = nnx.merge(gd, st, copy=True)
+            copy = nnx.merge(*nnx.split(node), copy=True)
             for k, v in p.items():
                 _nnx_set(copy, k, v)
             return self.passing(call, copy, *args, **kwargs)
@@ -300,34 +266,14 @@ class _Pass:
                 _nnx_set(node, k, v)
                 self.updates[f"{base}/{k}" if base != type(node).__name__ else k] = v
 
-        def record(values):
-            self.records[self.order[-1]] = {**self.records.get(self.order[-1], {}), **values}
-
         reason = "inside a lifted transform (NNX variables cannot be updated from there)"
-        return self.report(
-            node,
-            base,
-            args,
-            kwargs,
-            params,
-            y,
-            reason if lifted else "",
-            not lifted,
-            run,
-            update,
-            record,
-        )
+        return self.report(node, base, args, kwargs, _nnx_params(node), y,
+                           reason if lifted else "", not lifted, run, update, self.record)  # fmt: skip
 
     # ---- plain functions ---------------------------------------------------------------
     def mark(self, name, fn, layer_params, args, kwargs):
-        lp = self.overrides.get(name, layer_params)
-        mod = Marked(name, fn)
-        if not self.select(mod):
-            return fn(lp, *args, **kwargs)
-        y = self.enter(mod, fn, (lp, *args), kwargs)
         params, keys = _flat(layer_params)
-        cur, _ = _flat(lp)
-        lifted = self.lifted()
+        mod = Marked(name, fn)
 
         def run(p):
             nested = layer_params
@@ -335,28 +281,21 @@ class _Pass:
                 nested = _set(nested, keys[k], v)
             return self.passing(fn, nested, *args, **kwargs)
 
-        def update(new):
-            self.own_leaf_update(name, {}, {})
-            self.overrides.pop(name)
-            for k, v in new.items():
-                where = self.leaf_paths.get(id(params[k]))
-                if where is None:
-                    raise ValueError(
-                        f"lsuv_layer({name!r}): layer_params[{k!r}] is not a leaf of the params "
-                        "given to the pass; pass the params subtree itself (e.g. "
-                        "params['dense0']), not a copy, a cast or a reshaped array"
-                    )
-                self.updates[where] = v
-            nested = self.overrides.get(name, layer_params)
-            for k, v in new.items():
-                nested = _set(nested, keys[k], v)
-            self.overrides[name] = nested
+        if not self.select(mod):
+            return fn(layer_params, *args, **kwargs)
+        y = self.enter(mod, run, (self.overrides.get(name, {}),), {})
+        reason = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
+        lifted = self.lifted()
+        return self.report(mod, name, args, kwargs, {**params, **self.overrides.get(name, {})},
+                           y, reason if lifted else "", not lifted, run,
+                           lambda new: self.by_identity(name, new, params), self.record)  # fmt: skip
 
-        def record(values):
-            self.records[self.order[-1]] = {**self.records.get(self.order[-1], {}), **values}
 
-        reason = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)" if lifted else ""
-        return self.report(mod, name, args, kwargs, cur, y, reason, not lifted, run, update, record)
+_REMAT = "inside a lifted transform that carries every collection (nn.remat)"
+_MAPPED = (
+    "inside a lifted transform that maps its variables (nn.scan, nn.vmap, nn.RNN's scan): its "
+    "params are stacked or shared across steps, not addressable per call"
+)
 
 
 def _attached(mod: nn.Module, path: tuple) -> dict[str, nn.Module]:
@@ -425,32 +364,27 @@ def lsuv_layer(
 ) -> jax.Array:
     """Calls ``fn(layer_params, *args, **kwargs)``, marking it as a layer for the capture layer.
 
-    Outside a pass this is just the call, so a model can keep its marks. Inside ``jinit.lsuv``
-    (and every pass built on :func:`capture`) the pass sees the layer in execution order.
-
-    Example::
+    Outside a pass this is just the call (a model can keep its marks); inside ``jinit.lsuv``
+    and every pass built on :func:`capture` the pass sees the layer, in execution order::
 
       def apply(params, x):
-        h = jax.nn.relu(jinit.lsuv_layer("l0", dense, params["l0"], x))
-        return jinit.lsuv_layer("l1", dense, params["l1"], h)
-
-      params, report = jinit.lsuv(apply, params, x)
+        return jinit.lsuv_layer("l1", dense, params["l1"], jinit.lsuv_layer("l0", dense,
+                                                                            params["l0"], x))
 
     Args:
-      name: the layer's path in reports (and in ``include``/``exclude`` patterns).
+      name: the layer's path in reports and ``include``/``exclude`` patterns.
       fn: ``fn(layer_params, *args, **kwargs) -> output``.
-      layer_params: a mapping with a ``"kernel"`` (and optionally a ``"bias"``): the params
-        subtree itself (leaves are found in the pass's params by identity).
-      *args: the layer's inputs.
-      linear: accepted for compatibility; every solve is verified by re-running ``fn``, so no
-        promise about ``fn`` is needed.
-      **kwargs: passed to ``fn``.
+      layer_params: the layer's params subtree itself (``{"kernel": ..., "bias": ...}``; its
+        leaves are found in the pass's params by identity).
+      *args: the layer's inputs. **kwargs: passed to ``fn``.
+      linear: accepted for compatibility and ignored: every solve is verified by re-running
+        ``fn``.
 
     Returns:
       The layer's output (inside a pass: with the corrected parameters).
 
     Raises:
-      ValueError: inside a pass that updates the layer, if a parameter is not a leaf of the
+      ValueError: inside a pass that updates the layer, a parameter that is not a leaf of the
         pass's params.
     """
     del linear
@@ -481,22 +415,22 @@ def capture(
         ``None``; GraphDef: its state; apply_fn: its params pytree.
       inputs: the model's first positional argument.
       hook: ``hook(call: Call) -> None | new_output`` (see the module docstring).
-      select: ``select(module) -> bool``: which calls are reported (linen/NNX modules, or a
-        :class:`Marked` for :func:`lsuv_layer` marks). Default: every module call.
+      select: ``select(module) -> bool``, which calls are reported (a :class:`Marked` for
+        :func:`lsuv_layer` marks); default every module call.
       rngs: linen: passed to ``apply``.
-      apply_kwargs: extra keyword arguments of the model call (linen ``mutable=[...]`` names
-        more collections to carry, e.g. for BatchNorm in train mode).
+      apply_kwargs: extra keyword arguments of the model call (linen ``mutable=[...]``: more
+        collections to carry).
       method: linen only: the method to apply instead of ``__call__``.
       no_dropout: run every ``Dropout`` as the identity.
 
     Returns:
-      A :class:`Captured`.
+      A :class:`Captured` (``params`` has the structure and key order of ``params``).
 
     Raises:
-      ValueError: the model reads a collection (e.g. ``batch_stats`` of a BatchNorm in eval
-        mode) that ``params`` does not hold; ``params`` is None where it is required; an updated
-        parameter is not a leaf of a plain function's params.
-      TypeError: ``model`` is none of the kinds above, or a class instead of an instance.
+      ValueError: the model reads a collection ``params`` does not hold (a BatchNorm without
+        its batch_stats); ``params`` is ``None`` where required; an updated parameter of a
+        plain function is not a leaf of its params.
+      TypeError: ``model`` is a class, or none of the kinds above.
     """
     kwargs = dict(apply_kwargs or {})
     if isinstance(model, type):
@@ -578,20 +512,17 @@ def _collect(tree: Any, p: _Pass) -> None:
 _NOT_FOUND = (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError)
 
 
-class _missing_collection:
+@contextlib.contextmanager
+def _missing_collection():
     """Turns flax's "collection/variable not found" into a ValueError that says what to pass."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, typ, exc, tb):
-        if isinstance(exc, _NOT_FOUND):
-            raise ValueError(
-                f"the model reads or creates a variable that `params` does not hold ({exc}). A "
-                "BatchNorm needs its batch_stats (in eval mode they are the statistics): pass the whole "
-                "variables dict from model.init ({'params': ..., 'batch_stats': ...})"
-            ) from None
-        return False
+    try:
+        yield
+    except _NOT_FOUND as e:
+        raise ValueError(
+            f"the model reads or creates a variable that `params` does not hold ({e}). A "
+            "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
+            "whole variables dict from model.init ({'params': ..., 'batch_stats': ...})"
+        ) from None
 
 
 def model_inputs(batch: Any, input_key: str | int | None = None) -> Any:
