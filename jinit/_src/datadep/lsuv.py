@@ -307,38 +307,26 @@ def _selects(m: Any) -> bool:
 
 
 def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVReport:
-    defaults = dict(
-        iterations=0,
-        scale=1.0,
-        var_before=np.nan,
-        var_after=np.nan,
-        mean_after=np.nan,
-        status=rep.SKIPPED,
-        units_skipped=0,
-        input_finite=True,
-    )
+    defaults = dict(zip(rep.ARRAY_FIELDS, (0, 1.0, np.nan, np.nan, np.nan, False, rep.SKIPPED, 0,
+                                           True), strict=True))  # fmt: skip
+    del defaults["converged"]
     dtypes = dict(iterations=np.int32, status=np.int32, units_skipped=np.int32, input_finite=bool)
     recs = [None if r[2] is None else records[r[2][0]] for r in rows]
     xp = jnp if solve.traced(recs) else np
     arrays = {
         f: xp.asarray(
-            [d if rec is None else xp.asarray(rec[r[2][1] + f]) for r, rec in zip(rows, recs, strict=False)],
+            [
+                d if rec is None else xp.asarray(rec[r[2][1] + f])
+                for r, rec in zip(rows, recs, strict=False)
+            ],
             dtypes.get(f, np.float32),
         ).reshape(len(rows))
         for f, d in defaults.items()
     }
     arrays["converged"] = arrays["status"] == rep.CONVERGED
-    return rep.LSUVReport(
-        method=cfg.method,
-        measured=cfg.measure,
-        target=cfg.target,
-        tol=cfg.tol,
-        on_zero_variance=cfg.on_zero_variance,
-        execution=execution,
-        paths=tuple(r[0] for r in rows),
-        notes=tuple(r[1] for r in rows),
-        **arrays,
-    )
+    meta = (cfg.method, cfg.measure, cfg.target, cfg.tol, cfg.on_zero_variance, execution,
+            tuple(r[0] for r in rows), tuple(r[1] for r in rows))  # fmt: skip
+    return rep.LSUVReport(**dict(zip(rep.META_FIELDS, meta, strict=True)), **arrays)
 
 
 def _split_kwargs(fn: str, kwargs: Mapping[str, Any] | None):

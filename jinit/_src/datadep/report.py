@@ -20,25 +20,14 @@ import numpy as np
 from jinit._src.checks import InitWarning
 
 CONVERGED, NOT_CONVERGED, SKIPPED, SCALE_INVARIANT, ZERO_VARIANCE, NON_FINITE = range(6)
-STATUS_NAMES = (
-    "converged",
-    "not_converged",
-    "skipped",
-    "scale_invariant",
-    "zero_variance",
-    "non_finite",
+STATUS_NAMES = tuple(
+    "converged not_converged skipped scale_invariant zero_variance non_finite".split()
 )
-ARRAY_FIELDS = (
-    "iterations",
-    "scale",
-    "var_before",
-    "var_after",
-    "mean_after",
-    "converged",
-    "status",
-    "units_skipped",
-    "input_finite",
+ARRAY_FIELDS = tuple(
+    "iterations scale var_before var_after mean_after converged status units_skipped "
+    "input_finite".split()
 )
+META_FIELDS = "method measured target tol on_zero_variance execution paths notes".split()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,17 +219,4 @@ class LSUVReport:
         return f"LSUVReport(method={self.method!r}, layers={len(self.paths)})"
 
 
-jax.tree_util.register_dataclass(
-    LSUVReport,
-    data_fields=list(ARRAY_FIELDS),
-    meta_fields=[
-        "method",
-        "measured",
-        "target",
-        "tol",
-        "on_zero_variance",
-        "execution",
-        "paths",
-        "notes",
-    ],
-)
+jax.tree_util.register_dataclass(LSUVReport, list(ARRAY_FIELDS), META_FIELDS)

@@ -55,6 +55,11 @@ def _finite(*xs):
     return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
 
 
+def _record(*values):
+    """The report's arrays for one layer (:data:`report.ARRAY_FIELDS` without ``converged``)."""
+    return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
+
+
 def _pick(c, a, b):
     return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
@@ -107,16 +112,7 @@ def pooled(cfg, run, y0, in_ok, center: bool):
         s,
         shift,
         y,
-        dict(
-            iterations=it,
-            scale=s,
-            var_before=v0,
-            var_after=v,
-            mean_after=mu,
-            status=status,
-            units_skipped=jnp.zeros((), jnp.int32),
-            input_finite=in_ok,
-        ),
+        _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok),
     )
 
 
@@ -180,14 +176,5 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
         c,
         b,
         y,
-        dict(
-            iterations=it,
-            scale=rms,
-            var_before=pv0,
-            var_after=pv,
-            mean_after=pmu,
-            status=status,
-            units_skipped=dead.astype(jnp.int32),
-            input_finite=in_ok,
-        ),
+        _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok),
     )
