@@ -186,3 +186,23 @@ def test_capture_order_replace_and_update_all_kinds():
         out.params["params"]["layers_2"]["kernel"], 2 * v["params"]["layers_2"]["kernel"]
     )
     assert list(out.params["params"]) == list(v["params"])  # key order kept
+
+
+def test_nnx_remat_layer_skipped_and_named():
+    from flax import nnx
+
+    class N(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(4, 8, rngs=rngs)
+            self.b = nnx.Linear(8, 8, rngs=rngs)
+
+        def __call__(self, x):
+            return nnx.remat(lambda m, h: m(h))(self.b, self.a(x))
+
+    n = N(nnx.Rngs(0))
+    x = normal(1, (32, 4))
+    (state, report), warned = lsuv_quiet(n, None, x)
+    assert report.paths == ("a", "b") and report.statuses == ("converged", "skipped")
+    assert "lifted transform" in report.reasons()[1]
+    assert len(warned) == 1 and "b [skipped" in str(warned[0].message)
+    assert jnp.array_equal(state["b"]["kernel"].get_value(), n.b.kernel.get_value())

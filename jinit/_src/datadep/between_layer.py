@@ -124,7 +124,10 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
     """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
     what = "a sequence of (kernel_path, bias_path_or_None) in forward execution order"
     if isinstance(layers, str) or not isinstance(layers, Sequence):
-        raise ValueError(f"{_FN}: layers must be {what}, got {layers!r}.")
+        raise ValueError(
+            f"{_FN}: layers must be {what}, got {layers!r} (automatic layer discovery is not "
+            "offered: a params tree's key order is sorted, not the execution order)."
+        )
     if not layers:
         raise ValueError(f"{_FN}: layers is empty; give at least one (kernel_path, bias_path).")
     out, used = [], {}
