@@ -56,8 +56,16 @@ def within_layer_init(
     ``target_mean`` (:math:`\beta`, needs a bias) on ``batch``, measured after the pass.
 
     Args:
-      model, params, batch, include, exclude, min_values, orthogonal_key, method,
-        apply_kwargs, jit: as for :func:`jinit.lsuv`.
+      model: as for :func:`jinit.lsuv`.
+      params: as for :func:`jinit.lsuv`.
+      batch: as for :func:`jinit.lsuv`.
+      include: as for :func:`jinit.lsuv`.
+      exclude: as for :func:`jinit.lsuv`.
+      min_values: as for :func:`jinit.lsuv`.
+      orthogonal_key: as for :func:`jinit.lsuv`.
+      method: as for :func:`jinit.lsuv`.
+      apply_kwargs: as for :func:`jinit.lsuv`.
+      jit: as for :func:`jinit.lsuv`.
       target: per-unit target variance :math:`\tau` of the pre-activation output.
       target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
       tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
@@ -119,8 +127,15 @@ def weight_norm_init(
     is unchanged. Plain layers get the equivalent update of their kernel columns.
 
     Args:
-      model, params, batch, include, exclude, min_values, method, apply_kwargs, jit: as for
-        :func:`jinit.lsuv`.
+      model: as for :func:`jinit.lsuv`.
+      params: as for :func:`jinit.lsuv`.
+      batch: as for :func:`jinit.lsuv`.
+      include: as for :func:`jinit.lsuv`.
+      exclude: as for :func:`jinit.lsuv`.
+      min_values: as for :func:`jinit.lsuv`.
+      method: as for :func:`jinit.lsuv`.
+      apply_kwargs: as for :func:`jinit.lsuv`.
+      jit: as for :func:`jinit.lsuv`.
       target: per-unit target variance :math:`\tau`.
       target_mean: per-unit target mean :math:`\beta`.
       tol: tolerance of the ``converged`` status.
