@@ -1,0 +1,337 @@
+r"""Krähenbühl et al.'s between-layer scaling: equal relative update rates for every layer.
+
+The derivation, the bias rule and the choice of ``samples`` are in docs/lsuv.md
+("Between-layer scaling"). Source: Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent
+Initializations of Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856; reference
+implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jinit._src.checks import check_key
+from jinit._src.datadep.capture import replace_leaves
+from jinit._src.datadep.lsuv import _check_batch
+from jinit._src.paths import path_string
+
+_FN = "between_layer_scaling"
+
+ARRAY_FIELDS = (
+    "ratio_before",
+    "ratio_after",
+    "scale",
+    "iterations",
+    "converged",
+    "output_std_before",
+    "output_std_after",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BetweenLayerReport:
+    """What :func:`jinit.between_layer_scaling` did; a pytree (``vmap`` stacks the arrays).
+
+    Attributes:
+      paths: the kernel paths in the given forward order. max_iters, tol: the settings.
+      ratio_before, ratio_after: ``float32[L]`` the rates :math:`r_k`, measured on the initial
+        and on the returned params. scale: ``float32[L]`` the total factor of each kernel (its
+        bias got ``cumprod(scale)[k]``). iterations: ``int32[]``. converged: ``bool[]`` every
+        ``|log r_k / log t - 1| < tol``. output_std_before, output_std_after: ``float32[]``
+        mean over output units of the std over the batch.
+    """
+
+    paths: tuple[str, ...]
+    max_iters: int
+    tol: float
+    ratio_before: Any
+    ratio_after: Any
+    scale: Any
+    iterations: Any
+    converged: Any
+    output_std_before: Any
+    output_std_after: Any
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def summary(self) -> str:
+        """A fixed-width table, one row per layer (first member of a stacked report)."""
+        n = len(self.paths)
+
+        def first(name):
+            a = np.asarray(getattr(self, name))
+            return a.reshape(-1, n)[0] if a.ndim and n else a.reshape(-1)[0]
+
+        rb, ra, sc = first("ratio_before"), first("ratio_after"), first("scale")
+        iters = int(np.asarray(self.iterations).reshape(-1)[0])
+        conv = bool(np.asarray(self.converged).reshape(-1)[0])
+        sb = float(np.asarray(self.output_std_before).reshape(-1)[0])
+        sa = float(np.asarray(self.output_std_after).reshape(-1)[0])
+        lines = [
+            f"between_layer: iterations={iters}/{self.max_iters} converged={conv} "
+            f"tol={self.tol:g} output_std {sb:.4g} -> {sa:.4g}",
+            f"{'path':<32} {'ratio_before':>12} {'ratio_after':>12} {'scale':>10}",
+        ]
+        for i, path in enumerate(self.paths):
+            lines.append(f"{path:<32} {rb[i]:>12.4g} {ra[i]:>12.4g} {sc[i]:>10.4g}")
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """Raises ``ValueError`` for a zero or non-finite rate (naming the first layer and the
+        member of a stacked report) or output std; called by the pass unless traced."""
+        n = len(self.paths)
+        for name in ("ratio_before", "ratio_after"):
+            r = np.asarray(getattr(self, name), np.float64).reshape(-1, n)
+            bad = ~(np.isfinite(r) & (r > 0))
+            if bad.any():
+                m, k = (int(i) for i in np.argwhere(bad)[0])
+                member = f" (member {m} of the stacked report)" if r.shape[0] > 1 else ""
+                raise ValueError(
+                    f"{_FN}: layer {self.paths[k]!r} has rate {float(r[m, k])} in {name}{member}: "
+                    "its gradient or kernel is zero or not finite (a dead or zero layer, NaN "
+                    "parameters, or NaN/inf produced inside the network); nothing was rescaled "
+                    "from that point on."
+                )
+        for name in ("output_std_before", "output_std_after"):
+            sd = np.asarray(getattr(self, name), np.float64).reshape(-1)
+            bad = ~(np.isfinite(sd) & (sd > 0))
+            if bad.any():
+                m = int(np.argwhere(bad)[0][0])
+                raise ValueError(
+                    f"{_FN}: the network output's standard deviation is {float(sd[m])} ({name}): the "
+                    "output is constant or not finite on this batch."
+                )
+
+    def __repr__(self) -> str:
+        return f"BetweenLayerReport(layers={len(self.paths)})"
+
+
+jax.tree_util.register_dataclass(
+    BetweenLayerReport,
+    data_fields=list(ARRAY_FIELDS),
+    meta_fields=["paths", "max_iters", "tol"],
+)
+
+
+def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tuple[int, Any]]:
+    """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
+    what = "a sequence of (kernel_path, bias_path_or_None) in forward execution order"
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise ValueError(
+            f"{_FN}: layers must be {what}, got {layers!r} (automatic layer discovery is not "
+            "offered: a params tree's key order is sorted, not the execution order)."
+        )
+    if not layers:
+        raise ValueError(f"{_FN}: layers is empty; give at least one (kernel_path, bias_path).")
+    out, used = [], {}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, tuple | list) or len(layer) != 2:
+            raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), "
+                             f"got {layer!r}.")  # fmt: skip
+        pair = []
+        for role, path in zip(("kernel", "bias"), layer, strict=True):
+            if path is None and role == "bias":
+                pair.append(None)
+                continue
+            if not isinstance(path, tuple | list) or not path:
+                raise ValueError(f"{_FN}: layers[{i}] {role} path must be a non-empty tuple of "
+                                 f"keys into params, got {path!r}.")  # fmt: skip
+            name = path_string(tuple(path))
+            if name not in index:
+                raise ValueError(
+                    f"{_FN}: layers[{i}] {role} path {name!r} is not a leaf of params."
+                )
+            leaf = leaves[index[name]]
+            dtype = getattr(leaf, "dtype", None)
+            if (
+                dtype is None
+                or not jnp.issubdtype(dtype, jnp.floating)
+                or (role == "kernel" and leaf.ndim < 2)
+            ):
+                raise ValueError(
+                    f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
+                    + (" with at least 2 dimensions" if role == "kernel" else "")
+                    + f", got dtype {dtype} and shape {getattr(leaf, 'shape', None)}."
+                )
+            if index[name] in used:
+                raise ValueError(f"{_FN}: path {name!r} appears twice in layers (first as "
+                                 f"{used[index[name]]}).")  # fmt: skip
+            used[index[name]] = f"layers[{i}]"
+            pair.append(index[name])
+        out.append(tuple(pair))
+    return out
+
+
+def between_layer_scaling(
+    apply_fn: Callable[[Any, Any], jax.Array],
+    params: Any,
+    batch: Any,
+    key: jax.Array,
+    *,
+    layers: Sequence[tuple[tuple, tuple | None]],
+    max_iters: int = 10,
+    tol: float = 0.01,
+    samples: int = 16,
+) -> tuple[Any, BetweenLayerReport]:
+    r"""Krähenbühl et al.'s between-layer scaling: every layer learns at the same relative rate.
+
+    Each iteration measures, with one ``jax.vjp`` (``samples`` random top gradients
+    :math:`g \sim \mathcal N(0,1)` from ``fold_in(key, iteration)``),
+    :math:`r_k = \sqrt{\operatorname{mean}(G_k^2)/\operatorname{mean}(W_k^2)}` and
+    :math:`t = \exp(\operatorname{mean}_k \log r_k)\,\sigma_{\text{out}}^{1/L}`; it stops when
+    every :math:`|\log r_k / \log t - 1| <` ``tol`` and otherwise multiplies kernel :math:`k` by
+    :math:`c_k = \sqrt{r_k / t}` and its bias by :math:`c_1 \cdots c_k`. At most ``max_iters``
+    iterations, in a ``lax.while_loop``: pure, jittable, vmappable. See docs/lsuv.md.
+
+    Args:
+      apply_fn: ``apply_fn(params, batch) -> array`` (for linen: ``model.apply`` with the
+        variables dict; BatchNorm in train mode must drop its mutated statistics).
+      params: a pytree of arrays; only the listed kernels and biases change.
+      batch: the network input (concrete floating leaves must be finite and non-empty).
+      key: a JAX PRNG key.
+      layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``
+        of key tuples into ``params`` (``("params", "Dense_0", "kernel")``); floating kernels
+        with ``ndim >= 2``, each path at most once.
+      max_iters: the most rescaling iterations (``>= 0``; the reference's 10).
+      tol: the reference's relative tolerance on :math:`\log r_k` (1%).
+      samples: random top gradients per iteration, averaged (``1`` is the reference).
+
+    Returns:
+      ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
+      ``params``; a :class:`BetweenLayerReport`.
+
+    Raises:
+      ValueError: bad ``layers`` (empty, not pairs, a path that is not a leaf, twice, a kernel
+        not floating or ``ndim < 2``), ``max_iters < 0``, ``tol < 0``, ``samples < 1``, a bad
+        key, an output with fewer than 2 samples, a bad batch; a zero or non-finite rate or
+        output std (naming the first such layer; under ``jit``/``vmap`` call
+        ``report.check()``).
+
+    References:
+      Krähenbühl, Doersch, Donahue & Darrell, arXiv:1511.06856, 2015 (Section 3); reference
+      implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
+    """
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 0:
+        raise ValueError(f"{_FN}: max_iters must be an integer >= 0, got {max_iters!r}.")
+    try:
+        tol = float(tol)
+    except TypeError:
+        raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.") from None
+    if not tol >= 0:
+        raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.")
+    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
+        raise ValueError(f"{_FN}: samples must be an integer >= 1, got {samples!r}.")
+    check_key(_FN, "key", key)
+    _check_batch(_FN, batch)
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [leaf for _, leaf in flat]
+    index = {path_string(kp): i for i, (kp, _) in enumerate(flat)}
+    idx = _check_layers(layers, index, leaves)
+    n = len(idx)
+    paths = tuple(path_string(tuple(layer[0])) for layer in layers)
+    kernels0 = [leaves[k] for k, _ in idx]
+    biases0 = [None if b is None else leaves[b] for _, b in idx]
+
+    def rescale(x, s):
+        wide = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+        return (x.astype(wide) * s.astype(wide)).astype(x.dtype)
+
+    def build(kernels, scale):
+        """Params with the given kernels and the biases for the total kernel ``scale``."""
+        new = list(leaves)
+        cum = jnp.cumprod(scale)
+        for j, (k, b) in enumerate(idx):
+            new[k] = kernels[j]
+            if b is not None:
+                new[b] = rescale(biases0[j], cum[j])
+        return jax.tree_util.tree_unflatten(treedef, new)
+
+    def scaled_kernels(scale):
+        return [rescale(w, scale[j]) for j, w in enumerate(kernels0)]
+
+    def measure(scale, it):
+        """Rates ``r[L]`` and the output std for the params with total kernel ``scale``."""
+        kernels = scaled_kernels(scale)
+        out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), batch), kernels)
+        if not isinstance(out, jax.Array | np.ndarray) or not jnp.issubdtype(
+            out.dtype, jnp.floating
+        ):
+            raise ValueError(
+                f"{_FN}: apply_fn must return one floating array, got "
+                f"{type(out).__name__} with dtype {getattr(out, 'dtype', None)}."
+            )
+        rows = out.reshape(-1, 1) if out.ndim <= 1 else out.reshape(-1, out.shape[-1])
+        if rows.shape[0] < 2:
+            raise ValueError(
+                f"{_FN}: the output of apply_fn has shape {out.shape}: fewer than 2 samples per "
+                "output unit (the last axis), so its standard deviation is undefined."
+            )
+        kit = jax.random.fold_in(key, it)
+
+        def add_sample(j, acc):
+            # samples=1: g from fold_in(key, it) itself, the reference's single draw
+            kj = jax.random.fold_in(kit, j) if samples > 1 else kit
+            g = jax.random.normal(kj, out.shape, jnp.float32)
+            (grads,) = vjp(g.astype(out.dtype))
+            return acc + jnp.stack([jnp.mean(jnp.square(gk.astype(jnp.float32))) for gk in grads])
+
+        gsq = jax.lax.fori_loop(0, samples, add_sample, jnp.zeros((n,), jnp.float32)) / samples
+        wsq = jnp.stack([jnp.mean(jnp.square(wk.astype(jnp.float32))) for wk in kernels])
+        r = jnp.sqrt(gsq / wsq)
+        std = jnp.mean(jnp.std(rows.astype(jnp.float32), axis=0))
+        return r, std
+
+    def decide(r, std):
+        """``(valid, converged, c)`` for the rates ``r`` and output ``std`` of one iteration."""
+        log_r = jnp.log(r)
+        log_t = jnp.mean(log_r) + jnp.log(std) / n
+        valid = jnp.all(jnp.isfinite(log_r)) & jnp.isfinite(log_t)
+        # |log r_k / log t - 1| < tol, without dividing by log t (never true when log t == 0).
+        conv = valid & jnp.all(jnp.abs(log_r - log_t) < tol * jnp.abs(log_t))
+        c = jnp.exp(0.5 * (log_r - log_t))
+        return valid, conv, c
+
+    ones = jnp.ones((n,), jnp.float32)
+    r0, std0 = measure(ones, 0)
+
+    def cond(state):
+        it, _, r, std = state
+        valid, conv, _ = decide(r, std)
+        return (it < max_iters) & valid & ~conv
+
+    def body(state):
+        it, scale, r, std = state
+        _, _, c = decide(r, std)
+        scale = scale * c
+        it = it + 1
+        r, std = measure(scale, it)
+        return it, scale, r, std
+
+    it, scale, r, std = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), ones, r0, std0))
+    _, converged, _ = decide(r, std)
+    new = jax.tree_util.tree_leaves(build(scaled_kernels(scale), scale))
+    changed = {i for pair in idx for i in pair if i is not None}
+    new_params = replace_leaves(params, {path_string(flat[i][0]): new[i] for i in changed})
+    report = BetweenLayerReport(
+        paths=paths,
+        max_iters=int(max_iters),
+        tol=tol,
+        ratio_before=r0,
+        ratio_after=r,
+        scale=scale,
+        iterations=it,
+        converged=converged,
+        output_std_before=std0,
+        output_std_after=std,
+    )
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(report)):
+        report.check()
+    return new_params, report
