@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from jinit._src.checks import check_number
+
 #: Gradient-norm ratio (first layer / last layer) beyond which :func:`diagnose` reports
 #: vanishing (< 1/GRADIENT_RATIO) or exploding (> GRADIENT_RATIO) gradients.
 GRADIENT_RATIO = 100.0
@@ -19,7 +21,6 @@ ACTIVATION_RATIO = 100.0
 DEAD_FRACTION = 0.5
 #: A layer whose input has at least this fraction of saturated entries is reported.
 SATURATED_FRACTION = 0.5
-
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -116,38 +117,50 @@ def diagnose(
 ) -> list[Finding]:
     """Reads :func:`layer_statistics` output and reports signal-propagation problems.
 
-    Checks, over the leaf layers in execution order (first, ..., last):
-
-    * gradients: ``r = |dL/dy_first| / |dL/dy_last|`` (norms of the output gradients). Vanishing
-      if ``r < 1/gradient_ratio``, exploding if ``r > gradient_ratio``; the per-layer factor
-      ``r**(1/(L-1))`` is reported too. With fan-in scaled kernels at the critical point the
-      norms stay roughly equal whatever the widths.
-    * forward signal: std of the last hidden layer's output (the last layer is the readout and
-      is skipped when there are at least 3 layers) over the first layer's output, against
-      ``activation_ratio`` both ways.
-    * dead units: ``input/<layer>/dead_frac >= dead_fraction`` for any layer but the first
-      (whose input is the data).
-    * saturation: ``input/<layer>/sat_frac >= saturated_fraction`` (``sat01_frac`` when
-      ``activation`` is ``"sigmoid"``), again skipping the data.
-    * non-finite statistics.
+    Over the leaf layers in execution order: the ratio of output-gradient norms, first layer
+    over last, against ``gradient_ratio`` both ways; the ratio of output stds, last hidden
+    layer over first, against ``activation_ratio`` both ways; dead units and saturation at
+    each layer's input (not the data's); non-finite statistics. A layer whose output goes
+    straight into a normalizing layer (train-mode BatchNorm, LayerNorm, GroupNorm, RMSNorm)
+    is left out of both ratios: the normalization removes its scale, forward and backward,
+    so a healthy BatchNorm ResNet gets no finding. docs/diagnosing.md explains each criterion.
 
     Args:
       stats: output of :func:`layer_statistics` (arrays or plain numbers).
       activation: the hidden activation, if known: adds the mean-field verdict (chi_1 of the
         measured kernel scale) and the recommended initializer to the messages.
-      gradient_ratio: threshold factor for the gradient check (default 100).
-      activation_ratio: threshold factor for the forward check (default 100).
-      dead_fraction: threshold for dead units (default 0.5).
-      saturated_fraction: threshold for saturation (default 0.5).
+      gradient_ratio: threshold factor (> 1) for the gradient check.
+      activation_ratio: threshold factor (> 1) for the forward check.
+      dead_fraction: threshold in (0, 1] for dead units.
+      saturated_fraction: threshold in (0, 1] for saturation.
 
     Returns:
       A list of :class:`Finding`, in the order nonfinite, gradient, forward signal, dead
       units, saturation; empty when nothing crossed a threshold.
+
+    Raises:
+      ValueError: an unknown activation name, a threshold out of range, or ``stats`` that
+        recorded no layer (nothing measured is not "healthy").
     """
     if activation is not None:
         from jinit._src.theory import activation_fn
 
         activation_fn(activation)  # ValueError naming the known activations for an unknown name
+    for arg, value, low, high in (
+        ("gradient_ratio", gradient_ratio, 1.0, math.inf),
+        ("activation_ratio", activation_ratio, 1.0, math.inf),
+        ("dead_fraction", dead_fraction, 0.0, 1.0),
+        ("saturated_fraction", saturated_fraction, 0.0, 1.0),
+    ):
+        check_number("diagnose", arg, value)
+        if not low < value <= high:
+            raise ValueError(f"diagnose: {arg} must be in ({low:g}, {high:g}], got {value!r}")
+    leaves = layer_order(stats, leaves_only=True)
+    if not leaves:
+        raise ValueError(
+            "diagnose: stats holds no recorded layer (no 'output/<path>/index' entry); pass "
+            "the output of jinit.layer_statistics"
+        )
 
     def get(key):
         return float(np.asarray(stats[key])) if key in stats else None
@@ -165,11 +178,14 @@ def diagnose(
                 tuple(split_key(k)[1] for k in bad[:3]),
             )
         )
-    layers = [p for p in layer_order(stats, leaves_only=True) if f"output_grad/{p}/norm" in stats]
+    layers = [p for p in leaves if f"output_grad/{p}/norm" in stats]
     if len(layers) < 2:
         return findings
-    first, last = layers[0], layers[-1]
-    depth = len(layers)
+    # Ratios skip layers whose output feeds a normalizing layer (scale removed both ways).
+    normalized = {p for p in layers if get(f"output/{p}/normalizes")}
+    scaled = [p for p, q in zip(layers, [*layers[1:], None], strict=True) if q not in normalized]
+    first, last = scaled[0], scaled[-1]
+    depth = len(scaled)
     q_first = get(f"output/{first}/std")
     q_first = None if q_first is None else q_first**2
 
@@ -220,7 +236,7 @@ def diagnose(
                 (last,),
             )
         )
-    elif g_first is not None and math.isfinite(g_first) and math.isfinite(g_last):
+    elif depth >= 2 and g_first is not None and math.isfinite(g_first) and math.isfinite(g_last):
         ratio = g_first / g_last
         if ratio < 1.0 / gradient_ratio or ratio > gradient_ratio:
             vanishing = ratio < 1.0
@@ -254,9 +270,15 @@ def diagnose(
                 )
             )
 
-    hidden = layers[:-1] if depth >= 3 else layers
+    hidden = scaled[:-1] if depth >= 3 else scaled
     s_first, s_last = get(f"output/{hidden[0]}/std"), get(f"output/{hidden[-1]}/std")
-    if s_first and s_last is not None and math.isfinite(s_first) and math.isfinite(s_last):
+    if (
+        depth >= 2
+        and s_first
+        and s_last is not None
+        and math.isfinite(s_first)
+        and math.isfinite(s_last)
+    ):
         ratio = s_last / s_first
         if ratio < 1.0 / activation_ratio or ratio > activation_ratio:
             vanishing = ratio < 1.0

@@ -25,22 +25,57 @@ _FN = "layer_statistics"
 _COLLECTION = "jinit_tape"
 
 
-def _means(*features: jax.Array) -> jax.Array:
-    """Means of same-shaped features in one fused reduction (few kernels per measured tensor)."""
-    stacked = jnp.stack([f.astype(jnp.float32) for f in features])
-    return jnp.mean(stacked, axis=tuple(range(1, stacked.ndim)))
+def _sums(a: jax.Array, kind: str) -> jax.Array:
+    """The sums of one tensor that its statistics are computed from."""
+    a = a.astype(jnp.float32)
+    sums = [jnp.sum(a), jnp.sum(a * a)]
+    if kind == "act":
+        units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        sums += [
+            jnp.sum(a == 0),
+            jnp.sum(jnp.abs(a) > 0.99),
+            jnp.sum((a < 0.01) | (a > 0.99)),
+            jnp.sum(jnp.abs(a) > 1.0),
+            jnp.sum((a < 0.0) | (a > 1.0)),
+            jnp.sum(jnp.all(units == 0, axis=0)),
+        ]
+    return jnp.stack([x.astype(jnp.float32) for x in sums])
 
 
-def _std(mean: jax.Array, mean_sq: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0))
+def _stats(arrays: Mapping[str, jax.Array], kind: str) -> dict[str, jax.Array]:
+    """``{"name/stat": scalar}`` for ``kind`` "act", "grad" or "param": per-tensor sums, then
+    vector arithmetic over all tensors at once (a small compiled program)."""
+    names = [k for k, a in arrays.items() if a.size]
+    if not names:
+        return {}
+    shapes = [arrays[k].shape for k in names]
+    sums = jnp.stack([_sums(arrays[k], kind) for k in names])
+    size = jnp.asarray([math.prod(s) for s in shapes], jnp.float32)
+    mean, mean_sq = sums[:, 0] / size, sums[:, 1] / size
+    cols = {"mean": mean, "std": jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0))}
+    if kind != "act":
+        cols["norm"] = jnp.sqrt(sums[:, 1])
+    if kind == "grad":
+        del cols["mean"]
+    if kind == "act":
+        zero = jnp.float32(0.0)
+        cols["zero_frac"] = sums[:, 2] / size
+        cols["dead_frac"] = sums[:, 7] / jnp.asarray([s[-1] if s else 1 for s in shapes])
+        cols["sat_frac"] = jnp.where(sums[:, 5] == 0, sums[:, 3] / size, zero)
+        cols["sat01_frac"] = jnp.where(sums[:, 6] == 0, sums[:, 4] / size, zero)
+    out = {f"{k}/{stat}": col[i] for stat, col in cols.items() for i, k in enumerate(names)}
+    if kind == "param":  # fan_in * Var(W): the mean-field sigma_w**2 of (fan_in..., out) kernels
+        for i, k in enumerate(names):
+            if len(shapes[i]) >= 2:
+                out[f"{k}/fan_in_var"] = math.prod(shapes[i][:-1]) * cols["std"][i] ** 2
+    return out
 
 
 def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     """Mean, std, zero/dead fractions and saturated fractions of one activation tensor.
 
-    All statistics come from two reductions: the means of stacked elementwise features, and
-    the per-unit fraction of zeros. The std is ``sqrt(E[a**2] - E[a]**2)`` in float32, accurate
-    while ``|mean| / std`` stays below ~1e3.
+    The std is ``sqrt(E[a**2] - E[a]**2)`` in float32, accurate while ``|mean| / std`` stays
+    below ~1e3.
 
     Args:
       a: array whose last axis indexes units (batch and positions before it).
@@ -52,61 +87,10 @@ def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     Raises:
       ValueError: ``a`` is empty (no value to measure).
     """
-    a = jnp.asarray(a).astype(jnp.float32)
+    a = jnp.asarray(a)
     if a.size == 0:
         raise ValueError(f"activation_stats: a has shape {a.shape}, no value to measure")
-    units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-    mean, mean_sq, tanh_sat, sigmoid_sat, outside_pm1, outside_01 = _means(
-        a,
-        a * a,
-        jnp.abs(a) > 0.99,
-        (a < 0.01) | (a > 0.99),
-        jnp.abs(a) > 1.0,
-        (a < 0.0) | (a > 1.0),
-    )
-    zeros_per_unit = jnp.mean((units == 0).astype(jnp.float32), axis=0)
-    zero = jnp.float32(0.0)
-    return {
-        "mean": mean,
-        "std": _std(mean, mean_sq),
-        "zero_frac": jnp.mean(zeros_per_unit),
-        "dead_frac": jnp.mean((zeros_per_unit == 1.0).astype(jnp.float32)),
-        "sat_frac": jnp.where(outside_pm1 == 0, tanh_sat, zero),
-        "sat01_frac": jnp.where(outside_01 == 0, sigmoid_sat, zero),
-    }
-
-
-def _grad_stats(g: jax.Array) -> dict[str, jax.Array]:
-    g = jnp.asarray(g).astype(jnp.float32)
-    mean, mean_sq = _means(g, g * g)
-    return {"norm": jnp.sqrt(mean_sq * g.size), "std": _std(mean, mean_sq)}
-
-
-def _param_stats(w: jax.Array) -> dict[str, jax.Array]:
-    w = jnp.asarray(w).astype(jnp.float32)
-    mean, mean_sq = _means(w, w * w)
-    std = _std(mean, mean_sq)
-    out = {"mean": mean, "std": std, "norm": jnp.sqrt(mean_sq * w.size)}
-    if w.ndim >= 2:
-        out["fan_in_var"] = math.prod(w.shape[:-1]) * jnp.square(std)
-    return out
-
-
-def _grouped(fn, arrays: Mapping[str, jax.Array], group: str, stats: dict) -> None:
-    """Sets ``stats[f"{group}/{name}/{stat}"] = fn(arrays[name])[stat]``.
-
-    Arrays of equal shape and dtype (the hidden layers of a uniform network) are stacked and
-    measured by one vmapped ``fn``, so the compiled program does not grow with depth.
-    """
-    by_shape = collections.defaultdict(list)
-    for name, a in arrays.items():
-        if a.size:
-            by_shape[(a.shape, a.dtype)].append(name)
-    for names in by_shape.values():
-        out = jax.vmap(fn)(jnp.stack([arrays[n] for n in names]))
-        for i, name in enumerate(names):
-            for stat, v in out.items():
-                stats[f"{group}/{name}/{stat}"] = v[i]
+    return {k.split("/")[1]: v for k, v in _stats({"a": a}, "act").items()}
 
 
 def _is_float_array(x) -> bool:
@@ -136,6 +120,7 @@ class _Tape:
         self.inputs: dict[str, jax.Array] = {}
         self.outputs: dict[str, jax.Array] = {}
         self.skipped: dict[str, str] = {}
+        self.normalizing: set[str] = set()
         self._calls: collections.Counter = collections.Counter()
         self._active: list[Any] = []
 
@@ -153,6 +138,8 @@ class _Tape:
             return fn(*args, **kwargs)
         self._calls[path] += 1
         self.order.append(name)
+        if _normalizes(module, kwargs):
+            self.normalizing.add(name)
         if x is not None and not inner:
             self.inputs[name] = x
         self._active.append(module)
@@ -180,6 +167,16 @@ class _Tape:
             kind, _, name = str(getattr(path[-1], "key", "")).partition(":")
             if value and _is_float_array(value[0]):
                 (self.inputs if kind == "in" else self.outputs)[name] = value[0]
+
+
+def _normalizes(module: Any, kwargs) -> bool:
+    """Whether the call removes the scale of its input (train-mode BatchNorm, LayerNorm, ...)."""
+    if isinstance(module, (nn.BatchNorm, nnx.BatchNorm)):
+        running = kwargs.get("use_running_average")
+        return not (module.use_running_average if running is None else running)
+    return isinstance(
+        module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+    )
 
 
 def _check_batch_stats(module: nn.Module, path: str, kwargs) -> None:
@@ -364,7 +361,7 @@ def layer_statistics(
         return probed[-1].outputs
 
     shapes = jax.eval_shape(probe, diff_params, inputs)
-    order, skipped = probed[-1].order, probed[-1].skipped
+    order, skipped, normalizing = probed[-1].order, probed[-1].skipped, probed[-1].normalizing
     if skipped:
         warnings.warn(
             f"{_FN}: {len(skipped)} layer(s) not recorded: "
@@ -397,13 +394,17 @@ def layer_statistics(
             if key == name or key.startswith(name + "["):
                 out_keys.append(key)
                 stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
-    _grouped(activation_stats, {k: outs[k] for k in out_keys}, "output", stats)
-    _grouped(_grad_stats, {k: g_out[k] for k in out_keys}, "output_grad", stats)
-    _grouped(activation_stats, {n: ins[n] for n in order if n in ins}, "input", stats)
-    params = _flat(diff_params)
-    grads = _flat(g_params)
-    _grouped(_param_stats, params, "param", stats)
-    _grouped(_grad_stats, grads, "param_grad", stats)
+        if name in normalizing and name in outs:
+            stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
+    params, grads = _flat(diff_params), _flat(g_params)
+    for group, arrays, kind in (
+        ("output", {k: outs[k] for k in out_keys}, "act"),
+        ("output_grad", {k: g_out[k] for k in out_keys}, "grad"),
+        ("input", {n: ins[n] for n in order if n in ins}, "act"),
+        ("param", params, "param"),
+        ("param_grad", grads, "grad"),
+    ):
+        stats.update({f"{group}/{k}": v for k, v in _stats(arrays, kind).items()})
     stats["summary/loss/value"] = jnp.asarray(loss, jnp.float32)
     for group, names in (("param", params), ("param_grad", grads)):
         squares = [jnp.square(stats[f"{group}/{n}/norm"]) for n in names if names[n].size]
