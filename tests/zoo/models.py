@@ -249,7 +249,7 @@ def plain_init(key, sizes=(8, 32, 32, 4)):
             "w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m),
             "b": jnp.zeros(n),
         }
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
 
 
