@@ -5,11 +5,14 @@ Public names are re-exported here; the logic lives in ``jinit._src``.
 
 # One sorted block of re-exports (ruff keeps it sorted); the logic lives in jinit._src.
 from jinit._src import theory as theory
-from jinit._src.between_layer import BetweenLayerReport as BetweenLayerReport
-from jinit._src.between_layer import between_layer_scaling as between_layer_scaling
 from jinit._src.checks import InitWarning as InitWarning
+from jinit._src.datadep.between_layer import BetweenLayerReport as BetweenLayerReport
+from jinit._src.datadep.between_layer import between_layer_scaling as between_layer_scaling
+from jinit._src.datadep.capture import lsuv_layer as lsuv_layer
+from jinit._src.datadep.lsuv import lsuv as lsuv
 from jinit._src.datadep.per_unit import weight_norm_init as weight_norm_init
 from jinit._src.datadep.per_unit import within_layer_init as within_layer_init
+from jinit._src.datadep.report import LSUVReport as LSUVReport
 from jinit._src.diagnostics.findings import Finding as Finding
 from jinit._src.diagnostics.findings import diagnose as diagnose
 from jinit._src.diagnostics.findings import layer_order as layer_order
@@ -53,9 +56,9 @@ from jinit._src.initializers_structured import zero_hadamard as zero_hadamard
 from jinit._src.isometry import jacobian_singular_values as jacobian_singular_values
 from jinit._src.isometry import mlp_jacobian_singular_values as mlp_jacobian_singular_values
 from jinit._src.isometry import spectrum_stats as spectrum_stats
-from jinit._src.lsuv import lsuv as lsuv
-from jinit._src.lsuv_plain import lsuv_layer as lsuv_layer
-from jinit._src.lsuv_report import LSUVReport as LSUVReport
+from jinit._src.paths import path_hash as path_hash
+from jinit._src.paths import path_key as path_key
+from jinit._src.paths import path_string as path_string
 from jinit._src.presets import PRESETS as PRESETS
 from jinit._src.presets import Preset as Preset
 from jinit._src.presets import flax_default_kernel as flax_default_kernel
@@ -82,9 +85,6 @@ from jinit._src.presets import torch_xavier_uniform as torch_xavier_uniform
 from jinit._src.recommend import Recommendation as Recommendation
 from jinit._src.recommend import edge_of_chaos as edge_of_chaos
 from jinit._src.recommend import recommend as recommend
-from jinit._src.reinit import path_hash as path_hash
-from jinit._src.reinit import path_key as path_key
-from jinit._src.reinit import path_string as path_string
 from jinit._src.reinit import reinit as reinit
 from jinit._src.sweep import init_models as init_models
 from jinit._src.sweep import model_mesh as model_mesh

@@ -50,25 +50,17 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "reinit",
         "Re-initialization by path",
-        ("reinit",),
+        ("reinit", "paths"),
         "Re-draw selected leaves of an existing params tree, with one key per parameter derived "
         "from its path, so adding a layer never changes another layer's values.",
     ),
     (
         "lsuv",
         "LSUV and data-dependent init",
-        (
-            "lsuv",
-            "lsuv_plain",
-            "lsuv_report",
-            "lsuv_engine",
-            "lsuv_linen",
-            "lsuv_nnx",
-            "datadep",
-            "between_layer",
-        ),
+        ("datadep",),
         "Layer-sequential unit-variance initialization and the per-unit data-dependent methods, "
-        "each one jitted pass over a Flax (linen or NNX) model's params on a batch of data.",
+        "one pass over a Flax (linen or NNX) model or a plain function on a batch of data, "
+        "through the one capture layer, with verified solves and measured reports.",
     ),
     (
         "training",

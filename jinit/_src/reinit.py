@@ -7,7 +7,6 @@ order) never changes them (the penzai convention).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,50 +14,13 @@ from typing import Any
 import jax
 
 from jinit._src.initializers import Initializer
+from jinit._src.paths import path_hash as path_hash
+from jinit._src.paths import path_key as path_key
+from jinit._src.paths import path_string as path_string
 
 Rule = tuple[str | re.Pattern | Callable[[str, Any], bool], Initializer]
 
 __all__ = ["path_string", "path_hash", "path_key", "reinit"]
-
-
-def _key_str(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def path_string(path: Sequence[Any] | str) -> str:
-    """A pytree path as ``'a/b/0/kernel'``.
-
-    ``DictKey``, ``GetAttrKey``, ``SequenceKey`` and ``FlattenedIndexKey`` entries become their
-    key, name or index; a trailing ``.value`` (the array inside a Flax NNX ``Variable``) is
-    dropped, so an NNX state and the equivalent linen dict give the same strings. A string is
-    returned unchanged.
-
-    Args:
-      path: a key path from ``jax.tree_util.tree_flatten_with_path``, or a string.
-
-    Returns:
-      The path string.
-    """
-    if isinstance(path, str):
-        return path
-    parts = list(path)
-    if parts and isinstance(parts[-1], jax.tree_util.GetAttrKey) and parts[-1].name == "value":
-        parts = parts[:-1]
-    return "/".join(_key_str(p) for p in parts)
-
-
-def path_hash(path: Sequence[Any] | str) -> int:
-    """A stable 32-bit hash of a path (BLAKE2s of its UTF-8 string; same on every run/host)."""
-    digest = hashlib.blake2s(path_string(path).encode("utf-8"), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
-
-
-def path_key(key: jax.Array, path: Sequence[Any] | str) -> jax.Array:
-    """The per-leaf key ``jax.random.fold_in(key, path_hash(path))``."""
-    return jax.random.fold_in(key, path_hash(path))
 
 
 def _regex_matcher(rx: re.Pattern) -> Callable[[str, Any], bool]:

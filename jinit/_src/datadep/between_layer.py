@@ -1,45 +1,9 @@
 r"""Krähenbühl et al.'s between-layer scaling: equal relative update rates for every layer.
 
-Under SGD the relative change of layer :math:`k`'s kernel :math:`W_k` in one step is
-proportional to
-
-.. math::  r_k = \sqrt{\operatorname{mean}(G_k^2) / \operatorname{mean}(W_k^2)},
-           \qquad G_k = \partial \langle f(x), g \rangle / \partial W_k,
-
-with :math:`f(x)` the network output on the batch, :math:`g \sim \mathcal N(0, 1)` a random
-tensor of the output's shape (a random top gradient standing in for a loss on random labels)
-and the means taken over every entry of the kernel. Between-layer scaling multiplies each
-kernel by a positive factor so that all :math:`r_k` become equal. One iteration, for
-:math:`L` layers:
-
-.. math::  t = \exp\Big(\frac1L \sum_k \log r_k\Big)\, \sigma_{\text{out}}^{1/L}, \qquad
-           W_k \leftarrow c_k W_k, \quad c_k = \sqrt{r_k / t},
-
-where :math:`\sigma_{\text{out}}` is the mean over output units of the standard deviation over
-the batch of the current output. For a positively homogeneous chain (linear layers, ReLU,
-max-pooling, no normalisation) scaling :math:`W_j` by :math:`c_j` scales the output by
-:math:`P = \prod_j c_j` and :math:`G_k` by :math:`P / c_k`, so after the step every rate is
-:math:`r_k P / c_k^2 = P\, t` (the same for all layers), and
-:math:`P = \sigma_{\text{out}}^{-1/2}`: the output's standard deviation becomes
-:math:`\sigma_{\text{out}}^{1/2}`, i.e. after :math:`n` iterations it is
-:math:`\sigma_{\text{out}}^{2^{-n}}`, which tends to 1. The iteration is repeated, each time with
-a fresh :math:`g`, because the rates of a real network depend on :math:`g` and are only
-approximately homogeneous.
-
-Biases follow the scale of their layer's output: the bias of layer :math:`k` is multiplied by
-the cumulative product :math:`c_1 \cdots c_k` of the factors of the layers up to and including
-:math:`k` (in the given forward order), which keeps a positively homogeneous network with biases
-exactly equal to the old one times :math:`P`. The reference implementation instead multiplies
-the bias by :math:`c_k` times the measured change of the mean absolute value of the layer's
-input; both coincide for a positively homogeneous chain (the input of layer :math:`k` is then
-scaled exactly by :math:`c_1 \cdots c_{k-1}`); they differ for networks with branches
-(residual connections) or non-homogeneous activations, where neither rule is exact.
-
-Source: Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of
-Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856 (the between-layer step of its
-Section 3); the authors' reference implementation is ``calibrateGradientRatio`` in
-``philkr/magic_init``, which this follows (no damping; stopping rule and iteration bound as
-there).
+The derivation, the bias rule and the choice of ``samples`` are in docs/lsuv.md
+("Between-layer scaling"). Source: Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent
+Initializations of Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856; reference
+implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
 """
 
 from __future__ import annotations
@@ -52,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src import lsuv_engine as eng
-from jinit._src import lsuv_linen
-from jinit._src.lsuv import _check_batch, _like
+from jinit._src.checks import check_key
+from jinit._src.datadep.capture import replace_leaves
+from jinit._src.datadep.lsuv import _check_batch
+from jinit._src.paths import path_string
 
 _FN = "between_layer_scaling"
 
@@ -71,26 +36,15 @@ ARRAY_FIELDS = (
 
 @dataclasses.dataclass(frozen=True)
 class BetweenLayerReport:
-    """What :func:`jinit.between_layer_scaling` did; per-layer arrays in the given layer order.
-
-    A pytree: the arrays are its leaves (``vmap`` stacks them to ``(n, L)`` and ``(n,)``), the
-    paths and settings are static metadata.
+    """What :func:`jinit.between_layer_scaling` did; a pytree (``vmap`` stacks the arrays).
 
     Attributes:
-      paths: the kernel paths, ``"/"``-joined, in the given forward order.
-      max_iters: the iteration bound the pass ran with.
-      tol: the convergence tolerance the pass ran with.
-      ratio_before: ``float32[L]`` the rates :math:`r_k` of the initial params (with the top
-        gradient drawn from ``fold_in(key, 0)``).
-      ratio_after: ``float32[L]`` the rates of the returned params (top gradient from
-        ``fold_in(key, iterations)``).
-      scale: ``float32[L]`` the total factor each kernel was multiplied by (the product of the
-        per-iteration factors). The bias of layer ``k`` was multiplied by
-        ``cumprod(scale)[k]``.
-      iterations: ``int32[]`` the number of rescaling iterations applied.
-      converged: ``bool[]`` every ``|log r_k / log t - 1| < tol`` for the returned params.
-      output_std_before: ``float32[]`` mean over output units of the std over the batch, before.
-      output_std_after: ``float32[]`` the same for the returned params.
+      paths: the kernel paths in the given forward order. max_iters, tol: the settings.
+      ratio_before, ratio_after: ``float32[L]`` the rates :math:`r_k`, measured on the initial
+        and on the returned params. scale: ``float32[L]`` the total factor of each kernel (its
+        bias got ``cumprod(scale)[k]``). iterations: ``int32[]``. converged: ``bool[]`` every
+        ``|log r_k / log t - 1| < tol``. output_std_before, output_std_after: ``float32[]``
+        mean over output units of the std over the batch.
     """
 
     paths: tuple[str, ...]
@@ -108,10 +62,7 @@ class BetweenLayerReport:
         return len(self.paths)
 
     def summary(self) -> str:
-        """A fixed-width table, one row per layer (a string; nothing is printed).
-
-        For a stacked (vmapped) report the first member is shown.
-        """
+        """A fixed-width table, one row per layer (first member of a stacked report)."""
         n = len(self.paths)
 
         def first(name):
@@ -133,11 +84,8 @@ class BetweenLayerReport:
         return "\n".join(lines)
 
     def check(self) -> None:
-        """Raises ``ValueError`` if the pass met a degenerate network: a zero or non-finite rate
-        (naming the first such layer, e.g. a zero or NaN kernel, or NaN produced inside the
-        network) or a zero or non-finite output standard deviation. Called automatically by
-        :func:`jinit.between_layer_scaling` unless it is traced; for a stacked (vmapped) report
-        every member is checked and the first bad one is named."""
+        """Raises ``ValueError`` for a zero or non-finite rate (naming the first layer and the
+        member of a stacked report) or output std; called by the pass unless traced."""
         n = len(self.paths)
         for name in ("ratio_before", "ratio_after"):
             r = np.asarray(getattr(self, name), np.float64).reshape(-1, n)
@@ -172,10 +120,6 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _path_str(path: tuple) -> str:
-    return "/".join(str(p) for p in path)
-
-
 def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tuple[int, Any]]:
     """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
     if isinstance(layers, str):
@@ -200,10 +144,10 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
                 f"{_FN}: layers[{i}] {what} path must be a non-empty tuple of keys into params, "
                 f"got {path!r}."
             )
-        path = tuple(path)
+        path = path_string(tuple(path))
         if path not in index:
             raise ValueError(
-                f"{_FN}: layers[{i}] {what} path {_path_str(path)!r} is not a leaf of params."
+                f"{_FN}: layers[{i}] {what} path {path_string(path)!r} is not a leaf of params."
             )
         return index[path]
 
@@ -221,7 +165,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
         dtype = getattr(kernel, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or kernel.ndim < 2:
             raise ValueError(
-                f"{_FN}: layers[{i}] kernel {_path_str(tuple(kpath))!r} must be a floating array "
+                f"{_FN}: layers[{i}] kernel {path_string(tuple(kpath))!r} must be a floating array "
                 f"with at least 2 dimensions, got dtype {dtype} and shape "
                 f"{getattr(kernel, 'shape', None)}."
             )
@@ -232,7 +176,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
             bdtype = getattr(bias, "dtype", None)
             if bdtype is None or not jnp.issubdtype(bdtype, jnp.floating):
                 raise ValueError(
-                    f"{_FN}: layers[{i}] bias {_path_str(tuple(bpath))!r} must be a floating "
+                    f"{_FN}: layers[{i}] bias {path_string(tuple(bpath))!r} must be a floating "
                     f"array, got dtype {bdtype}."
                 )
         for leaf, path in ((k, kpath), (b, bpath)):
@@ -240,7 +184,7 @@ def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tu
                 continue
             if leaf in used:
                 raise ValueError(
-                    f"{_FN}: path {_path_str(tuple(path))!r} appears twice in layers "
+                    f"{_FN}: path {path_string(tuple(path))!r} appears twice in layers "
                     f"(first as {used[leaf]})."
                 )
             used[leaf] = f"layers[{i}]"
@@ -261,87 +205,41 @@ def between_layer_scaling(
 ) -> tuple[Any, BetweenLayerReport]:
     r"""Krähenbühl et al.'s between-layer scaling: every layer learns at the same relative rate.
 
-    See the module docstring for the derivation. Each iteration measures, with one ``jax.vjp``
-    of the output with respect to the listed kernels (a fresh top gradient
-    :math:`g \sim \mathcal N(0,1)` drawn from ``jax.random.fold_in(key, iteration)``),
-
-    .. math::  r_k = \sqrt{\operatorname{mean}(G_k^2)/\operatorname{mean}(W_k^2)},\quad
-               t = \exp(\operatorname{mean}_k \log r_k)\,\sigma_{\text{out}}^{1/L},
-
-    stops if every :math:`|\log r_k / \log t - 1| <` ``tol``, and otherwise multiplies kernel
-    :math:`k` by :math:`c_k = \sqrt{r_k / t}` and its bias by :math:`c_1 \cdots c_k`
-    (cumulative over the given order; exact for positively homogeneous chains such as ReLU
-    MLPs/CNNs without normalisation, where the output is then multiplied by
-    :math:`\prod_k c_k = \sigma_{\text{out}}^{-1/2}`). :math:`\sigma_{\text{out}}` is the mean
-    over output units of the standard deviation over the batch, the units being the last axis
-    of the output (all leading axes are flattened into the sample axis; a 1-D output is one
-    unit). At most ``max_iters`` iterations run, in a ``jax.lax.while_loop``; the function is
-    pure and can be wrapped in ``jax.jit`` and ``jax.vmap`` (e.g. over keys).
-
-    Every kernel and bias is recomputed from its original value times its total factor (one
-    rounding), in its own dtype (the product is formed in at least float32); statistics are
-    float32. Leaves not listed in ``layers`` are returned unchanged. If a rate or the output
-    std is zero or non-finite (a dead network, a zero kernel, NaN parameters or NaN produced
-    inside the network), the loop stops without applying that iteration and
-    :meth:`BetweenLayerReport.check` raises a ``ValueError`` naming the first such layer; it is
-    called automatically unless the call is traced (under ``jit``/``vmap``, call
-    ``report.check()`` on the result).
-
-    Normalisation layers: with BatchNorm (or LayerNorm) after a layer, rescaling that layer's
-    kernel does not rescale the output, so the network is not positively homogeneous: the
-    rates are still equalised (approximately), but the output is not just rescaled and its
-    standard deviation does not go to 1. For BatchNorm in train mode ``apply_fn`` must handle
-    the mutable statistics, e.g. ``lambda v, x: model.apply(v, x, train=True,
-    mutable=["batch_stats"])[0]``.
-
-    Unlike the reference, which finds the layers from the Caffe graph, the layers are given
-    explicitly in forward execution order: a params tree's keys are sorted (``Dense_10`` before
-    ``Dense_2``), so the order cannot be recovered from it reliably.
+    Each iteration measures, with one ``jax.vjp`` (``samples`` random top gradients
+    :math:`g \sim \mathcal N(0,1)` from ``fold_in(key, iteration)``),
+    :math:`r_k = \sqrt{\operatorname{mean}(G_k^2)/\operatorname{mean}(W_k^2)}` and
+    :math:`t = \exp(\operatorname{mean}_k \log r_k)\,\sigma_{\text{out}}^{1/L}`; it stops when
+    every :math:`|\log r_k / \log t - 1| <` ``tol`` and otherwise multiplies kernel :math:`k` by
+    :math:`c_k = \sqrt{r_k / t}` and its bias by :math:`c_1 \cdots c_k`. At most ``max_iters``
+    iterations, in a ``lax.while_loop``: pure, jittable, vmappable. See docs/lsuv.md.
 
     Args:
-      apply_fn: ``apply_fn(params, batch) -> array``, the network output. For a Flax linen
-        model pass ``model.apply`` and the whole variables dict (``{"params": ...}``) as
-        ``params``; for other frameworks any function of a params pytree.
-      params: a pytree (nested dicts) of arrays; only the listed kernels and biases change.
-      batch: the network input passed to ``apply_fn`` (any pytree). Concrete floating leaves
-        must be finite (checked unless traced).
-      key: a JAX PRNG key (``jax.random.key``, or a legacy ``uint32[2]`` ``PRNGKey``).
-      layers: the parameter layers in forward execution order, each a pair
-        ``(kernel_path, bias_path_or_None)``; a path is a tuple of keys into ``params``, e.g.
-        ``(("params", "Dense_0", "kernel"), ("params", "Dense_0", "bias"))``. Kernels must be
-        floating arrays with ``ndim >= 2`` (any layout: Dense ``(in, out)``, Conv
-        ``(..., in, out)``); a path may appear only once.
-      max_iters: the most rescaling iterations (``>= 0``; the reference's default is 10).
-      tol: the reference's relative tolerance on :math:`\log r_k` (1%). It is relative to
-        :math:`|\log t|`, which grows with the batch size (:math:`G_k` is a sum over the batch),
-        so ``converged`` only bounds the spread to
-        :math:`\max_k r_k / \min_k r_k < \exp(2\,\mathrm{tol}\,|\log t|)` and the output std
-        to :math:`|\log \sigma_{\text{out}}| < L\,\mathrm{tol}\,|\log t|`. The rates also
-        depend on the random :math:`g`; ``samples`` averages that out.
-      samples: the number of random top gradients :math:`g` per iteration; :math:`r_k` is
-        measured from :math:`\operatorname{mean}(G_k^2)` averaged over them (one forward pass,
-        ``samples`` backward passes). The paper's :math:`\mathbb E` over random labels is an
-        expectation; the reference uses one draw per iteration (``samples=1``), whose rates
-        scatter from draw to draw by more on layers with few outputs (coefficient of variation
-        0.14 on a 10-output ReLU layer, 0.03 on a 64-output one, in
-        ``tests/test_between_layer.py``), so with 1 sample and ``tol=0.01`` the stopping test
-        rarely passes. A mean over 16 draws has 1/4 of that standard deviation.
+      apply_fn: ``apply_fn(params, batch) -> array`` (for linen: ``model.apply`` with the
+        variables dict; BatchNorm in train mode must drop its mutated statistics).
+      params: a pytree of arrays; only the listed kernels and biases change.
+      batch: the network input (concrete floating leaves must be finite and non-empty).
+      key: a JAX PRNG key.
+      layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``
+        of key tuples into ``params`` (``("params", "Dense_0", "kernel")``); floating kernels
+        with ``ndim >= 2``, each path at most once.
+      max_iters: the most rescaling iterations (``>= 0``; the reference's 10).
+      tol: the reference's relative tolerance on :math:`\log r_k` (1%).
+      samples: random top gradients per iteration, averaged (``1`` is the reference).
 
     Returns:
-      ``(new_params, report)``: ``new_params`` has the structure and the dtypes of ``params``;
-      ``report`` is a :class:`BetweenLayerReport` (``report.summary()`` gives a table).
+      ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
+      ``params``; a :class:`BetweenLayerReport`.
 
     Raises:
-      ValueError: ``layers`` is empty or not a sequence of pairs, a path is not a leaf of
-        ``params`` (naming it), a kernel is not floating or has fewer than 2 dimensions, a bias
-        is not floating, a path is listed twice, ``max_iters < 0`` or ``tol < 0``, ``key`` is
-        not a PRNG key, the output is not a floating array with at least 2 samples, or a
-        concrete ``batch`` contains NaN/inf.
+      ValueError: bad ``layers`` (empty, not pairs, a path that is not a leaf, twice, a kernel
+        not floating or ``ndim < 2``), ``max_iters < 0``, ``tol < 0``, ``samples < 1``, a bad
+        key, an output with fewer than 2 samples, a bad batch; a zero or non-finite rate or
+        output std (naming the first such layer; under ``jit``/``vmap`` call
+        ``report.check()``).
 
     References:
-      Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
-      Neural Networks", ICLR 2016, arXiv:1511.06856 (Section 3, the between-layer scale
-      adjustment); reference implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
+      Krähenbühl, Doersch, Donahue & Darrell, arXiv:1511.06856, 2015 (Section 3); reference
+      implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
     """
     if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 0:
         raise ValueError(f"{_FN}: max_iters must be an integer >= 0, got {max_iters!r}.")
@@ -353,15 +251,15 @@ def between_layer_scaling(
         raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.")
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
         raise ValueError(f"{_FN}: samples must be an integer >= 1, got {samples!r}.")
-    eng.check_key(_FN, "key", key)
+    check_key(_FN, "key", key)
     _check_batch(_FN, batch)
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = [leaf for _, leaf in flat]
-    index = {tuple(lsuv_linen.path_entry(e) for e in kp): i for i, (kp, _) in enumerate(flat)}
+    index = {path_string(kp): i for i, (kp, _) in enumerate(flat)}
     idx = _check_layers(layers, index, leaves)
     n = len(idx)
-    paths = tuple(_path_str(tuple(layer[0])) for layer in layers)
+    paths = tuple(path_string(tuple(layer[0])) for layer in layers)
     kernels0 = [leaves[k] for k, _ in idx]
     biases0 = [None if b is None else leaves[b] for _, b in idx]
 
@@ -442,7 +340,9 @@ def between_layer_scaling(
 
     it, scale, r, std = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), ones, r0, std0))
     _, converged, _ = decide(r, std)
-    new_params = _like(params, build(scaled_kernels(scale), scale))
+    new = jax.tree_util.tree_leaves(build(scaled_kernels(scale), scale))
+    changed = {i for pair in idx for i in pair if i is not None}
+    new_params = replace_leaves(params, {path_string(flat[i][0]): new[i] for i in changed})
     report = BetweenLayerReport(
         paths=paths,
         max_iters=int(max_iters),

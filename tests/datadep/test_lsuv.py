@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 import jinit
-from jinit._src import lsuv as lsuv_mod
+from jinit._src.datadep import lsuv as lsuv_mod
+from jinit._src.datadep import solve
 
 ORTH = jinit.lsuv_ready_orthogonal()
 
@@ -376,14 +377,17 @@ def test_nnx_cnn_batchnorm_einsum_rnn_only_kernels_change():
 def test_compiles_once_per_model_and_shapes():
     x = normal(1, (64, 16))
     model = MLP(widths=(32, 32))
-    jinit.lsuv(model, model.init(jax.random.key(0), x), x)
-    n = lsuv_mod._pass._cache_size()
+    jinit.lsuv(model, model.init(jax.random.key(0), x), x, jit=True)
+    n = lsuv_mod._jitted._cache_size()
     for seed in (1, 2):
-        jinit.lsuv(model, model.init(jax.random.key(seed), x), normal(seed, (64, 16)))
+        _, r = jinit.lsuv(model, model.init(jax.random.key(seed), x), normal(seed, (64, 16)))
+        assert r.execution == "jit"  # automatic: the compiled program is reused
     jinit.lsuv(MLP(widths=(32, 32)), model.init(jax.random.key(3), x), x)  # equal module
-    assert lsuv_mod._pass._cache_size() == n
-    jinit.lsuv(model, model.init(jax.random.key(0), x), normal(1, (32, 16)))  # new shape
-    assert lsuv_mod._pass._cache_size() == n + 1
+    assert lsuv_mod._jitted._cache_size() == n
+    _, r = jinit.lsuv(model, model.init(jax.random.key(0), x), normal(1, (32, 16)))
+    assert r.execution == "eager"  # automatic: a new shape is not compiled for one call
+    jinit.lsuv(model, model.init(jax.random.key(0), x), normal(1, (32, 16)), jit=True)
+    assert lsuv_mod._jitted._cache_size() == n + 1
 
 
 def test_bitwise_deterministic():
@@ -677,18 +681,16 @@ def test_report_scale_is_exactly_the_applied_factor(jit, center):
     assert bool(jnp.all(report.converged))
 
 
-def test_eager_pass_compiles_each_layer_shape_once():
-    from jinit._src import lsuv_engine
-
+def test_eager_pass_compiles_nothing_per_layer():
     x = normal(1, (64, 16))
     deep = MLP(widths=(16,) * 12)
-    deep_v = deep.init(jax.random.key(0), x)
-    jinit.lsuv(deep, deep_v, x, jit=False)  # warm: one solve kernel for all 12 layers
-    n = lsuv_engine._solve_affine._cache_size()
+    jinit.lsuv(deep, deep.init(jax.random.key(0), x), x, jit=False)  # warm
+    n = solve.unit_moments._cache_size()
     deeper = MLP(widths=(16,) * 20)
-    v2, report = jinit.lsuv(deeper, deeper.init(jax.random.key(1), x), x, jit=False)
-    assert lsuv_engine._solve_affine._cache_size() == n  # 20 layers, nothing new compiled
+    _, report = jinit.lsuv(deeper, deeper.init(jax.random.key(1), x), x, jit=False)
+    assert solve.unit_moments._cache_size() == n  # 20 layers, nothing new compiled
     assert len(report.paths) == 20 and bool(jnp.all(report.converged))
+    assert report.execution == "eager"
 
 
 def test_eager_pass_raises_like_the_jitted_pass():
@@ -699,7 +701,7 @@ def test_eager_pass_raises_like_the_jitted_pass():
         jinit.lsuv(model, v, x, jit=False)
     _, report = jinit.lsuv(model, v, x, on_zero_variance="skip", jit=False)
     assert list(np.asarray(report.skipped)) == [False, True, True]
-    with pytest.raises(TypeError, match="jit must be True or False"):
+    with pytest.raises(TypeError, match="jit must be True, False or None"):
         jinit.lsuv(model, v, x, jit="yes")
 
 

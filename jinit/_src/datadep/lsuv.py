@@ -1,0 +1,557 @@
+"""LSUV (Mishkin & Matas 2015) and the per-unit passes, on the capture layer.
+
+One forward pass through :func:`capture`: each selected layer is solved when the pass reaches
+it, on its real input (the prefix before it is already corrected), by a verified solve
+(:mod:`solve`); its corrected output is what later layers see. How it works, the statuses and
+the eager/jit choice: docs/lsuv.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jinit._src.checks import check_key
+from jinit._src.datadep import report as rep
+from jinit._src.datadep import solve
+from jinit._src.datadep.capture import Marked, capture, replace_leaves
+from jinit._src.paths import path_key, path_string
+
+_RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
+_WHOLE = (*_RECURRENT, nn.WeightNorm, nnx.WeightNorm)  # solved as one layer
+_GATE_LABELS = {3: "rzn", 4: "ifgo"}
+_GATE_ORDER = ("ii", "if", "ig", "io", "ir", "iz", "in", "i")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static settings of one pass (hashable: part of the jit cache key)."""
+
+    method: str = "lsuv"
+    target: float = 1.0
+    tol: float = 0.1
+    max_iters: int = 10
+    measure: str = "pre"
+    activation: Callable[[jax.Array], jax.Array] | None = None
+    center: bool = False
+    target_mean: float = 0.0
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    on_zero_variance: str = "raise"
+    min_values: int = 2
+    orthogonal: bool = False
+
+    @property
+    def per_unit(self) -> bool:
+        return self.method != "lsuv"
+
+    def selects(self, path: str) -> bool:
+        if self.include and not any(re.search(p, path) for p in self.include):
+            return False
+        return not any(re.search(p, path) for p in self.exclude)
+
+
+def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
+    value = () if value is None else (value,) if isinstance(value, str) else value
+    try:
+        out = tuple(value)
+    except TypeError:
+        out = (value,)
+    for p in out:
+        if not isinstance(p, str):
+            raise TypeError(f"{fn}: {arg} must be a regex string or a sequence of them, got {p!r}")
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"{fn}: {arg} pattern {p!r} is not a valid regex: {e}") from None
+    return out
+
+
+def make_config(fn: str, **kw: Any) -> Config:
+    """Validates the static settings of a pass, naming the argument, the value and the choices."""
+    if kw["measure"] not in ("pre", "post"):
+        raise ValueError(f"{fn}: measure must be one of ('pre', 'post'), got {kw['measure']!r}")
+    if kw["measure"] == "post" and not callable(kw["activation"]):
+        raise ValueError(
+            f"{fn}: measure='post' needs the activation that follows each layer, e.g. "
+            f"activation=jax.nn.relu; got activation={kw['activation']!r}"
+        )
+    if kw["activation"] is not None and kw["measure"] != "post":
+        raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
+    if kw["on_zero_variance"] not in ("raise", "skip"):
+        raise ValueError(
+            f"{fn}: on_zero_variance must be one of ('raise', 'skip'), got "
+            f"{kw['on_zero_variance']!r}"
+        )
+    for name in ("target", "tol", "target_mean"):
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+            raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
+    if kw["target"] <= 0:
+        raise ValueError(f"{fn}: target (the target variance) must be > 0, got {kw['target']!r}")
+    if kw["tol"] < 0:
+        raise ValueError(f"{fn}: tol must be >= 0, got {kw['tol']!r}")
+    for name, low in (("max_iters", 0), ("min_values", 2)):
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{fn}: {name} must be an int >= {low}, got {v!r}")
+    for name in ("include", "exclude"):
+        kw[name] = _patterns(fn, name, kw[name])
+    floats = {k: float(kw[k]) for k in ("target", "tol", "target_mean")}
+    return Config(**{**kw, **floats})
+
+
+def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
+    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
+    c = c.astype(p.dtype)
+    return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
+
+
+def _finite_inputs(args: Any) -> jax.Array:
+    leaves = [a for a in jax.tree_util.tree_leaves(args) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves] or [True]))
+
+
+class _Pass:
+    """The hook of one pass: solves each selected layer when the forward pass reaches it."""
+
+    def __init__(self, fn: str, cfg: Config, key: jax.Array | None):
+        self.fn, self.cfg, self.key = fn, cfg, key
+        self.rows: list[tuple[str, str, dict | None]] = []
+        self.done: set[str] = set()
+
+    def skip(self, path: str, note: str) -> None:
+        self.done.add(path)
+        self.rows.append((path, note, None))
+
+    def hook(self, call) -> Any:
+        path = call.path.split("@")[0]
+        if path in self.done or any(isinstance(m, _WHOLE) for m in call.enclosing):
+            return None  # a later call (it already uses the new params) or part of a whole
+        recurrent = isinstance(call.module, _RECURRENT)
+        if not recurrent and not self.cfg.selects(path):
+            return None
+        if not call.addressable:
+            return self.skip(path, f"called {call.lifted}; left unchanged")
+        if recurrent:
+            return self.recurrent(call, path)
+        names = _param_names(call)
+        if isinstance(names, str):
+            return self.skip(path, names)
+        kname, bname = names
+        p = call.params
+        k, b = p[kname], p.get(bname)
+        y0 = call.output
+        if self.cfg.orthogonal and k.ndim >= 2:
+            k = _orthogonal(self.key, path, k)
+            call.update({kname: k})
+            y0 = call.run()
+
+        def run(kk, bb):
+            return call.run({kname: kk} if bb is None else {kname: kk, bname: bb})
+
+        k2, b2, y = self.solve(call, "", path, k, b, run, y0, call.args)
+        if k2 is not None:
+            call.update({kname: k2} if b2 is None else {kname: k2, bname: b2})
+        return y
+
+    def solve(self, call, tag, path, k, b, run, y0, args):
+        """One layer: returns the new kernel (``None``: unchanged), bias and output."""
+        self.done.add(path)
+        if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
+            self.rows.append((path, "the output is not one floating array", None))
+            return None, None, y0
+        n = (b.ndim if b is not None else 1) if self.cfg.per_unit else 0
+        if self.cfg.per_unit and not (
+            0 < n <= min(k.ndim, y0.ndim) and k.shape[k.ndim - n :] == y0.shape[y0.ndim - n :]
+        ):
+            self.rows.append(
+                (
+                    path,
+                    f"{self.cfg.method} needs output units on the last axes "
+                    "of the kernel and the output (Dense/Conv-like)",
+                    None,
+                )
+            )
+            return None, None, y0
+        per = y0.size // max(1, int(np.prod(y0.shape[y0.ndim - n :])))
+        if per < self.cfg.min_values:
+            what = "per output unit " if n else ""
+            raise ValueError(
+                f"{self.fn}: layer {path!r} has only {per} output value(s) {what}on this batch "
+                f"(output shape {y0.shape}); estimating a variance needs at least "
+                f"{self.cfg.min_values}. Use a larger (non-empty) batch."
+            )
+        in_ok = _finite_inputs(args)
+        if self.cfg.per_unit:
+            c, b2, y, rec = solve.per_unit(
+                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, in_ok, n, b
+            )
+            b2 = None if b is None else b2.astype(b.dtype)
+        else:
+            center = self.cfg.center and b is not None
+
+            def run_s(s, shift):
+                return run(_scaled(k, s), None if not center else b - jnp.asarray(shift, b.dtype))
+
+            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, in_ok, center)
+            b2 = (b - shift.astype(b.dtype)) if center else None
+        call.record(**{tag + f: v for f, v in rec.items()})
+        self.rows.append((path, "", (call.path, tag)))
+        return _scaled(k, c), b2, y
+
+    def recurrent(self, call, path):
+        """Input projections of a recurrent cell, each solved as a Dense on the whole sequence
+        (pooled over batch and time); recurrent kernels are left as they are."""
+        self.done.add(path)
+        rnn = isinstance(call.module, nn.RNN | nnx.RNN)
+        x = call.args[0] if rnn else call.args[1]
+        pre = "cell/" if rnn else ""
+        if isinstance(call.module, nn.RNN):
+            cell = path_string(call.module.cell.scope.path)
+        else:
+            cell = f"{path}/cell" if rnn else path
+        p = call.params
+        hid = [
+            v.shape[0]
+            for n, v in p.items()
+            if n[len(pre) :].startswith(("h", "dense_h")) and n.endswith("kernel")
+        ]
+        new = {}
+
+        def rank(name):
+            g = name[len(pre) :].split("/")[0]
+            return (_GATE_ORDER.index(g) if g in _GATE_ORDER else len(_GATE_ORDER), name)
+
+        for name in sorted(p, key=rank):
+            k, g = p[name], name[len(pre) :].rsplit("/", 1)[0]
+            if not (name.startswith(pre + "i") or name.startswith(pre + "dense_i")):
+                continue
+            if not name.endswith("/kernel") or k.ndim != 2 or k.shape[0] != x.shape[-1]:
+                continue
+            h = hid[0] if hid and k.shape[1] % hid[0] == 0 else k.shape[1]
+            blocks = k.shape[1] // h
+            bname = name[: -len("kernel")] + "bias"
+            b = p.get(bname)
+            for j in range(blocks):
+                lab = _GATE_LABELS.get(blocks, "0123456789")[j] if blocks > 1 else ""
+                gate = f"{cell}/{g}" + (f"/{lab}" if lab else "")
+                if not self.cfg.selects(gate) or gate in self.done:
+                    continue
+                cols = slice(j * h, (j + 1) * h)
+                kj, bj = k[:, cols], None if b is None else b[cols]
+                if self.cfg.orthogonal:
+                    kj = _orthogonal(self.key, gate, kj)
+
+                def run(kk, bb, bj=bj):
+                    y = jnp.dot(x.astype(kk.dtype), kk)
+                    bb = bj if bb is None else bb
+                    if bb is None:
+                        return y
+                    return y + bb.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bb.shape)
+
+                k2, b2, _ = self.solve(call, gate + ":", gate, kj, bj, run, run(kj, None), x)
+                k = k.at[:, cols].set(kj if k2 is None else k2)
+                if b2 is not None:
+                    b = b.at[cols].set(b2)
+            new[name] = k
+            if b is not None:
+                new[bname] = b
+        if not new:
+            return self.skip(cell, f"no input projections recognised in {call.kind}")
+        call.update(new)
+        return call.run()
+
+
+def _param_names(call) -> tuple[str, str] | str:
+    """The parameter a pass rescales and the bias, or why the layer is skipped."""
+    p = call.params
+    if isinstance(call.module, nn.WeightNorm | nnx.WeightNorm):
+        g = [n for n in p if n.endswith("kernel/scale") or n.startswith("scales/")]
+        if len(g) != 1:
+            return "WeightNorm without one per-unit scale over a Dense/Conv kernel"
+        bias = [n for n in p if n.endswith("/bias")]
+        return g[0], bias[0] if len(bias) == 1 else ""
+    for k in ("kernel", "embedding"):
+        if k in p:
+            return k, "bias" if "bias" in p and k == "kernel" else ""
+    return "no 'kernel' parameter"
+
+
+def _orthogonal(key: jax.Array, path: str, k: jax.Array) -> jax.Array:
+    """LSUV step 1: an orthonormal kernel drawn with the layer's path key."""
+    from jinit._src.initializers import lsuv_ready_orthogonal
+
+    return lsuv_ready_orthogonal()(path_key(key, path), k.shape, k.dtype)
+
+
+def _selects(m: Any) -> bool:
+    """Calls reported to the LSUV hook: layers with a kernel or embedding, whole layers."""
+    if isinstance(m, (Marked, *_WHOLE)):
+        return True
+    if isinstance(m, nnx.Module):
+        return isinstance(getattr(m, "kernel", getattr(m, "embedding", None)), nnx.Param)
+    try:
+        p = m.variables.get("params", {})
+    except Exception:  # an unbound module
+        return False
+    return "kernel" in p or "embedding" in p
+
+
+def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVReport:
+    defaults = dict(zip(rep.ARRAY_FIELDS, (0, 1.0, np.nan, np.nan, np.nan, False, rep.SKIPPED, 0,
+                                           True), strict=True))  # fmt: skip
+    del defaults["converged"]
+    dtypes = dict(iterations=np.int32, status=np.int32, units_skipped=np.int32, input_finite=bool)
+    recs = [None if r[2] is None else records[r[2][0]] for r in rows]
+    xp = jnp if solve.traced(recs) else np
+    arrays = {
+        f: xp.asarray(
+            [
+                d if rec is None else xp.asarray(rec[r[2][1] + f])
+                for r, rec in zip(rows, recs, strict=False)
+            ],
+            dtypes.get(f, np.float32),
+        ).reshape(len(rows))
+        for f, d in defaults.items()
+    }
+    arrays["converged"] = arrays["status"] == rep.CONVERGED
+    meta = (cfg.method, cfg.measure, cfg.target, cfg.tol, cfg.on_zero_variance, execution,
+            tuple(r[0] for r in rows), tuple(r[1] for r in rows))  # fmt: skip
+    return rep.LSUVReport(**dict(zip(rep.META_FIELDS, meta, strict=True)), **arrays)
+
+
+def _split_kwargs(fn: str, kwargs: Mapping[str, Any] | None):
+    leaves, treedef = jax.tree_util.tree_flatten(dict(kwargs or {}))
+    is_arr = tuple(isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves)
+    static = tuple(None if a else x for x, a in zip(leaves, is_arr, strict=True))
+    try:
+        hash(static)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: apply_kwargs values must be arrays (traced) or hashable Python values (static)"
+        ) from None
+    return (treedef, is_arr, static), [x for x, a in zip(leaves, is_arr, strict=True) if a]
+
+
+def _body(fn, cfg, spec, static_kw, execution, params, batch, dyn, key):
+    model, method = spec
+    treedef, is_arr, static = static_kw
+    it = iter(dyn)
+    kwargs = jax.tree_util.tree_unflatten(
+        treedef, [next(it) if a else s for a, s in zip(is_arr, static, strict=True)]
+    )
+    p = _Pass(fn, cfg, key)
+    out = capture(
+        model,
+        params,
+        batch,
+        p.hook,
+        select=_selects,
+        method=method,
+        apply_kwargs=kwargs,
+        no_dropout=True,
+    )
+    for path in out.missed:
+        if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
+            p.skip(
+                path,
+                "not called at the top level of the forward pass (unused, or only "
+                "inside a lifted transform such as nnx.scan/nnx.remat); left unchanged",
+            )
+    return out.updates, _report(cfg, p.rows, out.records, execution)
+
+
+_jitted = jax.jit(_body, static_argnums=(0, 1, 2, 3, 4))
+_COMPILED: set = set()  # signatures the jitted pass was compiled for (jit=None reuses them)
+
+
+def _check_batch(fn: str, batch: Any) -> None:
+    """Rejects an empty batch and non-finite values in a concrete batch (naming the leaf)."""
+    for kp, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        if not hasattr(leaf, "shape"):
+            continue
+        where = jax.tree_util.keystr(kp) or "the batch"
+        if leaf.size == 0:
+            raise ValueError(f"{fn}: the batch is empty ({where} has shape {leaf.shape})")
+        if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        bad = ~np.isfinite(np.asarray(leaf))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{fn}: the batch contains {int(bad.sum())} non-finite value(s) (NaN/inf) in "
+                f"{where}; the first is at index {first}."
+            )
+
+
+def run_pass(fn, cfg, model, params, batch, method, apply_kwargs, key, jit):
+    """Checks the arguments, runs the pass (eager or jitted), checks and warns."""
+    if isinstance(model, type):
+        raise TypeError(
+            f"{fn}: model must be a module instance, got the class {model.__name__} (build it "
+            f"first, e.g. {model.__name__}(...))"
+        )
+    if isinstance(model, nnx.Module):
+        model, state = nnx.split(model)
+        params = state if params is None else params
+    if not isinstance(model, nn.Module | nnx.GraphDef) and not callable(model):
+        raise TypeError(
+            f"{fn}: model must be a flax.linen Module, an nnx GraphDef or Module, or a callable "
+            f"apply(params, batch); got {type(model).__name__}"
+        )
+    if method is not None and not isinstance(model, nn.Module):
+        raise ValueError(f"{fn}: method= is only for linen modules, got method={method!r}")
+    if params is None:
+        raise ValueError(f"{fn}: params is None (only an nnx Module may omit its state)")
+    if jit is not None and not isinstance(jit, bool):
+        raise TypeError(f"{fn}: jit must be True, False or None (automatic), got {jit!r}")
+    if key is not None:
+        check_key(fn, "orthogonal_key", key)
+    _check_batch(fn, batch)
+    static_kw, dyn = _split_kwargs(fn, apply_kwargs)
+    args = (params, batch, dyn, key)
+    sig = (
+        fn,
+        cfg,
+        model,
+        method,
+        static_kw,
+        jax.tree_util.tree_structure(args),
+        tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)),
+    )
+    use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
+    execution = "jit" if use_jit else "eager"
+    run = _jitted if use_jit else _body
+    try:
+        updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
+    except TypeError as e:
+        if "hashable" not in str(e):
+            raise
+        raise TypeError(f"{fn}: the model and settings must be hashable: {e}") from None
+    if use_jit:
+        _COMPILED.add(sig)
+    if not report.paths and (cfg.include or cfg.exclude):
+        raise ValueError(
+            f"{fn}: include={list(cfg.include)} / exclude={list(cfg.exclude)} selected none of "
+            "the model's layers, so nothing would change; check the patterns against the layer "
+            "paths (a pass without include/exclude reports them, in execution order)"
+        )
+    if not report.paths:
+        raise ValueError(f"{fn}: the model has no layer with a kernel that the pass could reach")
+    if not solve.traced(report):
+        report.check()
+        report.warn()
+    return replace_leaves(params, updates), report
+
+
+def lsuv(
+    model: nn.Module | nnx.GraphDef | nnx.Module | Callable[..., Any],
+    params: Any,
+    batch: Any,
+    *,
+    target: float = 1.0,
+    tol: float = 0.1,
+    max_iters: int = 10,
+    measure: str = "pre",
+    activation: Callable[[jax.Array], jax.Array] | None = None,
+    center: bool = False,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    on_zero_variance: str = "raise",
+    min_values: int = 2,
+    orthogonal_key: jax.Array | None = None,
+    method: str | Callable[..., Any] | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    jit: bool | None = None,
+) -> tuple[Any, rep.LSUVReport]:
+    r"""Layer-sequential unit-variance initialization: new params and a measured report.
+
+    For each selected layer :math:`l`, in forward execution order, with :math:`y_l` its output
+    on ``batch`` given the already-corrected earlier layers and :math:`v` its variance pooled
+    over batch, positions and units:
+
+    .. math::  W_l \leftarrow W_l \sqrt{\tau / v}, \quad \text{repeated while }
+               |v - \tau| \ge \mathrm{tol} \text{ and fewer than max\_iters rescalings.}
+
+    The first step is re-run and measured; the loop continues only when it misses (a layer not
+    linear in its kernel). Layers whose output ignores the kernel's scale are reported
+    ``scale_invariant`` and left unchanged. Every ``var_after`` is measured on the layer's real
+    output. Layers: anything with a ``kernel`` or ``embedding`` (Dense, DenseGeneral, Einsum,
+    Conv*, Embed, custom subclasses; NNX likewise), ``WeightNorm`` (its scale ``g``), recurrent
+    cells and ``nn.RNN``/``nnx.RNN`` (input projections per gate, pooled over batch and time),
+    ``nn.remat`` blocks, and plain functions marked with :func:`jinit.lsuv_layer`. Layers inside
+    ``nn.scan``/``nn.vmap`` or NNX lifted transforms are skipped and named. One
+    :class:`jinit.InitWarning` lists every layer that did not converge. See docs/lsuv.md.
+
+    Args:
+      model: a ``flax.linen.Module``; an ``nnx.GraphDef`` (with its state as ``params``); an
+        ``nnx.Module`` (``params``: its state, or ``None``); or ``apply(params, batch,
+        **apply_kwargs)`` (linen modules inside it and :func:`jinit.lsuv_layer` marks are seen).
+      params: linen: the variables dict or the ``params`` collection; NNX: the state; plain:
+        the params pytree.
+      batch: the model's first positional input, a batch of real data (any pytree).
+      target: target variance :math:`\tau` (a variance, not a standard deviation).
+      tol: stop when :math:`|v - \tau| <` ``tol``.
+      max_iters: the most rescalings per layer.
+      measure: ``"pre"`` (the layer's output, the paper's choice) or ``"post"``
+        (``activation(output)``).
+      activation: the activation following every layer, for ``measure="post"``.
+      center: afterwards subtract the pooled mean of the layer's output from its bias.
+      include: regex(es); only layers whose path matches one are processed.
+      exclude: regex(es); layers whose path matches one are not processed.
+      on_zero_variance: ``"raise"`` or ``"skip"`` (leave the layer unchanged, report it) when a
+        layer's output is constant on the batch.
+      min_values: fewest output values a layer must have on the batch (at least 2).
+      orthogonal_key: if given, every selected kernel is first replaced by
+        ``jinit.lsuv_ready_orthogonal()`` drawn with ``jinit.path_key(orthogonal_key, path)``.
+      method: linen only: the method to apply instead of ``__call__``.
+      apply_kwargs: extra keyword arguments of the forward pass (``{"train": False}``); array
+        leaves are traced, other leaves static (hashable).
+      jit: ``True``: one ``jax.jit`` program per (model, settings, shapes), compiled once and
+        cached. ``False``: eager, layer by layer (no compilation of the whole pass). ``None``
+        (default): jitted when the call is traced (inside ``jit``/``vmap``) or that program is
+        already compiled, eager otherwise; ``report.execution`` says which ran.
+
+    Returns:
+      ``(new_params, report)``: ``new_params`` has the structure, key order and dtypes of
+      ``params`` (only kernels, and biases with ``center``, change); ``report`` is a
+      :class:`jinit.LSUVReport`.
+
+    Raises:
+      ValueError: bad settings; an empty batch or NaN/inf in it; a layer with fewer than
+        ``min_values`` output values; non-finite values in a layer (naming the first); zero
+        variance with ``on_zero_variance="raise"``; a BatchNorm without its batch_stats;
+        include/exclude selecting nothing. Not raised under an outer ``jit``/``vmap``: call
+        :meth:`jinit.LSUVReport.check` on the report.
+      TypeError: ``model`` is not a supported kind, or is unhashable.
+
+    References:
+      Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015 (Algorithm 1).
+      Saxe, McClelland & Ganguli, arXiv:1312.6120, 2014 (orthonormal pre-initialisation).
+    """
+    cfg = make_config(
+        "lsuv",
+        method="lsuv",
+        target=target,
+        tol=tol,
+        max_iters=max_iters,
+        measure=measure,
+        activation=activation,
+        center=center,
+        target_mean=0.0,
+        include=include,
+        exclude=exclude,
+        on_zero_variance=on_zero_variance,
+        min_values=min_values,
+        orthogonal=orthogonal_key is not None,
+    )
+    return run_pass("lsuv", cfg, model, params, batch, method, apply_kwargs, orthogonal_key, jit)

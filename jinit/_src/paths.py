@@ -1,0 +1,55 @@
+"""The one path-string helper and the one per-layer key derivation of the whole library.
+
+A parameter's or a layer's path is written ``'a/b/0/kernel'`` everywhere (reports, patterns,
+``reinit`` rules), and every per-path key is ``fold_in(key, path_hash(path))`` (the penzai
+convention: adding a layer never changes another layer's values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+
+def _key_str(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def path_string(path: Sequence[Any] | str) -> str:
+    """A pytree path (or a module path) as ``'a/b/0/kernel'``.
+
+    ``DictKey``, ``GetAttrKey``, ``SequenceKey`` and ``FlattenedIndexKey`` entries become their
+    key, name or index (plain strings and ints, as in a linen scope path, are kept); a trailing
+    ``.value`` (the array inside a Flax NNX ``Variable``) is dropped, so an NNX state and the
+    equivalent linen dict give the same strings. A string is returned unchanged.
+
+    Args:
+      path: a key path from ``jax.tree_util.tree_flatten_with_path``, a tuple of names, or a
+        string.
+
+    Returns:
+      The path string.
+    """
+    if isinstance(path, str):
+        return path
+    parts = list(path)
+    if parts and isinstance(parts[-1], jax.tree_util.GetAttrKey) and parts[-1].name == "value":
+        parts = parts[:-1]
+    return "/".join(_key_str(p) for p in parts)
+
+
+def path_hash(path: Sequence[Any] | str) -> int:
+    """A stable 32-bit hash of a path (BLAKE2s of its UTF-8 string; same on every run/host)."""
+    digest = hashlib.blake2s(path_string(path).encode("utf-8"), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def path_key(key: jax.Array, path: Sequence[Any] | str) -> jax.Array:
+    """The per-leaf (or per-layer) key ``jax.random.fold_in(key, path_hash(path))``."""
+    return jax.random.fold_in(key, path_hash(path))

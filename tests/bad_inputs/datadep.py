@@ -1,0 +1,131 @@
+"""Bad inputs of the data-dependent passes (jinit.lsuv, within_layer_init, weight_norm_init,
+between_layer_scaling)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import jinit
+from tests.bad_inputs import Row
+
+_X = jax.random.normal(jax.random.key(0), (16, 3))
+_M = nn.Dense(4)
+_V = _M.init(jax.random.key(0), _X)
+
+
+class _BN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.BatchNorm(use_running_average=True)(nn.Dense(4)(x))
+
+
+_BNV = _BN().init(jax.random.key(0), _X)
+
+
+def _lsuv(**kw):
+    return lambda: jinit.lsuv(_M, _V, _X, **kw)
+
+
+ROWS = [
+    Row(
+        "datadep/lsuv/empty-batch",
+        lambda: jinit.lsuv(_M, _V, jnp.ones((0, 3))),
+        ValueError,
+        ("batch is empty", "(0, 3)"),
+    ),
+    Row(
+        "datadep/lsuv/one-value",
+        lambda: jinit.lsuv(nn.Dense(1), nn.Dense(1).init(jax.random.key(0), _X[:1]), _X[:1]),
+        ValueError,
+        ("only 1 output value", "Dense"),
+    ),
+    Row(
+        "datadep/lsuv/nan-batch",
+        lambda: jinit.lsuv(_M, _V, _X.at[2, 1].set(jnp.nan)),
+        ValueError,
+        ("non-finite", "(2, 1)"),
+    ),
+    Row(
+        "datadep/lsuv/eval-batchnorm-without-batch_stats",
+        lambda: jinit.lsuv(_BN(), {"params": _BNV["params"]}, _X),
+        ValueError,
+        ("batch_stats",),
+    ),
+    Row(
+        "datadep/lsuv/orthogonal_key=3",
+        _lsuv(orthogonal_key=3),
+        ValueError,
+        ("orthogonal_key", "PRNG key"),
+    ),
+    Row("datadep/lsuv/tol=-1", _lsuv(tol=-1.0), ValueError, ("tol", "-1")),
+    Row("datadep/lsuv/target=0", _lsuv(target=0.0), ValueError, ("target", "0")),
+    Row("datadep/lsuv/target=nan", _lsuv(target=float("nan")), ValueError, ("target", "nan")),
+    Row("datadep/lsuv/max_iters=-1", _lsuv(max_iters=-1), ValueError, ("max_iters", "-1")),
+    Row("datadep/lsuv/max_iters=1.5", _lsuv(max_iters=1.5), ValueError, ("max_iters", "1.5")),
+    Row("datadep/lsuv/min_values=1", _lsuv(min_values=1), ValueError, ("min_values", "1")),
+    Row("datadep/lsuv/measure=after", _lsuv(measure="after"), ValueError, ("measure", "after")),
+    Row("datadep/lsuv/post-without-activation", _lsuv(measure="post"), ValueError, ("activation",)),
+    Row(
+        "datadep/lsuv/on_zero_variance=ignore",
+        _lsuv(on_zero_variance="ignore"),
+        ValueError,
+        ("on_zero_variance", "ignore"),
+    ),
+    Row(
+        "datadep/lsuv/include-matches-nothing",
+        _lsuv(include="nothing_here"),
+        ValueError,
+        ("include", "nothing_here"),
+    ),
+    Row("datadep/lsuv/include-bad-regex", _lsuv(include="("), ValueError, ("include", "regex")),
+    Row("datadep/lsuv/include=3", _lsuv(include=3), TypeError, ("include", "3")),
+    Row("datadep/lsuv/jit=yes", _lsuv(jit="yes"), TypeError, ("jit", "yes")),
+    Row(
+        "datadep/lsuv/model-class",
+        lambda: jinit.lsuv(nn.Dense, _V, _X),
+        TypeError,
+        ("model", "class"),
+    ),
+    Row(
+        "datadep/lsuv/method-for-plain",
+        lambda: jinit.lsuv(lambda p, x: x, {}, _X, method="f"),
+        ValueError,
+        ("method",),
+    ),
+    Row(
+        "datadep/within_layer_init/tol=-1",
+        lambda: jinit.within_layer_init(_M, _V, _X, tol=-1.0),
+        ValueError,
+        ("within_layer_init", "tol"),
+    ),
+    Row(
+        "datadep/weight_norm_init/target=-2",
+        lambda: jinit.weight_norm_init(_M, _V, _X, target=-2.0),
+        ValueError,
+        ("weight_norm_init", "target"),
+    ),
+    Row(
+        "datadep/between_layer_scaling/key=0",
+        lambda: jinit.between_layer_scaling(
+            _M.apply, _V, _X, 0, layers=[(("params", "kernel"), None)]
+        ),
+        ValueError,
+        ("key",),
+    ),
+    Row(
+        "datadep/between_layer_scaling/layers=[]",
+        lambda: jinit.between_layer_scaling(_M.apply, _V, _X, jax.random.key(0), layers=[]),
+        ValueError,
+        ("layers", "empty"),
+    ),
+    Row(
+        "datadep/between_layer_scaling/max_iters=-1",
+        lambda: jinit.between_layer_scaling(
+            _M.apply, _V, _X, jax.random.key(0), layers=[(("params", "kernel"), None)], max_iters=-1
+        ),
+        ValueError,
+        ("max_iters", "-1"),
+    ),
+]
