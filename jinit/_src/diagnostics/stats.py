@@ -4,7 +4,6 @@ Keys, definitions and how layers inside lifted transforms are handled: docs/diag
 
 from __future__ import annotations
 
-import collections
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -14,15 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.extend import core as jex_core
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import as_apply, model_inputs
-from jinit._src.reinit import path_string
+from jinit._src.datadep.capture import Marked, as_apply, capture, model_inputs
+from jinit._src.paths import path_string
 
 _FN = "layer_statistics"
-# Private linen collection that carries values out of nn.remat-like transforms.
-_COLLECTION = "jinit_tape"
 
 
 def _sums(a: jax.Array, kind: str) -> jax.Array:
@@ -102,178 +98,72 @@ def _flat(tree) -> dict[str, jax.Array]:
     return {path_string(p): leaf for p, leaf in leaves if _is_float_array(leaf)}
 
 
-def _trace():
-    return jex_core.get_opaque_trace_state(convention="nnx")
-
-
-class _Tape:
-    """Inputs and outputs of the module calls of one trace, keyed by module path.
-
-    Values traced at the level of the ``layer_statistics`` call are kept here. Inside a lifted
-    transform they leave only through a channel the transform carries (``sow``, linen); where
-    there is none the layer is listed in ``skipped`` instead (never a tracer leak).
-    """
-
-    def __init__(self, perturb: Mapping[str, jax.Array] | None, include):
-        self.perturb, self.include, self.top = perturb, include, _trace()
-        self.order: list[str] = []
-        self.inputs: dict[str, jax.Array] = {}
-        self.outputs: dict[str, jax.Array] = {}
-        self.skipped: dict[str, str] = {}
-        self.normalizing: set[str] = set()
-        self._calls: collections.Counter = collections.Counter()
-        self._active: list[Any] = []
-
-    def call(self, path: str, module: Any, fn: Callable, args, kwargs, sow=None):
-        if (self._active and self._active[-1] is module) or (
-            self.include is not None and not self.include(path, module)
-        ):
-            return fn(*args, **kwargs)
-        n = self._calls[path]
-        name = path if n == 0 else f"{path}@{n}"
-        x = args[0] if args and _is_float_array(args[0]) else None
-        inner = _trace() != self.top
-        if inner and (sow is None or not sow(f"in:{name}", () if x is None else x)):
-            self.skipped[path] = "it runs inside a lifted transform (scan, vmap, RNN, ...)"
-            return fn(*args, **kwargs)
-        self._calls[path] += 1
-        self.order.append(name)
-        if _normalizes(module, kwargs):
-            self.normalizing.add(name)
-        if x is not None and not inner:
-            self.inputs[name] = x
-        self._active.append(module)
-        try:
-            out = fn(*args, **kwargs)
-        finally:
-            self._active.pop()
-        leaves, treedef = jax.tree_util.tree_flatten(out)
-        slots = [i for i, leaf in enumerate(leaves) if _is_float_array(leaf)]
-        for k, i in enumerate(slots):
-            key = name if len(slots) == 1 else f"{name}[{k}]"
-            if self.perturb is not None:
-                leaves[i] = leaves[i] + self.perturb[key]
-            if inner:
-                sow(f"out:{key}", leaves[i])
-            else:
-                self.outputs[key] = leaves[i]
-        return jax.tree_util.tree_unflatten(treedef, leaves)
-
-    def read_sown(self, collection) -> None:
-        """Adds the values sown inside lifted transforms (``in:name`` / ``out:key``)."""
-        for path, value in jax.tree_util.tree_flatten_with_path(
-            collection, is_leaf=lambda v: isinstance(v, tuple)
-        )[0]:
-            kind, _, name = str(getattr(path[-1], "key", "")).partition(":")
-            if value and _is_float_array(value[0]):
-                (self.inputs if kind == "in" else self.outputs)[name] = value[0]
-
-
 def _normalizes(module: Any, kwargs) -> bool:
     """Whether the call removes the scale of its input (train-mode BatchNorm, LayerNorm, ...)."""
     if isinstance(module, (nn.BatchNorm, nnx.BatchNorm)):
         running = kwargs.get("use_running_average")
         return not (module.use_running_average if running is None else running)
-    return isinstance(
-        module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
-    )
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+    return isinstance(module, norms)
 
 
-def _check_batch_stats(module: nn.Module, path: str, kwargs) -> None:
-    if not isinstance(module, nn.BatchNorm):
-        return
-    running = nn.merge_param(
-        "use_running_average", module.use_running_average, kwargs.get("use_running_average")
-    )
-    if running and not module.has_variable("batch_stats", "mean"):
-        raise ValueError(
-            f"{_FN}: BatchNorm {path!r} runs in eval mode (use_running_average=True) but params "
-            "holds no batch_stats; pass the full variables dict {'params': ..., 'batch_stats': "
-            "...}, or run it in train mode"
-        )
+def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[str, Any]:
+    """One pass of the capture layer: the outputs and every recorded call's input and output.
 
-
-def _linen_recording(tape: _Tape, call: Callable[[], Any]):
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name != "__call__" or not module.path:
-            return next_fun(*args, **kwargs)
-        path = "/".join(map(str, module.path))
-        _check_batch_stats(module, path, kwargs)
-        sow = lambda name, value: module.sow(_COLLECTION, name, value)  # noqa: E731
-        return tape.call(path, module, next_fun, args, kwargs, sow)
-
-    with nn.intercept_methods(interceptor):
-        return call()
-
-
-_RECORDING: dict[type, type] = {}
-
-
-def _recording_class(cls: type) -> type:
-    """A subclass of ``cls`` whose ``__call__`` reports to the instance's ``_jinit_tape``.
-
-    Only the private copy that ``nnx.merge`` makes inside each trace gets it (``cls`` and the
-    user's objects are untouched). Copies made inside NNX transforms keep the class and the
-    static ``_jinit_tape``/``_jinit_path``, so the tape sees their calls and skips them.
+    Calls at the top level are kept directly; inside ``nn.remat`` they leave through
+    ``call.record``; elsewhere inside a lifted transform the call is listed in ``skipped``.
+    Calls are numbered when they start (a block before its layers).
     """
-    if cls not in _RECORDING:
+    tape: dict[str, Any] = {"inputs": {}, "outputs": {}, "skipped": {}, "normalizing": set()}
+    start: dict[str, int] = {}
+    running: dict[int, int] = {}  # id(module) -> start number of its call in progress
 
-        def __call__(self, *args, **kwargs):
-            parent = super(sub, self).__call__
-            return self._jinit_tape.call(self._jinit_path, self, parent, args, kwargs)
-
-        sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
-        _RECORDING[cls] = sub
-    return _RECORDING[cls]
-
-
-def _runner(model, params, rngs, apply_kwargs):
-    """Returns ``(run(p, x, tape) -> outputs, p0)`` with every module call reported to tape."""
-    kwargs = dict(apply_kwargs or {})
-    if isinstance(model, (nnx.Module, nnx.GraphDef)):
-        if isinstance(model, nnx.Module):
-            graphdef, own, rest = nnx.split(model, nnx.Param, ...)
-            p0 = own if params is None else params
+    def hook(call):
+        for m in call.enclosing:
+            running.setdefault(id(m), len(running) + len(start))
+        number = running.pop(id(call.module), len(running) + len(start))
+        if not call.enclosing and not isinstance(call.module, Marked):
+            return None  # the model itself
+        if include is not None and not include(call.path, call.module):
+            return None
+        if call.lifted and not call.addressable:
+            tape["skipped"][call.path.split("@")[0]] = call.lifted
+            return None
+        start[call.path] = number
+        if _normalizes(call.module, call.kwargs):
+            tape["normalizing"].add(call.path)
+        leaves, treedef = jax.tree_util.tree_flatten(call.output)
+        slots = [i for i, leaf in enumerate(leaves) if _is_float_array(leaf)]
+        keys = [call.path if len(slots) == 1 else f"{call.path}[{k}]" for k in range(len(slots))]
+        for key, i in zip(keys, slots, strict=True):
+            if perturb is not None:
+                leaves[i] = leaves[i] + perturb[key]
+        found = {key: leaves[i] for key, i in zip(keys, slots, strict=True)}
+        if call.args and _is_float_array(call.args[0]):
+            found[f"in:{call.path}"] = call.args[0]
+        if call.lifted:
+            call.record(**{k.replace("/", "|"): v for k, v in found.items()})
         else:
-            graphdef = model
-            p0, rest = nnx.State(params).split(nnx.Param, ...)
+            _store(tape, found)
+        return jax.tree_util.tree_unflatten(treedef, leaves)
 
-        def run(p, x, tape):
-            merged = nnx.merge(graphdef, p, rest)
-            for path, m in nnx.iter_modules(merged):
-                if path:
-                    object.__setattr__(m, "__class__", _recording_class(type(m)))
-                    object.__setattr__(m, "_jinit_path", path_string(path))
-                    object.__setattr__(m, "_jinit_tape", tape)
-            return merged(x, **kwargs)
+    captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs)
+    for record in captured.records.values():
+        _store(tape, {k.replace("|", "/"): v for k, v in record.items()})
+    tape["order"] = sorted(start, key=start.get)
+    tape["out"] = captured.outputs
+    for path in captured.missed:  # containers (nnx.List, ...) are never called themselves
+        if not any(q.startswith(f"{path}/") for q in start):
+            tape["skipped"].setdefault(path, "not called outside an NNX lifted transform")
+    return tape
 
-        return run, p0
-    if isinstance(model, nn.Module):
-        if params is None:
-            raise ValueError(f"{_FN}: params is None; a linen module needs its variables")
-        is_variables = isinstance(params, Mapping) and "params" in params
-        others = {k: v for k, v in params.items() if k != "params"} if is_variables else {}
-        mutable = kwargs.pop("mutable", [])
-        mutable = [mutable] if isinstance(mutable, str) else list(mutable or [])
 
-        def run(p, x, tape):
-            out, state = _linen_recording(
-                tape,
-                lambda: model.apply(
-                    {"params": p, **others},
-                    x,
-                    rngs=rngs,
-                    mutable=[*mutable, _COLLECTION],
-                    **kwargs,
-                ),
-            )
-            tape.read_sown(state.get(_COLLECTION, {}))
-            return out
-
-        return run, params["params"] if is_variables else params
-    apply, p0, _ = as_apply(model, params, rngs=rngs, apply_kwargs=kwargs)
-    return (lambda p, x, tape: _linen_recording(tape, lambda: apply(p, x))), p0
+def _store(tape, found) -> None:
+    for key, value in found.items():
+        if key.startswith("in:"):
+            tape["inputs"][key[3:]] = value
+        else:
+            tape["outputs"][key] = value
 
 
 def _default_loss(outputs, batch):
@@ -350,18 +240,22 @@ def layer_statistics(
     inputs = model_inputs(batch, input_key)
     _check_inputs(inputs)
     loss_fn = _default_loss if loss_fn is None else loss_fn
-    run, diff_params = _runner(model, params, rngs, apply_kwargs)
+    if isinstance(model, nn.Module) and params is None:
+        raise ValueError(f"{_FN}: params is None; a linen module needs its variables")
+    _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
+
+    def run(p, x, perturb):
+        return _run(model, merge(p), x, perturb, include, rngs, apply_kwargs)
 
     # Pass 1 (tracing only): which calls happen, and the shapes of their outputs.
-    probed: list[_Tape] = []
+    probed: list[dict] = []
 
     def probe(p, x):
-        probed.append(_Tape(None, include))
-        run(p, x, probed[-1])
-        return probed[-1].outputs
+        probed.append(run(p, x, None))
+        return probed[-1]["outputs"]
 
-    shapes = jax.eval_shape(probe, diff_params, inputs)
-    order, skipped, normalizing = probed[-1].order, probed[-1].skipped, probed[-1].normalizing
+    shapes = jax.eval_shape(probe, p0, inputs)
+    order, skipped, normalizing = (probed[-1][k] for k in ("order", "skipped", "normalizing"))
     if skipped:
         warnings.warn(
             f"{_FN}: {len(skipped)} layer(s) not recorded: "
@@ -378,13 +272,12 @@ def layer_statistics(
 
     # Pass 2: forward and backward with zero perturbations on every recorded output.
     def loss_with_taps(p, e):
-        tape = _Tape(e, include)
-        out = run(p, inputs, tape)
-        loss = loss_fn(out, batch)
-        return loss, (loss, tape.inputs, tape.outputs)
+        tape = run(p, inputs, e)
+        loss = loss_fn(tape["out"], batch)
+        return loss, (loss, tape["inputs"], tape["outputs"])
 
     (g_params, g_out), (loss, ins, outs) = jax.grad(loss_with_taps, argnums=(0, 1), has_aux=True)(
-        diff_params, perturb
+        p0, perturb
     )
 
     stats: dict[str, jax.Array] = {}
@@ -396,7 +289,7 @@ def layer_statistics(
                 stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
         if name in normalizing and name in outs:
             stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
-    params, grads = _flat(diff_params), _flat(g_params)
+    params, grads = _flat(p0), _flat(g_params)
     for group, arrays, kind in (
         ("output", {k: outs[k] for k in out_keys}, "act"),
         ("output_grad", {k: g_out[k] for k in out_keys}, "grad"),
