@@ -24,7 +24,9 @@ def zoo_stats(zoo):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", jinit.InitWarning)
             fn = jax.jit(
-                lambda p, b, c=case: jinit.layer_statistics(c.model, p, b, apply_kwargs=c.apply_kwargs)
+                lambda p, b, c=case: jinit.layer_statistics(
+                    c.model, p, b, apply_kwargs=c.apply_kwargs
+                )
             )
             stats = jax.device_get(fn(case.variables, case.x))
         out[name] = (stats, [str(w.message) for w in caught if w.category is jinit.InitWarning])

@@ -53,9 +53,7 @@ def mean_loss_grads(case: Case) -> dict[str, np.ndarray]:
     kwargs = dict(case.apply_kwargs)
     if isinstance(case.model, nnx.Module):
         graphdef, _, rest = nnx.split(case.model, nnx.Param, ...)
-        grads = jax.grad(lambda p: jnp.mean(nnx.merge(graphdef, p, rest)(case.x)))(
-            case.variables
-        )
+        grads = jax.grad(lambda p: jnp.mean(nnx.merge(graphdef, p, rest)(case.x)))(case.variables)
         grads = nnx.to_pure_dict(grads)
     else:
         mutable = kwargs.pop("mutable", False)

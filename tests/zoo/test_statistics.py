@@ -33,7 +33,9 @@ def test_param_grads_match_jax_grad(zoo, zoo_stats, name):
     assert grads
     for path, g in grads.items():
         np.testing.assert_allclose(
-            stats[f"param_grad/{path}/norm"], np.linalg.norm(g.astype(np.float64)), rtol=2e-3,
+            stats[f"param_grad/{path}/norm"],
+            np.linalg.norm(g.astype(np.float64)),
+            rtol=2e-3,
             atol=1e-7,
         )
 
