@@ -12,15 +12,15 @@ import numpy as np
 
 from jinit._src.checks import check_number
 
-#: Gradient-norm ratio (first layer / last layer) beyond which :func:`diagnose` reports
-#: vanishing (< 1/GRADIENT_RATIO) or exploding (> GRADIENT_RATIO) gradients.
+# Default thresholds of diagnose (docs/diagnosing.md): ratio factors and unit fractions.
 GRADIENT_RATIO = 100.0
-#: Same for the forward signal: std of the last hidden layer's output / the first layer's.
 ACTIVATION_RATIO = 100.0
-#: A layer whose input has at least this fraction of dead units is reported.
 DEAD_FRACTION = 0.5
-#: A layer whose input has at least this fraction of saturated entries is reported.
 SATURATED_FRACTION = 0.5
+
+
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -31,15 +31,8 @@ def split_key(key: str) -> tuple[str, str, str]:
 
 
 def layer_order(stats: Mapping[str, Any], *, leaves_only: bool = False) -> list[str]:
-    """Recorded module paths in execution order (from the ``output/<path>/index`` entries).
-
-    Args:
-      stats: output of :func:`layer_statistics` (arrays, numbers or a logged copy).
-      leaves_only: drop paths that contain other recorded paths (blocks, Sequential wrappers).
-
-    Returns:
-      List of paths.
-    """
+    """Recorded module paths of :func:`layer_statistics` output (arrays, numbers or a logged
+    copy) in execution order; ``leaves_only`` drops paths containing other recorded paths."""
     index = {}
     for key, value in stats.items():
         if key.startswith("output/") and key.endswith("/index"):
@@ -76,11 +69,10 @@ class Finding:
 
 def _kernel_scale_context(stats, activation, q: float | None) -> str:
     """Words about the kernels' mean-field scale and, given the activation, the fix."""
-    scales = [
-        float(np.asarray(v))
-        for k, v in stats.items()
-        if k.startswith("param/") and k.endswith("/fan_in_var")
+    fan_in_var = [
+        v for k, v in stats.items() if k.startswith("param/") and k.endswith("/fan_in_var")
     ]
+    scales = [float(np.asarray(v)) for v in fan_in_var]
     if not scales:
         return ""
     sw2 = float(np.median(scales))
@@ -93,9 +85,7 @@ def _kernel_scale_context(stats, activation, q: float | None) -> str:
     from jinit._src import recommend as recommend_lib
     from jinit._src import theory
 
-    name = (
-        activation if isinstance(activation, str) else getattr(activation, "__name__", "activation")
-    )
+    name = getattr(activation, "__name__", activation)
     q = 1.0 if q is None or not q > 0 or not math.isfinite(q) else q
     chi = float(theory.chi_1(activation, math.sqrt(sw2), 0.0, q=q))
     rec = recommend_lib.recommend(activation)
@@ -168,16 +158,12 @@ def diagnose(
     findings: list[Finding] = []
     bad = [k for k, v in stats.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
     if bad:
-        findings.append(
-            Finding(
-                "nonfinite",
-                f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
-                "overflowed (exploding) or the loss is undefined.",
-                float(len(bad)),
-                0.0,
-                tuple(split_key(k)[1] for k in bad[:3]),
-            )
+        msg = (
+            f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
+            "overflowed (exploding) or the loss is undefined."
         )
+        paths = tuple(split_key(k)[1] for k in bad[:3])
+        findings.append(Finding("nonfinite", msg, float(len(bad)), 0.0, paths))
     layers = [p for p in leaves if f"output_grad/{p}/norm" in stats]
     if len(layers) < 2:
         return findings
@@ -212,31 +198,20 @@ def diagnose(
         hits = [(p, v) for p, v in hits if v is not None and v >= threshold]
         if hits:
             listed = ", ".join(f"{p} {v:.0%}" for p, v in hits[:4])
-            unit_findings.append(
-                Finding(
-                    kind,
-                    f"at the input of {len(hits)} layer(s) ({listed}) {words}; "
-                    f"threshold {threshold:.0%}.",
-                    max(v for _, v in hits),
-                    threshold,
-                    tuple(p for p, _ in hits),
-                )
-            )
+            msg = f"at the input of {len(hits)} layer(s) ({listed}) {words}; "
+            msg += f"threshold {threshold:.0%}."
+            layers_hit = tuple(p for p, _ in hits)
+            unit_findings.append(Finding(kind, msg, max(v for _, v in hits), threshold, layers_hit))
     dead = next((f for f in unit_findings if f.kind == "dead_units"), None)
 
     g_first, g_last = get(f"output_grad/{first}/norm"), get(f"output_grad/{last}/norm")
     if g_last == 0.0:
-        findings.append(
-            Finding(
-                "zero_gradient",
-                f"the loss gradient at the last layer ({last}) is exactly 0: the loss does not "
-                "depend on the output here (a constant loss, or a zero readout seen from below).",
-                0.0,
-                0.0,
-                (last,),
-            )
+        msg = (
+            f"the loss gradient at the last layer ({last}) is exactly 0: the loss does not "
+            "depend on the output here (a constant loss, or a zero readout seen from below)."
         )
-    elif depth >= 2 and g_first is not None and math.isfinite(g_first) and math.isfinite(g_last):
+        findings.append(Finding("zero_gradient", msg, 0.0, 0.0, (last,)))
+    elif depth >= 2 and _finite(g_first, g_last):
         ratio = g_first / g_last
         if ratio < 1.0 / gradient_ratio or ratio > gradient_ratio:
             vanishing = ratio < 1.0
@@ -259,26 +234,16 @@ def diagnose(
                 )
             else:
                 cause = _kernel_scale_context(stats, activation, q_first)
-            findings.append(
-                Finding(
-                    kind,
-                    f"gradient norm {change}: {kind.split('_')[0]} (threshold: factor "
-                    f"{gradient_ratio:g}){cause}",
-                    ratio,
-                    1.0 / gradient_ratio if vanishing else gradient_ratio,
-                    (first, last),
-                )
+            msg = (
+                f"gradient norm {change}: {kind.split('_')[0]} (threshold: factor "
+                f"{gradient_ratio:g}){cause}"
             )
+            threshold = 1.0 / gradient_ratio if vanishing else gradient_ratio
+            findings.append(Finding(kind, msg, ratio, threshold, (first, last)))
 
     hidden = scaled[:-1] if depth >= 3 else scaled
     s_first, s_last = get(f"output/{hidden[0]}/std"), get(f"output/{hidden[-1]}/std")
-    if (
-        depth >= 2
-        and s_first
-        and s_last is not None
-        and math.isfinite(s_first)
-        and math.isfinite(s_last)
-    ):
+    if depth >= 2 and s_first and _finite(s_first, s_last):
         ratio = s_last / s_first
         if ratio < 1.0 / activation_ratio or ratio > activation_ratio:
             vanishing = ratio < 1.0
@@ -291,13 +256,7 @@ def diagnose(
                     f"{(1.0 / ratio if vanishing else ratio):.3g} from {s_first:.3g} at "
                     f"{hidden[0]} to {s_last:.3g} at {hidden[-1]}"
                 )
-            findings.append(
-                Finding(
-                    kind,
-                    f"output std {change} (threshold: factor {activation_ratio:g}).",
-                    ratio,
-                    1.0 / activation_ratio if vanishing else activation_ratio,
-                    (hidden[0], hidden[-1]),
-                )
-            )
+            msg = f"output std {change} (threshold: factor {activation_ratio:g})."
+            threshold = 1.0 / activation_ratio if vanishing else activation_ratio
+            findings.append(Finding(kind, msg, ratio, threshold, (hidden[0], hidden[-1])))
     return findings + unit_findings

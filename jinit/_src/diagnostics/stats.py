@@ -4,6 +4,7 @@ Keys, definitions and how layers inside lifted transforms are handled: docs/diag
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -108,20 +109,18 @@ def _normalizes(module: Any, kwargs) -> bool:
 
 
 def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[str, Any]:
-    """One pass of the capture layer: the outputs and every recorded call's input and output.
-
-    Calls at the top level are kept directly; inside ``nn.remat`` they leave through
-    ``call.record``; elsewhere inside a lifted transform the call is listed in ``skipped``.
-    Calls are numbered when they start (a block before its layers).
-    """
+    """One capture pass: outputs and each call's input/output (inside ``nn.remat`` through
+    ``call.record``; other lifted calls go to ``skipped``), calls numbered when they start."""
     tape: dict[str, Any] = {"inputs": {}, "outputs": {}, "skipped": {}, "normalizing": set()}
     start: dict[str, int] = {}
     running: dict[int, int] = {}  # id(module) -> start number of its call in progress
+    numbers = itertools.count()
 
     def hook(call):
         for m in call.enclosing:
-            running.setdefault(id(m), len(running) + len(start))
-        number = running.pop(id(call.module), len(running) + len(start))
+            running.setdefault(id(m), next(numbers))
+        number = running.pop(id(call.module), None)
+        number = next(numbers) if number is None else number
         if not call.enclosing and not isinstance(call.module, Marked):
             return None  # the model itself
         if include is not None and not include(call.path, call.module):
@@ -160,10 +159,8 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
 
 def _store(tape, found) -> None:
     for key, value in found.items():
-        if key.startswith("in:"):
-            tape["inputs"][key[3:]] = value
-        else:
-            tape["outputs"][key] = value
+        is_input = key.startswith("in:")
+        tape["inputs" if is_input else "outputs"][key[3:] if is_input else key] = value
 
 
 def _default_loss(outputs, batch):
@@ -173,13 +170,9 @@ def _default_loss(outputs, batch):
 
 
 def _check_inputs(inputs) -> None:
-    for leaf in jax.tree_util.tree_leaves(inputs):
-        shape = getattr(leaf, "shape", ())
-        if shape and (shape[0] == 0 or math.prod(shape) == 0):
-            raise ValueError(
-                f"{_FN}: batch holds an empty input of shape {tuple(shape)}; statistics need "
-                "at least one example"
-            )
+    for shape in (getattr(x, "shape", ()) for x in jax.tree_util.tree_leaves(inputs)):
+        if shape and math.prod(shape) == 0:
+            raise ValueError(f"{_FN}: batch holds an empty input of shape {tuple(shape)}")
 
 
 def layer_statistics(
@@ -195,42 +188,35 @@ def layer_statistics(
 ) -> dict[str, jax.Array]:
     """Activation, gradient and weight statistics of every layer, as a flat dict.
 
-    For each submodule call, in execution order: the output's mean, std, dead and saturated
-    fractions, the same for its input (the previous activation function's output), and the
-    norm and std of ``dL/d output``; for every parameter its mean, std, norm and
-    ``fan_in * Var(W)``, and the norm and std of ``dL/d param``. Keys are
-    ``group/path/stat`` (``output``, ``input``, ``output_grad``, ``param``, ``param_grad``,
-    ``summary``); docs/diagnosing.md lists them and defines each statistic. The gradient with
-    respect to a layer's output ``y`` is obtained by running the model with ``y + e`` in its
-    place and differentiating by ``e`` at ``e = 0``. Layers inside ``nn.remat`` are recorded;
-    layers inside ``nn.scan``, ``nn.RNN``, ``nn.vmap`` and NNX transforms are skipped with an
-    ``InitWarning`` naming them.
+    Per module call, in execution order: its output's and input's mean, std, dead and
+    saturated fractions and the norm and std of ``dL/d output`` (from a zero perturbation
+    added to the output); per parameter its mean, std, norm, ``fan_in * Var(W)`` and the norm
+    and std of ``dL/d param``. Keys are ``group/path/stat``; docs/diagnosing.md defines them.
+    Calls inside ``nn.remat`` are recorded; calls inside ``nn.scan``, ``nn.RNN``, ``nn.vmap``
+    or an NNX transform are skipped with one ``InitWarning`` naming their paths.
 
     Args:
-      model: a ``flax.linen.Module``, a ``flax.nnx.Module``, an ``nnx.GraphDef`` (with its
-        state as ``params``), or ``apply_fn(params, inputs)`` (linen modules called inside it
-        at its top level are recorded).
-      params: linen: the ``params`` collection, or the full variables dict (other collections
-        are held fixed); nnx: an ``nnx.State`` of ``nnx.Param`` (``None``: the model's own);
-        apply_fn: whatever it takes.
-      batch: the inputs, a tuple whose first element is the inputs, or a mapping (see
-        ``input_key``).
-      loss_fn: ``loss_fn(outputs, batch) -> scalar``. Default ``mean(outputs)``.
-      input_key: key or index of the inputs in ``batch``; by default a mapping's ``"inputs"``
-        or ``"x"`` entry, a sequence's first element, or the batch itself.
+      model: a linen or NNX module, an ``nnx.GraphDef`` (state as ``params``), or
+        ``apply_fn(params, inputs)`` (linen modules it calls are recorded).
+      params: linen: the ``params`` collection or the variables dict (other collections held
+        fixed); NNX: an ``nnx.State`` of ``nnx.Param`` (``None``: the model's own).
+      batch: the inputs, a tuple starting with them, or a mapping (see ``input_key``).
+      loss_fn: ``loss_fn(outputs, batch) -> scalar``; default ``mean(outputs)``.
+      input_key: key or index of the inputs in ``batch`` (default ``"inputs"``/``"x"`` of a
+        mapping, the first element of a sequence, or the batch itself).
       rngs: linen only, passed to ``apply`` (e.g. ``{"dropout": key}``).
-      apply_kwargs: extra keyword arguments of the model call, e.g. ``{"train": False}``.
-        For linen, ``mutable=[...]`` is accepted and the updated collections are dropped.
-      include: ``include(path, module) -> bool`` selects the submodules recorded (default:
-        all but the root).
+      apply_kwargs: extra keyword arguments of the call, e.g. ``{"train": False}``; linen
+        ``mutable=[...]`` is accepted and the updated collections dropped.
+      include: ``include(path, module) -> bool``, the calls recorded (default: all but the
+        model itself).
 
     Returns:
-      ``dict[str, jax.Array]`` of float32 scalars (``index`` entries are int32).
+      ``dict[str, jax.Array]`` of float32 scalars (``index``, ``normalizes``: int32).
 
     Raises:
-      ValueError: the inputs cannot be found in ``batch`` or are empty; ``params`` is
-        missing; a linen BatchNorm in eval mode has no ``batch_stats``; no layer was recorded.
-      TypeError: if ``model`` is neither a Flax module nor callable.
+      ValueError: inputs missing from ``batch`` or empty; ``params`` missing; a BatchNorm in
+        eval mode without ``batch_stats``; no layer recorded.
+      TypeError: ``model`` is neither a Flax module nor callable.
 
     Example::
 
@@ -240,8 +226,6 @@ def layer_statistics(
     inputs = model_inputs(batch, input_key)
     _check_inputs(inputs)
     loss_fn = _default_loss if loss_fn is None else loss_fn
-    if isinstance(model, nn.Module) and params is None:
-        raise ValueError(f"{_FN}: params is None; a linen module needs its variables")
     _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
 
     def run(p, x, perturb):
