@@ -1,2 +1,1 @@
-"""Per-layer statistics of a model on a batch (stats.py) and the checks that read them
-(findings.py); docs/diagnosing.md defines every statistic and criterion."""
+"""Statistics of a model on a batch (stats.py) and the checks that read them (findings.py)."""

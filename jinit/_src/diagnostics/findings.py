@@ -1,5 +1,4 @@
-"""Reading :func:`layer_statistics` output: layer order and the signal-propagation checks of
-:func:`diagnose`. The criteria, and why each one holds on healthy networks: docs/diagnosing.md."""
+"""Layer order and the signal-propagation checks of ``diagnose``; criteria: docs/diagnosing.md."""
 
 from __future__ import annotations
 
@@ -172,8 +171,7 @@ def diagnose(
     scaled = [p for p, q in zip(layers, [*layers[1:], None], strict=True) if q not in normalized]
     first, last = scaled[0], scaled[-1]
     depth = len(scaled)
-    q_first = get(f"output/{first}/std")
-    q_first = None if q_first is None else q_first**2
+    q_first = (get(f"output/{first}/std") or 0.0) ** 2  # 0: unknown, _kernel_scale_context uses 1
 
     unit_findings = []
     sat_stat = "sat01_frac" if activation == "sigmoid" else "sat_frac"
