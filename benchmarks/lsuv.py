@@ -10,8 +10,10 @@ Implementations:
 * ``jinit``: ``jinit.lsuv(model, variables, x)`` (one jitted program). ``first_s`` is the first
   call (trace + compile + run), ``steady_s`` the median of later calls (already compiled, as in
   a seed sweep), ``compile_s = first_s - steady_s``.
-* ``jinit_eager``: ``jinit.lsuv(..., jit=False)``: the forward pass eagerly, layer by layer, each
-  layer's solve a jitted kernel compiled once per layer shape (``compile_s`` as for ``jinit``).
+* ``jinit_eager``: ``jinit.lsuv(..., jit=False)``: the forward pass eagerly, layer by layer
+  (``compile_s`` as for ``jinit``). This is what the default ``jit=None`` chooses for a call on
+  concrete arrays whose jitted program is not compiled yet (every first call), so it is the
+  "jinit default" column of the goals.
 * ``forward``: the first call of a plain ``jax.jit(model.apply)`` (no LSUV), the floor of any
   jitted pass.
 * ``naive``: the same algorithm written the straightforward way in the same JAX: one jitted
@@ -249,7 +251,8 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
         "",
         "ReLU networks, batch 256, target variance 1, tol 0.1, at most 10 iterations. "
         "`first` = first call (jinit: trace + compile + run; `jit=False`: eager pass, compiling "
-        "each distinct layer's solve and the eager ops once; naive: forward compile + loop; "
+        "the eager ops once, which is what the default `jit=None` runs on a first call; naive: "
+        "forward compile + loop; "
         "`lsuv` pkg: one call, no compilation, best of torch's default thread count and 1 thread), "
         "`steady` = already compiled (as in a sweep). The CNN's naive and `lsuv` pkg runs stop "
         "at depth 32 (quadratic: minutes each).",

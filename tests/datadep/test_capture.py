@@ -100,8 +100,9 @@ class Lifted(nn.Module):
     def __call__(self, x):
         x = nn.Dense(16)(x)
         x = nn.remat(Block)(name="remat")(x)
-        scan = nn.scan(ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
-                       length=2)
+        scan = nn.scan(
+            ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True}, length=2
+        )
         x, _ = scan(name="stack")(x, None)
         return nn.Dense(4)(x)
 
@@ -115,8 +116,9 @@ def test_remat_supported_scan_skipped_with_warning_no_tracer_leak():
         assert report.paths == ("Dense_0", "remat/Dense_0", "stack/Dense_0", "Dense_1")
         assert report.statuses == ("converged", "converged", "skipped", "converged")
         assert "nn.scan" in report.reasons()[2]
-        assert jnp.array_equal(v2["params"]["stack"]["Dense_0"]["kernel"],
-                               v["params"]["stack"]["Dense_0"]["kernel"])
+        assert jnp.array_equal(
+            v2["params"]["stack"]["Dense_0"]["kernel"], v["params"]["stack"]["Dense_0"]["kernel"]
+        )
         got = measured(model, v2, x)
         np.testing.assert_allclose(got["remat/Dense_0"], float(report.var_after[1]), rtol=1e-5)
         assert len(warned) == 1 and "stack/Dense_0 [skipped" in str(warned[0].message)
@@ -149,8 +151,9 @@ def test_bad_batches_and_missing_batch_stats_raise():
     with pytest.raises(ValueError, match="batch is empty"):
         jinit.lsuv(model, v, jnp.ones((0, 3)))
     with pytest.raises(ValueError, match="only 1 output value"):
-        jinit.lsuv(nn.Dense(1), nn.Dense(1).init(jax.random.key(0), jnp.ones((1, 3))),
-                   jnp.ones((1, 3)))
+        jinit.lsuv(
+            nn.Dense(1), nn.Dense(1).init(jax.random.key(0), jnp.ones((1, 3))), jnp.ones((1, 3))
+        )
 
     class BN(nn.Module):
         @nn.compact
@@ -179,6 +182,27 @@ def test_capture_order_replace_and_update_all_kinds():
     assert out.paths == ("layers_0", "layers_2", "Sequential")
     assert set(out.records) == {"layers_0", "layers_2"}
     np.testing.assert_allclose(out.outputs, model.apply(out.params, x), rtol=1e-6)
-    np.testing.assert_allclose(out.params["params"]["layers_2"]["kernel"],
-                               2 * v["params"]["layers_2"]["kernel"])
+    np.testing.assert_allclose(
+        out.params["params"]["layers_2"]["kernel"], 2 * v["params"]["layers_2"]["kernel"]
+    )
     assert list(out.params["params"]) == list(v["params"])  # key order kept
+
+
+def test_nnx_remat_layer_skipped_and_named():
+    from flax import nnx
+
+    class N(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(4, 8, rngs=rngs)
+            self.b = nnx.Linear(8, 8, rngs=rngs)
+
+        def __call__(self, x):
+            return nnx.remat(lambda m, h: m(h))(self.b, self.a(x))
+
+    n = N(nnx.Rngs(0))
+    x = normal(1, (32, 4))
+    (state, report), warned = lsuv_quiet(n, None, x)
+    assert report.paths == ("a", "b") and report.statuses == ("converged", "skipped")
+    assert "lifted transform" in report.reasons()[1]
+    assert len(warned) == 1 and "b [skipped" in str(warned[0].message)
+    assert jnp.array_equal(state["b"]["kernel"].get_value(), n.b.kernel.get_value())

@@ -120,75 +120,52 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _check_layers(layers: Any, index: dict[tuple, int], leaves: list) -> list[tuple[int, Any]]:
+def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tuple[int, Any]]:
     """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
-    if isinstance(layers, str):
+    what = "a sequence of (kernel_path, bias_path_or_None) in forward execution order"
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
         raise ValueError(
-            f"{_FN}: layers must be a sequence of (kernel_path, bias_path_or_None) in forward "
-            f"execution order, got the string {layers!r} (automatic layer discovery is not "
+            f"{_FN}: layers must be {what}, got {layers!r} (automatic layer discovery is not "
             "offered: a params tree's key order is sorted, not the execution order)."
         )
-    try:
-        layers = list(layers)
-    except TypeError:
-        raise ValueError(
-            f"{_FN}: layers must be a sequence of (kernel_path, bias_path_or_None), got "
-            f"{type(layers).__name__}."
-        ) from None
     if not layers:
         raise ValueError(f"{_FN}: layers is empty; give at least one (kernel_path, bias_path).")
-
-    def find(path: Any, what: str, i: int) -> int:
-        if not isinstance(path, tuple | list) or not path:
-            raise ValueError(
-                f"{_FN}: layers[{i}] {what} path must be a non-empty tuple of keys into params, "
-                f"got {path!r}."
-            )
-        path = path_string(tuple(path))
-        if path not in index:
-            raise ValueError(
-                f"{_FN}: layers[{i}] {what} path {path_string(path)!r} is not a leaf of params."
-            )
-        return index[path]
-
-    out = []
-    used: dict[int, str] = {}
+    out, used = [], {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
-            raise ValueError(
-                f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), got "
-                f"{layer!r}."
-            )
-        kpath, bpath = layer
-        k = find(kpath, "kernel", i)
-        kernel = leaves[k]
-        dtype = getattr(kernel, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or kernel.ndim < 2:
-            raise ValueError(
-                f"{_FN}: layers[{i}] kernel {path_string(tuple(kpath))!r} must be a floating array "
-                f"with at least 2 dimensions, got dtype {dtype} and shape "
-                f"{getattr(kernel, 'shape', None)}."
-            )
-        b = None
-        if bpath is not None:
-            b = find(bpath, "bias", i)
-            bias = leaves[b]
-            bdtype = getattr(bias, "dtype", None)
-            if bdtype is None or not jnp.issubdtype(bdtype, jnp.floating):
-                raise ValueError(
-                    f"{_FN}: layers[{i}] bias {path_string(tuple(bpath))!r} must be a floating "
-                    f"array, got dtype {bdtype}."
-                )
-        for leaf, path in ((k, kpath), (b, bpath)):
-            if leaf is None:
+            raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), "
+                             f"got {layer!r}.")  # fmt: skip
+        pair = []
+        for role, path in zip(("kernel", "bias"), layer, strict=True):
+            if path is None and role == "bias":
+                pair.append(None)
                 continue
-            if leaf in used:
+            if not isinstance(path, tuple | list) or not path:
+                raise ValueError(f"{_FN}: layers[{i}] {role} path must be a non-empty tuple of "
+                                 f"keys into params, got {path!r}.")  # fmt: skip
+            name = path_string(tuple(path))
+            if name not in index:
                 raise ValueError(
-                    f"{_FN}: path {path_string(tuple(path))!r} appears twice in layers "
-                    f"(first as {used[leaf]})."
+                    f"{_FN}: layers[{i}] {role} path {name!r} is not a leaf of params."
                 )
-            used[leaf] = f"layers[{i}]"
-        out.append((k, b))
+            leaf = leaves[index[name]]
+            dtype = getattr(leaf, "dtype", None)
+            if (
+                dtype is None
+                or not jnp.issubdtype(dtype, jnp.floating)
+                or (role == "kernel" and leaf.ndim < 2)
+            ):
+                raise ValueError(
+                    f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
+                    + (" with at least 2 dimensions" if role == "kernel" else "")
+                    + f", got dtype {dtype} and shape {getattr(leaf, 'shape', None)}."
+                )
+            if index[name] in used:
+                raise ValueError(f"{_FN}: path {name!r} appears twice in layers (first as "
+                                 f"{used[index[name]]}).")  # fmt: skip
+            used[index[name]] = f"layers[{i}]"
+            pair.append(index[name])
+        out.append(tuple(pair))
     return out
 
 

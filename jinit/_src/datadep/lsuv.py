@@ -111,12 +111,17 @@ def make_config(fn: str, **kw: Any) -> Config:
 
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
     """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
-    c = c.astype(p.dtype)
+    c = jnp.asarray(c, p.dtype)
     return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
 
 
 def _finite_inputs(args: Any) -> jax.Array:
     leaves = [a for a in jax.tree_util.tree_leaves(args) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return _all_finite(leaves)
+
+
+@jax.jit
+def _all_finite(leaves):
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves] or [True]))
 
 
@@ -203,7 +208,7 @@ class _Pass:
                 return run(_scaled(k, s), None if not center else b - jnp.asarray(shift, b.dtype))
 
             c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, in_ok, center)
-            b2 = (b - shift.astype(b.dtype)) if center else None
+            b2 = (b - jnp.asarray(shift, b.dtype)) if center else None
         call.record(**{tag + f: v for f, v in rec.items()})
         self.rows.append((path, "", (call.path, tag)))
         return _scaled(k, c), b2, y
@@ -475,63 +480,54 @@ def lsuv(
 ) -> tuple[Any, rep.LSUVReport]:
     r"""Layer-sequential unit-variance initialization: new params and a measured report.
 
-    For each selected layer :math:`l`, in forward execution order, with :math:`y_l` its output
-    on ``batch`` given the already-corrected earlier layers and :math:`v` its variance pooled
-    over batch, positions and units:
-
-    .. math::  W_l \leftarrow W_l \sqrt{\tau / v}, \quad \text{repeated while }
-               |v - \tau| \ge \mathrm{tol} \text{ and fewer than max\_iters rescalings.}
-
-    The first step is re-run and measured; the loop continues only when it misses (a layer not
-    linear in its kernel). Layers whose output ignores the kernel's scale are reported
-    ``scale_invariant`` and left unchanged. Every ``var_after`` is measured on the layer's real
-    output. Layers: anything with a ``kernel`` or ``embedding`` (Dense, DenseGeneral, Einsum,
-    Conv*, Embed, custom subclasses; NNX likewise), ``WeightNorm`` (its scale ``g``), recurrent
-    cells and ``nn.RNN``/``nnx.RNN`` (input projections per gate, pooled over batch and time),
-    ``nn.remat`` blocks, and plain functions marked with :func:`jinit.lsuv_layer`. Layers inside
-    ``nn.scan``/``nn.vmap`` or NNX lifted transforms are skipped and named. One
-    :class:`jinit.InitWarning` lists every layer that did not converge. See docs/lsuv.md.
+    For each selected layer, in forward execution order, with :math:`v` the variance of its
+    output on ``batch`` (earlier layers already corrected; pooled over batch, positions and
+    units): :math:`W \leftarrow W \sqrt{\tau / v}`, repeated while
+    :math:`|v - \tau| \ge` ``tol``, at most ``max_iters`` times. Each step is re-run and
+    measured (a verified solve); layers whose output ignores the kernel's scale are
+    ``scale_invariant`` and left unchanged. Layers: anything with a ``kernel`` or ``embedding``,
+    ``WeightNorm`` (its scale), recurrent cells and ``nn.RNN``/``nnx.RNN`` (input projections per
+    gate), ``nn.remat`` blocks, :func:`jinit.lsuv_layer` marks; layers inside ``nn.scan``,
+    ``nn.vmap`` or NNX lifted transforms are skipped and named. One :class:`jinit.InitWarning`
+    lists every layer that is not converged. Details: docs/lsuv.md.
 
     Args:
-      model: a ``flax.linen.Module``; an ``nnx.GraphDef`` (with its state as ``params``); an
-        ``nnx.Module`` (``params``: its state, or ``None``); or ``apply(params, batch,
-        **apply_kwargs)`` (linen modules inside it and :func:`jinit.lsuv_layer` marks are seen).
+      model: a ``flax.linen.Module``; an ``nnx.GraphDef`` (state as ``params``); an
+        ``nnx.Module`` (``params``: its state or ``None``); or ``apply(params, batch,
+        **apply_kwargs)``.
       params: linen: the variables dict or the ``params`` collection; NNX: the state; plain:
         the params pytree.
-      batch: the model's first positional input, a batch of real data (any pytree).
+      batch: the model's first positional input, real data (any pytree, non-empty, finite).
       target: target variance :math:`\tau` (a variance, not a standard deviation).
       tol: stop when :math:`|v - \tau| <` ``tol``.
       max_iters: the most rescalings per layer.
       measure: ``"pre"`` (the layer's output, the paper's choice) or ``"post"``
         (``activation(output)``).
-      activation: the activation following every layer, for ``measure="post"``.
+      activation: the activation after every layer, for ``measure="post"``.
       center: afterwards subtract the pooled mean of the layer's output from its bias.
       include: regex(es); only layers whose path matches one are processed.
       exclude: regex(es); layers whose path matches one are not processed.
-      on_zero_variance: ``"raise"`` or ``"skip"`` (leave the layer unchanged, report it) when a
-        layer's output is constant on the batch.
+      on_zero_variance: ``"raise"``, or ``"skip"`` (leave the layer unchanged, report it).
       min_values: fewest output values a layer must have on the batch (at least 2).
       orthogonal_key: if given, every selected kernel is first replaced by
         ``jinit.lsuv_ready_orthogonal()`` drawn with ``jinit.path_key(orthogonal_key, path)``.
       method: linen only: the method to apply instead of ``__call__``.
-      apply_kwargs: extra keyword arguments of the forward pass (``{"train": False}``); array
-        leaves are traced, other leaves static (hashable).
-      jit: ``True``: one ``jax.jit`` program per (model, settings, shapes), compiled once and
-        cached. ``False``: eager, layer by layer (no compilation of the whole pass). ``None``
-        (default): jitted when the call is traced (inside ``jit``/``vmap``) or that program is
-        already compiled, eager otherwise; ``report.execution`` says which ran.
+      apply_kwargs: extra keyword arguments of the forward pass; array leaves are traced,
+        other leaves static (hashable).
+      jit: ``True``: one cached ``jax.jit`` program; ``False``: eager, layer by layer;
+        ``None``: jitted if the call is traced or that program is already compiled, else eager
+        (``report.execution`` says which).
 
     Returns:
-      ``(new_params, report)``: ``new_params`` has the structure, key order and dtypes of
-      ``params`` (only kernels, and biases with ``center``, change); ``report`` is a
+      ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
+      ``params`` (only kernels, and biases with ``center``, change); a
       :class:`jinit.LSUVReport`.
 
     Raises:
       ValueError: bad settings; an empty batch or NaN/inf in it; a layer with fewer than
-        ``min_values`` output values; non-finite values in a layer (naming the first); zero
-        variance with ``on_zero_variance="raise"``; a BatchNorm without its batch_stats;
-        include/exclude selecting nothing. Not raised under an outer ``jit``/``vmap``: call
-        :meth:`jinit.LSUVReport.check` on the report.
+        ``min_values`` output values; non-finite values in a layer; zero variance with
+        ``on_zero_variance="raise"``; a BatchNorm without its batch_stats; include/exclude
+        selecting nothing. Under an outer ``jit``/``vmap``: call ``report.check()``.
       TypeError: ``model`` is not a supported kind, or is unhashable.
 
     References:

@@ -11,9 +11,11 @@ values are concrete (eager pass), ``lax.while_loop`` when traced (jitted pass).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jinit._src.datadep import report as rep
 
@@ -70,6 +72,8 @@ def pooled(cfg, run, y0, in_ok, center: bool):
     Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
     (re-run, never predicted) and the report's arrays for the layer.
     """
+    if not traced(y0, in_ok):
+        return _pooled_eager(cfg, run, y0, bool(in_ok), center)
     m = cfg.activation if cfg.measure == "post" else (lambda y: y)
     t, tol = cfg.target, cfg.tol
     mu0, v0, thr = unit_moments(m(y0))
@@ -114,6 +118,46 @@ def pooled(cfg, run, y0, in_ok, center: bool):
         y,
         _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok),
     )
+
+
+def _pooled_eager(cfg, run, y0, in_ok: bool, center: bool):
+    """:func:`pooled` on concrete values: Python control flow, nothing new to compile."""
+    m = cfg.activation if cfg.measure == "post" else (lambda y: y)
+    t, tol = cfg.target, cfg.tol
+
+    def stats(y):
+        return tuple(float(a) for a in unit_moments(m(y)))
+
+    mu0, v0, thr = stats(y0)
+    finite = in_ok and math.isfinite(v0) and math.isfinite(mu0)
+    live = finite and v0 > thr
+    s, y, mu, v, it, inv, bad = 1.0, y0, mu0, v0, 0, False, False
+    if live and abs(v0 - t) >= tol and cfg.max_iters > 0:
+        s, it = math.sqrt(t / v0), 1
+        y = run(s, 0.0)
+        mu, v, _ = stats(y)
+        inv = abs(v - v0) <= INVARIANT_RTOL * v0 and abs(s * s - 1) > 1e-2
+        while not inv and it < cfg.max_iters and abs(v - t) >= tol and v > 0:
+            s, it = s * math.sqrt(t / v), it + 1
+            y = run(s, 0.0)
+            mu, v, _ = stats(y)
+        bad = not (math.isfinite(v) and math.isfinite(s) and s > 0)
+        if inv or bad:
+            s, y, mu, v, it = 1.0, y0, mu0, v0, 0
+    shift = 0.0
+    if center and live and not inv:
+        shift = float(jnp.mean(y.astype(jnp.float32)))
+        y = run(s, shift)
+        mu, v, _ = stats(y)
+    status = (
+        rep.NON_FINITE if not finite or bad else rep.ZERO_VARIANCE if not live
+        else rep.SCALE_INVARIANT if inv else rep.CONVERGED if abs(v - t) < tol
+        else rep.NOT_CONVERGED
+    )  # fmt: skip
+    f32 = np.float32
+    rec = _record(np.int32(it), f32(s), f32(v0), f32(v), f32(mu), np.int32(status), np.int32(0),
+                  np.bool_(in_ok))  # fmt: skip
+    return np.float32(s), np.float32(shift), y, rec
 
 
 def per_unit(cfg, run, y0, in_ok, n: int, b0):
