@@ -87,3 +87,23 @@ def test_eval_batchnorm_without_batch_stats_raises(zoo):
         jinit.lsuv(
             case.model, {"params": case.variables["params"]}, case.x, apply_kwargs={"train": False}
         )
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_recurrent_input_gates_checked_by_hand(zoo, lsuv_runs, name):
+    """Flax's capture cannot see inside nn.RNN's scan; a cell's input projections (ii, if, ...)
+    see x_t at every step, so their pooled output is x @ W (+ b) over batch and time."""
+    new, report, messages = lsuv_runs[name]
+    x = np.asarray(zoo[name].x, np.float64)
+    gates = [p for p in report.paths if "Cell_0/i" in p]
+    assert len(gates) >= 3
+    for path, status in zip(report.paths, report.statuses, strict=True):
+        if path not in gates:
+            continue
+        cell, gate = path.split("/")
+        layer = new["params"][cell][gate]
+        y = x @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer.get("bias", 0.0))
+        if status == "converged":
+            assert abs(np.var(y) - report.target) < report.tol, (path, np.var(y))
+        else:
+            assert any(path in m for m in messages), (path, status)
