@@ -13,11 +13,11 @@ from jinit._src.datadep.lsuv import lsuv as lsuv
 from jinit._src.datadep.per_unit import weight_norm_init as weight_norm_init
 from jinit._src.datadep.per_unit import within_layer_init as within_layer_init
 from jinit._src.datadep.report import LSUVReport as LSUVReport
-from jinit._src.diagnostics import Finding as Finding
-from jinit._src.diagnostics import activation_stats as activation_stats
-from jinit._src.diagnostics import diagnose as diagnose
-from jinit._src.diagnostics import layer_order as layer_order
-from jinit._src.diagnostics import layer_statistics as layer_statistics
+from jinit._src.diagnostics.findings import Finding as Finding
+from jinit._src.diagnostics.findings import diagnose as diagnose
+from jinit._src.diagnostics.findings import layer_order as layer_order
+from jinit._src.diagnostics.stats import activation_stats as activation_stats
+from jinit._src.diagnostics.stats import layer_statistics as layer_statistics
 from jinit._src.fans import compute_fans as compute_fans
 from jinit._src.fixup import fixup as fixup
 from jinit._src.fixup import fixup_scale as fixup_scale

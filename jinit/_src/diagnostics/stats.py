@@ -1,0 +1,289 @@
+"""Per-layer activation, gradient and weight statistics of a model on a batch, as a flat
+``group/path/stat`` dict of scalars; a pure, jittable, vmappable function of (params, batch).
+Keys, definitions and how layers inside lifted transforms are handled: docs/diagnosing.md."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jinit._src.checks import InitWarning
+from jinit._src.datadep.capture import Marked, as_apply, capture, model_inputs
+from jinit._src.paths import path_string
+
+_FN = "layer_statistics"
+
+
+def _sums(a: jax.Array, kind: str) -> jax.Array:
+    """The sums of one tensor that its statistics are computed from."""
+    a = a.astype(jnp.float32)
+    sums = [jnp.sum(a), jnp.sum(a * a)]
+    if kind == "act":
+        units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        sums += [
+            jnp.sum(a == 0),
+            jnp.sum(jnp.abs(a) > 0.99),
+            jnp.sum((a < 0.01) | (a > 0.99)),
+            jnp.sum(jnp.abs(a) > 1.0),
+            jnp.sum((a < 0.0) | (a > 1.0)),
+            jnp.sum(jnp.all(units == 0, axis=0)),
+        ]
+    return jnp.stack([x.astype(jnp.float32) for x in sums])
+
+
+def _stats(arrays: Mapping[str, jax.Array], kind: str) -> dict[str, jax.Array]:
+    """``{"name/stat": scalar}`` for ``kind`` "act", "grad" or "param": per-tensor sums, then
+    vector arithmetic over all tensors at once (a small compiled program)."""
+    names = [k for k, a in arrays.items() if a.size]
+    if not names:
+        return {}
+    shapes = [arrays[k].shape for k in names]
+    sums = jnp.stack([_sums(arrays[k], kind) for k in names])
+    size = jnp.asarray([math.prod(s) for s in shapes], jnp.float32)
+    mean, mean_sq = sums[:, 0] / size, sums[:, 1] / size
+    cols = {"mean": mean, "std": jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0))}
+    if kind != "act":
+        cols["norm"] = jnp.sqrt(sums[:, 1])
+    if kind == "grad":
+        del cols["mean"]
+    if kind == "act":
+        zero = jnp.float32(0.0)
+        cols["zero_frac"] = sums[:, 2] / size
+        cols["dead_frac"] = sums[:, 7] / jnp.asarray([s[-1] if s else 1 for s in shapes])
+        cols["sat_frac"] = jnp.where(sums[:, 5] == 0, sums[:, 3] / size, zero)
+        cols["sat01_frac"] = jnp.where(sums[:, 6] == 0, sums[:, 4] / size, zero)
+    out = {f"{k}/{stat}": col[i] for stat, col in cols.items() for i, k in enumerate(names)}
+    if kind == "param":  # fan_in * Var(W): the mean-field sigma_w**2 of (fan_in..., out) kernels
+        for i, k in enumerate(names):
+            if len(shapes[i]) >= 2:
+                out[f"{k}/fan_in_var"] = math.prod(shapes[i][:-1]) * cols["std"][i] ** 2
+    return out
+
+
+def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
+    """Mean, std, zero/dead fractions and saturated fractions of one activation tensor.
+
+    The std is ``sqrt(E[a**2] - E[a]**2)`` in float32, accurate while ``|mean| / std`` stays
+    below ~1e3.
+
+    Args:
+      a: array whose last axis indexes units (batch and positions before it).
+
+    Returns:
+      ``{"mean", "std", "zero_frac", "dead_frac", "sat_frac", "sat01_frac"}``, float32
+      scalars, defined in docs/diagnosing.md.
+
+    Raises:
+      ValueError: ``a`` is empty (no value to measure).
+    """
+    a = jnp.asarray(a)
+    if a.size == 0:
+        raise ValueError(f"activation_stats: a has shape {a.shape}, no value to measure")
+    return {k.split("/")[1]: v for k, v in _stats({"a": a}, "act").items()}
+
+
+def _is_float_array(x) -> bool:
+    return hasattr(x, "dtype") and hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def _flat(tree) -> dict[str, jax.Array]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {path_string(p): leaf for p, leaf in leaves if _is_float_array(leaf)}
+
+
+def _normalizes(module: Any, kwargs) -> bool:
+    """Whether the call removes the scale of its input (train-mode BatchNorm, LayerNorm, ...)."""
+    if isinstance(module, (nn.BatchNorm, nnx.BatchNorm)):
+        running = kwargs.get("use_running_average")
+        return not (module.use_running_average if running is None else running)
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+    return isinstance(module, norms)
+
+
+def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[str, Any]:
+    """One capture pass: outputs and each call's input/output (inside ``nn.remat`` through
+    ``call.record``; other lifted calls go to ``skipped``), calls numbered when they start."""
+    tape: dict[str, Any] = {"inputs": {}, "outputs": {}, "skipped": {}, "normalizing": set()}
+    start: dict[str, int] = {}
+    running: dict[int, int] = {}  # id(module) -> start number of its call in progress
+    numbers = itertools.count()
+
+    def hook(call):
+        for m in call.enclosing:
+            running.setdefault(id(m), next(numbers))
+        number = running.pop(id(call.module), None)
+        number = next(numbers) if number is None else number
+        if not call.enclosing and not isinstance(call.module, Marked):
+            return None  # the model itself
+        if include is not None and not include(call.path, call.module):
+            return None
+        if call.lifted and not call.addressable:
+            tape["skipped"][call.path.split("@")[0]] = call.lifted
+            return None
+        start[call.path] = number
+        if _normalizes(call.module, call.kwargs):
+            tape["normalizing"].add(call.path)
+        leaves, treedef = jax.tree_util.tree_flatten(call.output)
+        slots = [i for i, leaf in enumerate(leaves) if _is_float_array(leaf)]
+        keys = [call.path if len(slots) == 1 else f"{call.path}[{k}]" for k in range(len(slots))]
+        for key, i in zip(keys, slots, strict=True):
+            if perturb is not None:
+                leaves[i] = leaves[i] + perturb[key]
+        found = {key: leaves[i] for key, i in zip(keys, slots, strict=True)}
+        if call.args and _is_float_array(call.args[0]):
+            found[f"in:{call.path}"] = call.args[0]
+        if call.lifted:
+            call.record(**{k.replace("/", "|"): v for k, v in found.items()})
+        else:
+            _store(tape, found)
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs)
+    for record in captured.records.values():
+        _store(tape, {k.replace("|", "/"): v for k, v in record.items()})
+    tape["order"] = sorted(start, key=start.get)
+    tape["out"] = captured.outputs
+    for path in captured.missed:  # containers (nnx.List, ...) are never called themselves
+        if not any(q.startswith(f"{path}/") for q in start):
+            tape["skipped"].setdefault(path, "not called outside an NNX lifted transform")
+    return tape
+
+
+def _store(tape, found) -> None:
+    for key, value in found.items():
+        is_input = key.startswith("in:")
+        tape["inputs" if is_input else "outputs"][key[3:] if is_input else key] = value
+
+
+def _default_loss(outputs, batch):
+    del batch
+    leaves = [x for x in jax.tree_util.tree_leaves(outputs) if _is_float_array(x)]
+    return sum(jnp.mean(x.astype(jnp.float32)) for x in leaves)
+
+
+def _check_inputs(inputs) -> None:
+    for shape in (getattr(x, "shape", ()) for x in jax.tree_util.tree_leaves(inputs)):
+        if shape and math.prod(shape) == 0:
+            raise ValueError(f"{_FN}: batch holds an empty input of shape {tuple(shape)}")
+
+
+def layer_statistics(
+    model,
+    params,
+    batch,
+    loss_fn: Callable[[Any, Any], jax.Array] | None = None,
+    *,
+    input_key: str | int | None = None,
+    rngs: Mapping[str, jax.Array] | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    include: Callable[[str, Any], bool] | None = None,
+) -> dict[str, jax.Array]:
+    """Activation, gradient and weight statistics of every layer, as a flat dict.
+
+    Per module call, in execution order: its output's and input's mean, std, dead and
+    saturated fractions and the norm and std of ``dL/d output`` (from a zero perturbation
+    added to the output); per parameter its mean, std, norm, ``fan_in * Var(W)`` and the norm
+    and std of ``dL/d param``. Keys are ``group/path/stat``; docs/diagnosing.md defines them.
+    Calls inside ``nn.remat`` are recorded; calls inside ``nn.scan``, ``nn.RNN``, ``nn.vmap``
+    or an NNX transform are skipped with one ``InitWarning`` naming their paths.
+
+    Args:
+      model: a linen or NNX module, an ``nnx.GraphDef`` (state as ``params``), or
+        ``apply_fn(params, inputs)`` (linen modules it calls are recorded).
+      params: linen: the ``params`` collection or the variables dict (other collections held
+        fixed); NNX: an ``nnx.State`` of ``nnx.Param`` (``None``: the model's own).
+      batch: the inputs, a tuple starting with them, or a mapping (see ``input_key``).
+      loss_fn: ``loss_fn(outputs, batch) -> scalar``; default ``mean(outputs)``.
+      input_key: key or index of the inputs in ``batch`` (default ``"inputs"``/``"x"`` of a
+        mapping, the first element of a sequence, or the batch itself).
+      rngs: linen only, passed to ``apply`` (e.g. ``{"dropout": key}``).
+      apply_kwargs: extra keyword arguments of the call, e.g. ``{"train": False}``; linen
+        ``mutable=[...]`` is accepted and the updated collections dropped.
+      include: ``include(path, module) -> bool``, the calls recorded (default: all but the
+        model itself).
+
+    Returns:
+      ``dict[str, jax.Array]`` of float32 scalars (``index``, ``normalizes``: int32).
+
+    Raises:
+      ValueError: inputs missing from ``batch`` or empty; ``params`` missing; a BatchNorm in
+        eval mode without ``batch_stats``; no layer recorded.
+      TypeError: ``model`` is neither a Flax module nor callable.
+
+    Example::
+
+      stats = jax.jit(lambda p, b: layer_statistics(model, p, b, loss))(params, batch)
+      stats["input/Dense_1/dead_frac"]  # dead ReLUs between Dense_0 and Dense_1
+    """
+    inputs = model_inputs(batch, input_key)
+    _check_inputs(inputs)
+    loss_fn = _default_loss if loss_fn is None else loss_fn
+    _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
+
+    def run(p, x, perturb):
+        return _run(model, merge(p), x, perturb, include, rngs, apply_kwargs)
+
+    # Pass 1 (tracing only): which calls happen, and the shapes of their outputs.
+    probed: list[dict] = []
+
+    def probe(p, x):
+        probed.append(run(p, x, None))
+        return probed[-1]["outputs"]
+
+    shapes = jax.eval_shape(probe, p0, inputs)
+    order, skipped, normalizing = (probed[-1][k] for k in ("order", "skipped", "normalizing"))
+    if skipped:
+        warnings.warn(
+            f"{_FN}: {len(skipped)} layer(s) not recorded: "
+            + "; ".join(f"{p} ({why})" for p, why in skipped.items()),
+            InitWarning,
+            stacklevel=2,
+        )
+    if not order:
+        raise ValueError(
+            f"{_FN}: the model call recorded no layer (model is a {type(model).__name__}; "
+            "plain-JAX functions have no modules to record, and include= may exclude all)"
+        )
+    perturb = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+
+    # Pass 2: forward and backward with zero perturbations on every recorded output.
+    def loss_with_taps(p, e):
+        tape = run(p, inputs, e)
+        loss = loss_fn(tape["out"], batch)
+        return loss, (loss, tape["inputs"], tape["outputs"])
+
+    (g_params, g_out), (loss, ins, outs) = jax.grad(loss_with_taps, argnums=(0, 1), has_aux=True)(
+        p0, perturb
+    )
+
+    stats: dict[str, jax.Array] = {}
+    out_keys = []
+    for index, name in enumerate(order):
+        for key in outs:
+            if key == name or key.startswith(name + "["):
+                out_keys.append(key)
+                stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
+        if name in normalizing and name in outs:
+            stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
+    params, grads = _flat(p0), _flat(g_params)
+    for group, arrays, kind in (
+        ("output", {k: outs[k] for k in out_keys}, "act"),
+        ("output_grad", {k: g_out[k] for k in out_keys}, "grad"),
+        ("input", {n: ins[n] for n in order if n in ins}, "act"),
+        ("param", params, "param"),
+        ("param_grad", grads, "grad"),
+    ):
+        stats.update({f"{group}/{k}": v for k, v in _stats(arrays, kind).items()})
+    stats["summary/loss/value"] = jnp.asarray(loss, jnp.float32)
+    for group, names in (("param", params), ("param_grad", grads)):
+        squares = [jnp.square(stats[f"{group}/{n}/norm"]) for n in names if names[n].size]
+        stats[f"summary/{group}/norm"] = jnp.sqrt(sum(squares, jnp.float32(0.0)))
+    return stats
