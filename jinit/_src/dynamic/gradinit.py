@@ -61,7 +61,8 @@ class _Config:
         if self.optimizer == "adam":
             return [self.lr * jnp.sign(x) for x in g]
         if self.normalize_grad:
-            return [self.lr * x / gnorm.astype(x.dtype) for x in g]
+            safe = jnp.where(gnorm > 0, gnorm, 1.0)  # zero gradient: no step, not NaN
+            return [self.lr * x / safe.astype(x.dtype) for x in g]
         return [self.lr * x for x in g]
 
     def _lookahead(self, env, alpha, batch_b, step):
@@ -333,13 +334,13 @@ def gradinit(
 
 
 def _check(report: GradInitReport) -> None:
-    report.check()
     if float(np.asarray(report.grad_norm)[0]) == 0.0:
         raise ValueError(
             f"{FN}: the gradient of the loss w.r.t. every parameter is exactly zero at the "
             "start: the loss does not depend on the parameters (check loss_fn uses the model "
             "outputs), or every unit is dead on this batch."
         )
+    report.check()
     for path in report.pinned():
         warnings.warn(
             f"{FN}: the multiplier of block {path!r} ended at its floor "

@@ -193,13 +193,13 @@ def metainit(
 
 
 def _check(report: MetaInitReport) -> None:
-    report.check()
     if float(np.asarray(report.grad_norm)[0]) == 0.0:
         raise ValueError(
             f"{FN}: the gradient of the loss w.r.t. every parameter is exactly zero at the "
             "start: the loss does not depend on the parameters (check loss_fn uses the model "
             "outputs), or every unit is dead on this batch."
         )
+    report.check()
     before, after = float(np.asarray(report.quotient)[0]), float(report.quotient_after)
     if not after < before:
         warnings.warn(

@@ -69,8 +69,8 @@ class _Report:
                 i = blocks[0]
                 msgs.append(
                     f"{self.method}: non-finite values at iteration {t}{where}, first in block "
-                    f"{self.paths[i]!r} (multiplier {traj[m][t][i]!r}, its gradient "
-                    f"{grad[m][t][i]!r}); lower the learning rate or check the model at init."
+                    f"{self.paths[i]!r} (multiplier {float(traj[m][t][i])!r}, its "
+                    f"gradient {float(grad[m][t][i])!r}); lower the learning rate or check the model at init."
                 )
             else:
                 msgs.append(
