@@ -76,7 +76,9 @@ def main(argv=None):
         "iters": args.iters,
     }
     out = pathlib.Path(args.out)
-    (out / "dynamic.json").write_text(json.dumps({"environment": env, "results": results}, indent=1))
+    (out / "dynamic.json").write_text(
+        json.dumps({"environment": env, "results": results}, indent=1)
+    )
     lines = [
         "# GradInit / MetaInit: scan vs Python loop",
         "",

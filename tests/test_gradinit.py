@@ -46,8 +46,16 @@ def test_first_iteration_matches_the_closed_form(optimizer):
     <grad L_b(w'), w> / eta; the first RescaleAdam step moves alpha by outer_lr * sign."""
     batch, eta, tau = lin_data(), 0.1, 0.01
     _, r = jinit.gradinit(
-        linear, {"w": W}, batch, mse, optimizer=optimizer, lr=eta, gamma=1e9, iters=1,
-        outer_lr=tau, grad_clip=0.0,
+        linear,
+        {"w": W},
+        batch,
+        mse,
+        optimizer=optimizer,
+        lr=eta,
+        gamma=1e9,
+        iters=1,
+        outer_lr=tau,
+        grad_clip=0.0,
     )
     a = {k: v[:4] for k, v in batch.items()}
     b = {k: v[4:] for k, v in batch.items()}
@@ -67,7 +75,13 @@ def test_first_iteration_matches_the_closed_form(optimizer):
 
 def test_outer_optimizer_replaces_rescale_adam():
     _, r = jinit.gradinit(
-        linear, {"w": W}, lin_data(), mse, gamma=1e9, iters=1, grad_clip=0.0,
+        linear,
+        {"w": W},
+        lin_data(),
+        mse,
+        gamma=1e9,
+        iters=1,
+        grad_clip=0.0,
         outer_optimizer=optax.sgd(0.05),
     )
     np.testing.assert_allclose(
@@ -226,7 +240,12 @@ def test_batchnorm_train_mode_and_dropout():
     b = data()
     v = Net().init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b["x"])
     out, r = jinit.gradinit(
-        Net(), v, b, xent, iters=3, rngs={"dropout": jax.random.key(2)},
+        Net(),
+        v,
+        b,
+        xent,
+        iters=3,
+        rngs={"dropout": jax.random.key(2)},
         apply_kwargs={"train": True, "mutable": ["batch_stats"]},
     )
     assert "BatchNorm_0/scale" in r.paths  # norm scales get a multiplier too (reference)

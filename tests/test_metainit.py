@@ -29,7 +29,10 @@ def whitened_batch(n=8, d=4, k=3, c=2.0, seed=0):
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.normal(size=(n, d)))
     x = np.sqrt(n * c) * q
-    return {"x": jnp.asarray(x, jnp.float32), "y": jnp.asarray(rng.normal(size=(n, k)), jnp.float32)}
+    return {
+        "x": jnp.asarray(x, jnp.float32),
+        "y": jnp.asarray(rng.normal(size=(n, k)), jnp.float32),
+    }
 
 
 def test_gradient_quotient_of_a_linear_least_squares_model_is_known():
@@ -44,6 +47,8 @@ def test_gradient_quotient_of_a_linear_least_squares_model_is_known():
         return mse(linear({"w": leaves[0]}, b["x"]), b)
 
     gq, (loss, gnorm) = gradient_quotient(loss_at, [w], batch, eps)
+    gq_rev, _ = gradient_quotient(loss_at, [w], batch, eps, hvp="reverse")
+    np.testing.assert_allclose(float(gq_rev), float(gq), rtol=1e-5)
     x, y = np.asarray(batch["x"], np.float64), np.asarray(batch["y"], np.float64)
     g = x.T @ (x @ np.asarray(w, np.float64) - y) / x.shape[0]
     e = eps * np.where(g >= 0, 1.0, -1.0)
@@ -189,7 +194,9 @@ def test_constant_quotient_warns_it_did_not_decrease():
     """L = 1/2 ||w||^2 has H = I, so g - Hg = 0 and GQ = 1 exactly at every scale."""
     p = {"w": jnp.ones((2, 2), jnp.float32)}
     with pytest.warns(jinit.InitWarning, match="did not decrease"):
-        jinit.metainit(lambda p, x: p["w"], p, jnp.ones((1, 1)), lambda o, b: 0.5 * jnp.sum(o**2), steps=3)
+        jinit.metainit(
+            lambda p, x: p["w"], p, jnp.ones((1, 1)), lambda o, b: 0.5 * jnp.sum(o**2), steps=3
+        )
 
 
 def test_non_finite_names_the_block_and_iteration():

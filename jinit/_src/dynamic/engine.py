@@ -178,6 +178,7 @@ def _first_use(apply: Callable, treedef: Any, leaves: list[Any], x: Any) -> list
     The forward order of the blocks; leaves read by the same equation (a scanned stack of
     layers) keep their tree order.
     """
+
     def f(flat, x):
         return apply(jax.tree_util.tree_unflatten(treedef, flat), x)
 

@@ -263,7 +263,9 @@ def gradinit(
             raise TypeError(f"{FN}: {arg} must be True or False, got {v!r}")
     if not isinstance(jit, bool):
         raise TypeError(f"{FN}: jit must be True or False, got {jit!r}")
-    if outer_optimizer is not None and not isinstance(outer_optimizer, optax.GradientTransformation):
+    if outer_optimizer is not None and not isinstance(
+        outer_optimizer, optax.GradientTransformation
+    ):
         raise TypeError(
             f"{FN}: outer_optimizer must be an optax.GradientTransformation or None, got "
             f"{type(outer_optimizer).__name__}"
@@ -349,4 +351,3 @@ def _check(report: GradInitReport) -> None:
             InitWarning,
             stacklevel=3,
         )
-

@@ -16,24 +16,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src.checks import InitWarning, check_int, check_number
+from jinit._src.checks import InitWarning, check_choice, check_int, check_number
 from jinit._src.dynamic import engine
 from jinit._src.dynamic.report import MetaInitReport
 
 FN = "metainit"
 
 
-def gradient_quotient(loss_at, leaves, batch, eps):
+HVPS = ("forward", "reverse")
+
+
+def gradient_quotient(loss_at, leaves, batch, eps, hvp="forward"):
     r"""The gradient quotient :math:`GQ = \frac1N\sum_i |(g - Hg)_i/(g_i + \epsilon_i) - 1|`.
 
     :math:`g` the gradient, :math:`Hg` the Hessian-vector product (``jax.jvp`` of
-    ``jax.grad``), :math:`\epsilon_i = \epsilon\,\mathrm{sign}(g_i)` (held constant),
+    ``jax.grad``, or with ``hvp="reverse"`` the gradient of :math:`\|g\|^2/2`, for models
+    with ``jax.custom_vjp`` parts, which forward mode cannot differentiate),
+    :math:`\epsilon_i = \epsilon\,\mathrm{sign}(g_i)` (held constant),
     :math:`N` the number of parameters (every trainable leaf). Returns ``(GQ, loss, |g|_2)``.
     """
     grad = jax.grad(loss_at)
     loss = loss_at(leaves, batch)
     g = grad(leaves, batch)
-    hg = jax.jvp(lambda ls: grad(ls, batch), (leaves,), (g,))[1]
+    if hvp == "forward":
+        hg = jax.jvp(lambda ls: grad(ls, batch), (leaves,), (g,))[1]
+    else:
+        half_sq = lambda ls: 0.5 * sum(jnp.sum(jnp.square(x)) for x in grad(ls, batch))
+        hg = jax.grad(half_sq)(leaves)
     total, n = 0.0, 0
     for gi, hi in zip(g, hg, strict=True):
         gi, hi = gi.astype(jnp.float32), hi.astype(jnp.float32)
@@ -50,10 +59,11 @@ class _Config:
     momentum: float
     eps: float
     iters: int
+    hvp: str = "forward"
     name: str = FN
 
     def _gq(self, env, alpha):
-        return gradient_quotient(env.loss_at, env.scale(alpha), env.data, self.eps)
+        return gradient_quotient(env.loss_at, env.scale(alpha), env.data, self.eps, self.hvp)
 
     def init(self, env):
         n = len(env.index)
@@ -96,6 +106,7 @@ def metainit(
     lr: float = 0.1,
     momentum: float = 0.9,
     eps: float = 1e-5,
+    hvp: str = "forward",
     loop: str | None = None,
     jit: bool = True,
 ) -> tuple[Any, MetaInitReport]:
@@ -126,6 +137,9 @@ def metainit(
       lr: the norm's step size :math:`\eta` (reference: 0.1).
       momentum: :math:`\mu` (reference: 0.9).
       eps: :math:`\epsilon` of the quotient (reference: 1e-5).
+      hvp: how :math:`Hg` is computed: ``"forward"`` (default; ``jax.jvp`` of ``jax.grad``,
+        the cheaper) or ``"reverse"`` (``jax.grad`` of :math:`\|g\|^2/2`, the reference's
+        way; needed when the model has ``jax.custom_vjp`` functions). Same values.
 
     Returns:
       ``(params, report)``: each selected tensor exactly ``multiplier * tensor``, every other
@@ -151,6 +165,7 @@ def metainit(
     if isinstance(momentum, int | float) and not momentum < 1:
         raise ValueError(f"{FN}: momentum must be in [0, 1), got {momentum!r}")
     check_number(FN, "eps", eps, positive=True)
+    check_choice(FN, "hvp", hvp, HVPS)
     if not isinstance(jit, bool):
         raise TypeError(f"{FN}: jit must be True or False, got {jit!r}")
     pattern = engine.compile_include(FN, include)
@@ -162,7 +177,7 @@ def metainit(
     blocks = engine.Blocks(
         FN, apply, p0, x, pattern, _is_weight, "the default (every parameter with ndim >= 2)"
     )
-    cfg = _Config(float(lr), float(momentum), float(eps), steps)
+    cfg = _Config(float(lr), float(momentum), float(eps), steps, hvp)
     spec = engine.Spec(model, loss_fn, frozen, input_key, tuple(blocks.index), cfg)
     leaves = jax.tree_util.tree_leaves(p0)
     run_loop = engine.choose_loop(loop, leaves, FN)
@@ -172,6 +187,7 @@ def metainit(
         ("momentum", float(momentum)),
         ("eps", float(eps)),
         ("steps", steps),
+        ("hvp", hvp),
         ("loop", run_loop),
     )
     report = MetaInitReport(
