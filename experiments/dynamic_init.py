@@ -1,6 +1,6 @@
 """He, orthogonal, LSUV, GradInit and MetaInit side by side on three models and real data.
 
-Models (small subsets so that each model runs in a few minutes on 2 CPU cores; say so when
+Models (small subsets so that each model runs in minutes on 2 CPU cores; say so when
 quoting): the 10-layer plain CNN (``experiments.plain_cnn``) on a CIFAR-10 subset at 16x16;
 a 20-layer ReLU MLP (width 32) on scikit-learn digits; the IMDB RNN
 (``experiments.models.ImdbRNN``: Embedding -> SimpleRNN -> Dense) on an IMDB subset. Arms:
@@ -60,9 +60,9 @@ class ModelConfig:
 
 
 FULL = (
-    ModelConfig("cnn", (0, 1), 200, 64, "sgd", 0.02, 1.9, 128, 30, 20),
-    ModelConfig("mlp", (0, 1, 2), 500, 128, "sgd", 0.01, 0.5, 128, 100, 100),
-    ModelConfig("rnn", (0, 1), 300, 32, "adam", 1e-3, 0.6, 64, 30, 30),
+    ModelConfig("cnn", (0, 1), 150, 64, "sgd", 0.02, 1.9, 128, 20, 10),
+    ModelConfig("mlp", (0, 1, 2), 400, 128, "sgd", 0.01, 0.5, 128, 60, 60),
+    ModelConfig("rnn", (0, 1), 200, 32, "adam", 1e-3, 0.6, 64, 20, 20),
 )
 QUICK = tuple(
     dataclasses.replace(c, seeds=(0,), steps=10, gradinit_iters=2, metainit_steps=2, log_every=5)
@@ -84,7 +84,7 @@ def load(name: str, quick: bool):
 
     shared = REPO.parent / "shared" / "data"
     data = load_imdb(shared if shared.is_dir() else None, num_words=10_000, maxlen=100)
-    n_tr, n_te = (200, 100) if quick else (2000, 1000)
+    n_tr, n_te = (200, 100) if quick else (1000, 500)
     as_set = lambda x, y: {"x": jnp.asarray(x, jnp.int32), "y": jnp.asarray(y, jnp.int32)}
     train = as_set(data.x_train[:n_tr], data.y_train[:n_tr])
     test = as_set(data.x_test[:n_te], data.y_test[:n_te])

@@ -250,7 +250,9 @@ def test_batchnorm_train_mode_and_dropout():
     )
     assert "BatchNorm_0/scale" in r.paths  # norm scales get a multiplier too (reference)
     assert np.isfinite(np.asarray(r.lookahead_loss)).all()
-    for a, b_ in zip(jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(v["batch_stats"])):
+    for a, b_ in zip(
+        jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(v["batch_stats"]), strict=True
+    ):
         np.testing.assert_array_equal(a, b_)
 
 

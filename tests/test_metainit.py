@@ -242,5 +242,7 @@ def test_batchnorm_train_mode_and_dropout():
         apply_kwargs={"train": True, "mutable": ["batch_stats"]},
     )
     assert np.isfinite(np.asarray(r.quotient)).all()
-    for a, b_ in zip(jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(v["batch_stats"])):
+    for a, b_ in zip(
+        jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(v["batch_stats"]), strict=True
+    ):
         np.testing.assert_array_equal(a, b_)

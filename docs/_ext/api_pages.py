@@ -71,6 +71,13 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
         "each one jitted pass over a Flax (linen or NNX) model's params on a batch of data.",
     ),
     (
+        "dynamic",
+        "Dynamically scaled init",
+        ("dynamic",),
+        "GradInit and MetaInit: passes that learn one scale per parameter block by "
+        "optimization, each one jitted program that only rescales, with a vmappable report.",
+    ),
+    (
         "training",
         "Training and seed sweeps",
         ("train", "sweep"),
