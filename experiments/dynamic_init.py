@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import time
 import warnings
@@ -209,6 +210,67 @@ def plot(results: dict, path) -> str:
     return common.save(fig, path)
 
 
+PAGE = REPO / "docs" / "experiments" / "dynamic_init.md"
+
+
+def machine() -> dict:
+    """CPU model, cores, library versions and the date, for every results file."""
+    import datetime
+    import importlib.metadata as md
+    import os
+
+    cpu = "unknown"
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        **{k: md.version(k) for k in ("jax", "jaxlib", "flax", "optax")},
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def table(results: dict) -> str:
+    """The results table of the docs page, from the saved numbers."""
+    env = results["environment"]
+    lines = [
+        "| model | init | steps to threshold (per seed; - = never) | final test accuracy "
+        "(mean ± sd) | init pass wall time (s, all seeds) |",
+        "|---|---|---|---|---:|",
+    ]
+    for name, r in results["models"].items():
+        thr = r["config"]["threshold"]
+        for arm in ARMS:
+            a = r["arms"][arm]
+            hits = ", ".join("-" if h is None or h < 0 else str(h) for h in a["steps_to_threshold"])
+            lines.append(
+                f"| {name} (loss < {thr}) | {arm} | {hits} | {a['test_accuracy_mean']:.3f} ± "
+                f"{a['test_accuracy_sd']:.3f} | {a['init_s']:.1f} |"
+            )
+    lines += [
+        "",
+        "- wall time per model: "
+        + ", ".join(f"{k} **{v:.0f} s**" for k, v in results["wall_time_s"].items()),
+        f"- machine: {env.get('cpu', '?')} ({env.get('cores', '?')} cores); jax {env.get('jax')}, "
+        f"flax {env.get('flax')}, optax {env.get('optax')}; {env.get('date', '')}",
+        "",
+        f"![dynamic_init](dynamic_init/{results['figure']})",
+    ]
+    return "\n".join(lines)
+
+
+def publish_page(results: dict) -> None:
+    page = PAGE.read_text()
+    head, rest = page.split("<!-- results:begin -->", 1)
+    _, tail = rest.split("<!-- results:end -->", 1)
+    PAGE.write_text(f"{head}<!-- results:begin -->\n{table(results)}\n<!-- results:end -->{tail}")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "docs" / "experiments" / "dynamic_init"))
@@ -224,10 +286,12 @@ def main(argv=None) -> dict:
         results["wall_time_s"][cfg.name] = time.perf_counter() - t0
     out = pathlib.Path(args.out)
     results["figure"] = plot(results, out / "dynamic_init.png")
-    results["environment"] = study_common.environment()
+    results["environment"] = {**study_common.environment(), **machine()}
     results["total_wall_time_s"] = time.perf_counter() - started
     study_common.write_json_atomic(out / "results.json", common.strict_json(results))
     print(f"wrote {out}/results.json in {results['total_wall_time_s']:.0f} s")
+    if not args.quick and out.resolve() == (REPO / "docs" / "experiments" / "dynamic_init"):
+        publish_page(json.loads((out / "results.json").read_text()))
     return results
 
 
