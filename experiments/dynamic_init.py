@@ -61,9 +61,9 @@ class ModelConfig:
 
 
 FULL = (
-    ModelConfig("cnn", (0, 1), 150, 64, "sgd", 0.02, 1.9, 128, 20, 10),
-    ModelConfig("mlp", (0, 1, 2), 400, 128, "sgd", 0.01, 0.5, 128, 60, 60),
-    ModelConfig("rnn", (0, 1), 200, 32, "adam", 1e-3, 0.6, 64, 20, 20),
+    ModelConfig("cnn", (0, 1), 100, 64, "sgd", 0.02, 2.0, 64, 10, 5),
+    ModelConfig("mlp", (0, 1, 2), 300, 128, "sgd", 0.01, 0.5, 128, 40, 40),
+    ModelConfig("rnn", (0, 1), 150, 32, "adam", 1e-3, 0.65, 64, 10, 10),
 )
 QUICK = tuple(
     dataclasses.replace(c, seeds=(0,), steps=10, gradinit_iters=2, metainit_steps=2, log_every=5)
@@ -75,7 +75,7 @@ def load(name: str, quick: bool):
     """``(model, train, test, loss(outputs, batch), metrics, source)`` for one model."""
     if name == "cnn":
         d = cifar10_subset(200 if quick else 1000, 100 if quick else 500, 8 if quick else 16)
-        model = PlainCNN(3 if quick else 10, 4 if quick else 16)
+        model = PlainCNN(3 if quick else 10, 4 if quick else 8)
         return model, d.train, d.test, softmax_xent, "cifar10 " + d.source
     if name == "mlp":
         train, test = common.digits()

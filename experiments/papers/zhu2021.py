@@ -18,7 +18,7 @@ Claims:
    iteration in units of one training step, and as a fraction of our (short) training.
 
 Our setup (a CPU-sized stand-in; say so when quoting): a 10-layer plain CNN
-(``experiments.plain_cnn.PlainCNN``: 3x3 convs of width 16, ReLU, average pools, global pool,
+(``experiments.plain_cnn.PlainCNN``: 3x3 convs of width 8, ReLU, average pools, global pool,
 Dense), CIFAR-10 (``../shared/data``) class-balanced subset of ``n_train`` training / ``n_test``
 test images, downsampled to 16x16, standardized. He-normal init (Kaiming, fan-in, gain
 sqrt 2), zero biases. Both arms get the same init keys and the same minibatches per seed:
@@ -69,17 +69,17 @@ COLORS = {"he": "C0", "gradinit": "C3"}
 @dataclasses.dataclass(frozen=True)
 class Config:
     depth: int = 10
-    width: int = 16
+    width: int = 8
     image_size: int = 16
-    n_train: int = 2000
-    n_test: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
+    n_train: int = 1000
+    n_test: int = 500
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 200
     batch_size: int = 64
     learning_rate: float = 0.1
     momentum: float = 0.9
-    gradinit_batch: int = 128
-    gradinit_iters: int = 60
+    gradinit_batch: int = 64
+    gradinit_iters: int = 40
     gamma: float = 1.0
     log_every: int = 10
     # Criteria (fixed before the run).
