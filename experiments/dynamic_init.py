@@ -271,12 +271,43 @@ def publish_page(results: dict) -> None:
     PAGE.write_text(f"{head}<!-- results:begin -->\n{table(results)}\n<!-- results:end -->{tail}")
 
 
+def merge(parts: list[pathlib.Path], out: pathlib.Path) -> dict:
+    """Combines the results of partial runs (one process per model) into one results file."""
+    runs = [json.loads((d / "results.json").read_text()) for d in parts]
+    if any(r["quick"] for r in runs):
+        raise SystemExit("refusing to merge --quick runs")
+    results = {"quick": False, "models": {}, "wall_time_s": {}}
+    for r in runs:
+        results["models"].update(r["models"])
+        results["wall_time_s"].update(r["wall_time_s"])
+    results["parts"] = [str(d) for d in parts]
+    results["environment"] = runs[0]["environment"]
+    for r in runs:
+        for m in r["models"].values():
+            for a in m["arms"].values():
+                a["curve"] = np.asarray(a["curve"], dtype=float)  # None (non-finite) -> nan
+    results["figure"] = plot(results, out / "dynamic_init.png")
+    results["total_wall_time_s"] = sum(r["total_wall_time_s"] for r in runs)
+    study_common.write_json_atomic(out / "results.json", common.strict_json(results))
+    if out.resolve() == (REPO / "docs" / "experiments" / "dynamic_init"):
+        publish_page(json.loads((out / "results.json").read_text()))
+    print(f"merged {len(runs)} runs into {out}/results.json")
+    return results
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "docs" / "experiments" / "dynamic_init"))
     p.add_argument("--quick", action="store_true", help="smoke run (seconds)")
     p.add_argument("--models", default="cnn,mlp,rnn", help="comma-separated subset")
+    p.add_argument(
+        "--merge",
+        default=None,
+        help="comma-separated results folders of partial runs (--models) to combine into --out",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return merge([pathlib.Path(d) for d in args.merge.split(",")], pathlib.Path(args.out))
     started = time.perf_counter()
     cfgs = [c for c in (QUICK if args.quick else FULL) if c.name in args.models.split(",")]
     results = {"quick": args.quick, "models": {}, "wall_time_s": {}}
