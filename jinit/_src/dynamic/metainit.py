@@ -128,8 +128,15 @@ def metainit(
     norm), so the multiplier can reach 0 or below for a tensor of small norm: that is warned.
 
     Args:
-      model, params, batch, loss_fn, input_key, rngs, apply_kwargs, loop, jit: as in
-        :func:`jinit.gradinit` (``batch`` needs >= 1 example).
+      model: as in :func:`jinit.gradinit` (linen, NNX module or GraphDef, or apply_fn).
+      params: the parameters whose tensors are rescaled (as in :func:`jinit.gradinit`).
+      batch: a pytree of arrays with a leading example axis (>= 1 example), fixed over the
+        steps.
+      loss_fn: ``loss_fn(outputs, batch) -> float scalar``.
+      input_key: which entry of the batch holds the model inputs.
+      rngs: linen ``rngs`` (``{"dropout": key}``), the same in every step.
+      apply_kwargs: extra model-call arguments (``{"train": True, "mutable":
+        ["batch_stats"]}`` for BatchNorm in train mode).
       include: regex on ``jinit.path_string`` paths selecting the tensors whose norm is
         tuned. Default ``None``: every parameter with >= 2 dimensions (the reference tunes
         weight matrices and conv kernels, not biases or norm scales).
@@ -137,6 +144,8 @@ def metainit(
       lr: the norm's step size :math:`\eta` (reference: 0.1).
       momentum: :math:`\mu` (reference: 0.9).
       eps: :math:`\epsilon` of the quotient (reference: 1e-5).
+      loop: ``"scan"``, ``"python"`` or ``None`` (the rule of :func:`jinit.gradinit`).
+      jit: compile (default) or run eagerly; same numbers.
       hvp: how :math:`Hg` is computed: ``"forward"`` (default; ``jax.jvp`` of ``jax.grad``,
         the cheaper) or ``"reverse"`` (``jax.grad`` of :math:`\|g\|^2/2`, the reference's
         way; needed when the model has ``jax.custom_vjp`` functions). Same values.
