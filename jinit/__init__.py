@@ -18,6 +18,10 @@ from jinit._src.diagnostics.findings import diagnose as diagnose
 from jinit._src.diagnostics.findings import layer_order as layer_order
 from jinit._src.diagnostics.stats import activation_stats as activation_stats
 from jinit._src.diagnostics.stats import layer_statistics as layer_statistics
+from jinit._src.dynamic.gradinit import gradinit as gradinit
+from jinit._src.dynamic.metainit import metainit as metainit
+from jinit._src.dynamic.report import GradInitReport as GradInitReport
+from jinit._src.dynamic.report import MetaInitReport as MetaInitReport
 from jinit._src.fans import compute_fans as compute_fans
 from jinit._src.fixup import fixup as fixup
 from jinit._src.fixup import fixup_scale as fixup_scale

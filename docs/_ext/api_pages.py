@@ -63,6 +63,13 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
         "through the one capture layer, with verified solves and measured reports.",
     ),
     (
+        "dynamic",
+        "Dynamically scaled init",
+        ("dynamic",),
+        "GradInit and MetaInit: passes that learn one scale per parameter block by "
+        "optimization, each one jitted program that only rescales, with a vmappable report.",
+    ),
+    (
         "training",
         "Training and seed sweeps",
         ("training",),

@@ -38,6 +38,8 @@ SCRIPTS = (
     "pennington2017",
     "zhang2019",
     "ioffe2015",
+    "zhu2021",
+    "dauphin2019",
 )
 
 
@@ -49,7 +51,8 @@ def run(names: list[str], out: pathlib.Path, quick: bool) -> dict[str, float]:
     """Each script in its own process (clean timing, no shared compile cache); wall times."""
     times = {}
     for name in names:
-        cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out / name)]
+        # As a module from the repository root: the worktree's jinit and experiments are imported.
+        cmd = [sys.executable, "-m", f"experiments.papers.{name}", "--out", str(out / name)]
         cmd += ["--quick"] if quick else []
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Dynamically scaled initialization: passes that learn each parameter block's scale."""
