@@ -59,6 +59,7 @@ def load_imdb_bytes(
         raise ValueError(f"{src}: expected {expect_reviews} reviews per split, found {n}")
     train = np.frombuffer(_text(reviews["train"]), np.uint8)
     test = np.frombuffer(_text(reviews["test"]), np.uint8)
-    imdb._atomic_save(path, train=train, test=test, fingerprint=np.asarray(fp),
-                      reviews=np.asarray(n["train"]))
+    imdb._atomic_save(
+        path, train=train, test=test, fingerprint=np.asarray(fp), reviews=np.asarray(n["train"])
+    )
     return {"train": train, "test": test, "source": str(src), "reviews": n["train"]}

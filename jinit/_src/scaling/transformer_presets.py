@@ -96,11 +96,18 @@ def _xavier(gain: float):
 
 
 def _rules(lay: dict[str, str], spec: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """``[(role, var)] -> [(regex, initializer)]``; None keeps zeros (biases)."""
+    """``[(role, var)] -> [(regex, initializer)]``: ``var(fan_in, fan_out)`` gives the variance,
+    None zeros (biases), ``("init", f)`` the initializer ``f`` itself."""
     out = []
     for role, var in spec:
-        init = zeros if var is None else fan_normal(role, var)
-        out.append((lay[role], init))
+        if var is None or isinstance(var, tuple):  # zeros, or ("init", an initializer)
+            out.append((lay[role], zeros if var is None else var[1]))
+            continue
+        if role == "kernel":  # the catch-all keeps each attention kernel's own fan axes
+            done = {r for r, _ in spec}
+            attn = [r for r in ("query", "key", "value", "attn_out") if r not in done]
+            out += [(lay[r], fan_normal(r, var)) for r in attn]
+        out.append((lay[role], fan_normal(role, var)))
     return out
 
 
@@ -174,11 +181,15 @@ def t5_init(
     check_number("t5_init", "factor", factor, positive=True)
     lay = _layout("t5_init", layout)
     f2 = factor * factor
-    rules = [(lay["query"], _t5_query(f2))]
-    rules += _rules(
-        lay, [("embed", _std(factor)), ("kernel", lambda fi, fo: f2 / fi), ("bias", None)]
+    return _rules(
+        lay,
+        [
+            ("query", ("init", _t5_query(f2))),
+            ("embed", _std(factor)),
+            ("kernel", lambda fi, fo: f2 / fi),
+            ("bias", None),
+        ],
     )
-    return rules
 
 
 def _t5_query(f2: float):
@@ -355,7 +366,7 @@ def mimetic_attention(
                 p
                 for p in flat
                 if p.startswith(prefix)
-                and p[len(prefix) :].count("/") == 1
+                and p[len(prefix) :].lstrip("/").count("/") == 1
                 and re.search(lay[role], p)
             ]
             if len(hits) != 1:
