@@ -36,6 +36,7 @@ SCRIPTS = (
     "pennington2017",
     "zhang2019",
     "ioffe2015",
+    "yang2022",
 )
 
 
