@@ -57,7 +57,7 @@ import optax
 import jinit
 from experiments import coord_plot
 from experiments.data.imdb_bytes import load_imdb_bytes
-from experiments.lm import TransformerLM, lm_loss, windows
+from experiments.lm import TransformerLM, lm_loss, machine, windows
 from experiments.papers import common
 
 NAME = "yang2022"
@@ -355,6 +355,7 @@ def main(argv=None) -> dict:
         data={"source": data["source"], "train_bytes": int(data["train"].size),
               "test_bytes": int(data["test"].size), "reviews_per_split": data["reviews"]},
         figures=figures,
+        machine=machine(),
         test_loss={p: {str(w): runs[p][w]["test_loss"] for w in cfg.widths} for p in PARAMS},
         train_s={p: {str(w): runs[p][w]["train_s"] for w in cfg.widths} for p in PARAMS},
         coord_check={p: coord[p].as_dict() for p in PARAMS},
