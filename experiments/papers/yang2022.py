@@ -72,8 +72,8 @@ class Config:
     n_layers: int = 2
     heads: int = 4
     seq_len: int = 64
-    batch_size: int = 8
-    steps: int = 150
+    batch_size: int = 4
+    steps: int = 100
     log2_lrs: tuple[float, ...] = (-12, -11, -10, -9, -8, -7, -6, -5)
     seeds: tuple[int, ...] = (0, 1)
     eval_windows: int = 64
