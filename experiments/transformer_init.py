@@ -11,13 +11,16 @@ the residual stream after every block at init (``jinit.layer_statistics``: the s
 block's output, squared). All seeds of one configuration train as one vmapped program.
 
     python -m experiments.transformer_init [--quick] [--out DIR]
+    python -m experiments.transformer_init --publish-only --out DIR   # into docs/experiments
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
+import shutil
 import time
 
 import jax
@@ -60,7 +63,9 @@ QUICK = Config(depth=2, width=16, heads=2, seq_len=16, batch_size=4, steps=4, ev
 
 
 def build(cfg: Config, norm: str, recipe: str):
-    alpha = jinit.deepnorm_constants(cfg.depth)[0] if (recipe, norm) == ("deepnorm", "post") else 1.0
+    alpha = (
+        jinit.deepnorm_constants(cfg.depth)[0] if (recipe, norm) == ("deepnorm", "post") else 1.0
+    )
     model = TransformerLM(
         cfg.width,
         n_layers=cfg.depth,
@@ -94,13 +99,16 @@ def run_config(cfg: Config, norm: str, recipe: str, data: dict) -> dict:
     xs = jnp.asarray(
         np.stack(
             [
-                windows(data["train"], jax.random.key(1000 + s), cfg.steps, cfg.batch_size,
-                        cfg.seq_len)
+                windows(
+                    data["train"], jax.random.key(1000 + s), cfg.steps, cfg.batch_size, cfg.seq_len
+                )
                 for s in cfg.seeds
             ]
         )
     )
-    test = jnp.asarray(windows(data["test"], jax.random.key(7), 1, cfg.eval_windows, cfg.seq_len)[0])
+    test = jnp.asarray(
+        windows(data["test"], jax.random.key(7), 1, cfg.eval_windows, cfg.seq_len)[0]
+    )
 
     def loss_of(p, x):
         return lm_loss(model.apply({"params": p}, x), x)
@@ -151,8 +159,9 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> list[str]:
         c = np.convolve(c, np.ones(w) / w, mode="valid")
         axes[0].plot(c, style, color=f"C{j}", label=name)
         v = r["residual_variance_at_init"].mean(0)
-        axes[1].semilogy(np.arange(1, cfg.depth + 1), v, style + "o", ms=3, color=f"C{j}",
-                         label=name)
+        axes[1].semilogy(
+            np.arange(1, cfg.depth + 1), v, style + "o", ms=3, color=f"C{j}", label=name
+        )
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("training loss (nats/byte, mean over seeds)")
     axes[0].set_ylim(top=min(6.0, axes[0].get_ylim()[1]))
@@ -161,8 +170,10 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> list[str]:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"IMDB byte LM, depth {cfg.depth}, width {cfg.width}, Adam lr "
-                 f"{cfg.learning_rate:.2g}, no warmup")
+    fig.suptitle(
+        f"IMDB byte LM, depth {cfg.depth}, width {cfg.width}, Adam lr "
+        f"{cfg.learning_rate:.2g}, no warmup"
+    )
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "transformer_init.png", dpi=110)
@@ -170,12 +181,57 @@ def plot(results: dict, cfg: Config, out: pathlib.Path) -> list[str]:
     return ["transformer_init.png"]
 
 
+PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "experiments" / "transformer_init.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def table(r: dict) -> list[str]:
+    """The page's results table, from a saved ``results.json``."""
+    lines = [
+        "| configuration | diverged (per seed) | final test loss (per seed, nats/byte) | "
+        "residual variance at init: block 1 -> last |",
+        "|---|---|---|---|",
+    ]
+    for name, v in r["results"].items():
+        var = np.asarray(v["residual_variance_at_init"], float).mean(0)
+        loss = ", ".join("nan" if x is None else f"{x:.3f}" for x in v["test_loss"])
+        lines.append(f"| {name} | {v['diverged']} | {loss} | {var[0]:.3g} -> {var[-1]:.3g} |")
+    m = r["machine"]
+    lines += [
+        "",
+        f"Run: {r['date']}, {r['wall_time_s']:.0f} s wall on {m['cores']} cores of an "
+        f"{m['cpu']} (shared), jax {m['jax']}, jaxlib {m['jaxlib']}, flax {m['flax']}, "
+        f"optax {m['optax']}.",
+    ]
+    return lines
+
+
+def publish(run_dir: pathlib.Path, page: pathlib.Path = PAGE) -> None:
+    """Copies a full run into ``docs/experiments/transformer_init/`` and rewrites the table."""
+    r = json.loads((run_dir / "results.json").read_text())
+    if r["quick"]:
+        raise SystemExit(f"{run_dir} is a --quick run; only full runs are published")
+    dest = page.parent / "transformer_init"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run_dir / "results.json", dest / "results.json")
+    for png in run_dir.glob("*.png"):
+        shutil.copy2(png, dest / png.name)
+    text = page.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    page.write_text(f"{head}{BEGIN}\n" + "\n".join(table(r)) + f"\n{END}{tail}")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/transformer_init")
     p.add_argument("--quick", action="store_true", help="smoke run (seconds)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--publish-only", action="store_true", help="publish the run in --out")
     args = p.parse_args(argv)
+    if args.publish_only:
+        publish(pathlib.Path(args.out))
+        return {}
     cfg = QUICK if args.quick else Config()
     t0 = time.perf_counter()
     shared = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"

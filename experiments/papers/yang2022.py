@@ -279,9 +279,7 @@ def plot_transfer(runs: dict, cfg: Config, path) -> str:
         ax.set_xlabel("log2 learning rate (Adam)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test loss after {cfg.steps} steps (nats/byte)")
-    finite = np.concatenate(
-        [runs[p][w]["test_loss"].ravel() for p in PARAMS for w in cfg.widths]
-    )
+    finite = np.concatenate([runs[p][w]["test_loss"].ravel() for p in PARAMS for w in cfg.widths])
     finite = finite[np.isfinite(finite)]
     if finite.size:
         axes[0].set_ylim(finite.min() - 0.05, min(finite.max(), finite.min() + 1.5))
@@ -317,8 +315,7 @@ def main(argv=None) -> dict:
         "wider_is_better": common.Claim(
             id=f"{NAME}.wider_is_better",
             paper=PAPER,
-            claim="Under muP, wider is better at every learning rate near the optimum "
-            "(Figure 1).",
+            claim="Under muP, wider is better at every learning rate near the optimum (Figure 1).",
             setup=setup,
             criterion=f"per seed: at the {2 * cfg.near + 1} lrs centred on the base width's "
             "muP optimum, the test loss strictly decreases from each width to the next",
@@ -352,8 +349,12 @@ def main(argv=None) -> dict:
         cfg,
         started,
         args.quick,
-        data={"source": data["source"], "train_bytes": int(data["train"].size),
-              "test_bytes": int(data["test"].size), "reviews_per_split": data["reviews"]},
+        data={
+            "source": data["source"],
+            "train_bytes": int(data["train"].size),
+            "test_bytes": int(data["test"].size),
+            "reviews_per_split": data["reviews"],
+        },
         figures=figures,
         machine=machine(),
         test_loss={p: {str(w): runs[p][w]["test_loss"] for w in cfg.widths} for p in PARAMS},
