@@ -52,8 +52,8 @@ class Config:
     width: int = 64
     heads: int = 4
     seq_len: int = 64
-    batch_size: int = 8
-    steps: int = 150
+    batch_size: int = 4
+    steps: int = 100
     learning_rate: float = 2.0**-8
     seeds: tuple[int, ...] = (0, 1)
     eval_windows: int = 64
