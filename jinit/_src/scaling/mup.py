@@ -434,15 +434,19 @@ def attention_fn(base_head_dim: int | None = None, attention: Callable | None = 
     Flax's ``dot_product_attention`` divides the query by ``sqrt(head_dim)``; this wrapper
     first multiplies it by ``attention_scale(head_dim, base_head_dim) * sqrt(head_dim)``, so
     the logits are ``q.k * attention_scale``. Pass it as ``attention_fn=`` to
-    ``flax.linen.MultiHeadDotProductAttention`` or ``flax.nnx.MultiHeadAttention``.
+    ``flax.linen.MultiHeadDotProductAttention`` or ``flax.nnx.MultiHeadAttention``; the
+    wrapped function is ``attention`` (default: Flax's ``dot_product_attention`` of the
+    calling API).
     """
     import flax.linen as nn
-
-    inner = attention or nn.dot_product_attention
+    from flax import nnx
 
     def fn(query, key, value, *args, **kwargs):
         d = query.shape[-1]
         c = attention_scale(d, base_head_dim) * math.sqrt(d)
+        # NNX's module passes NNX-only arguments (is_causal, promote_dtype)
+        nnx_call = "is_causal" in kwargs or "promote_dtype" in kwargs
+        inner = attention or (nnx.dot_product_attention if nnx_call else nn.dot_product_attention)
         return inner(query * jnp.asarray(c, query.dtype), key, value, *args, **kwargs)
 
     return fn
