@@ -257,8 +257,9 @@ def analysis(cid, am, worst, sl, names, cfg) -> str:
         )
     if cid.endswith("wider_is_better"):
         return (
-            f"worst (wider - narrower) difference {max(worst):+.4f} nats; after {cfg.steps} "
-            "steps at small width the loss gap between widths is of the order of the seed noise"
+            f"worst (wider - narrower) test-loss difference {max(worst):+.4f} nats at the "
+            f"{2 * cfg.near + 1} lrs around the base optimum, after {cfg.steps} steps of batch "
+            f"{cfg.batch_size}; the per-seed losses are in results.json (test_loss)"
         )
     return "layers outside the criterion: " + ", ".join(
         f"{n} (muP {sl['mup'][n]:+.2f}, SP {sl['sp'][n]:+.2f})"

@@ -228,3 +228,24 @@ def test_bad_inputs_name_the_argument():
         jinit.mup(BASE, p).init(jax.random.key(0), {"other": jnp.ones((3, 3))})
     with pytest.warns(jinit.InitWarning, match="out/kernel"):
         jinit.mup(BASE, p, readout="nothing_matches")
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_attention_fn_keeps_the_causal_mask(api):
+    """Flax passes the mask only if the attention_fn's signature names it (linen filters)."""
+    x = jax.random.normal(jax.random.key(0), (1, 6, 32))
+    x2 = x.at[0, 4].add(1.0)  # change a later position
+    if api == "linen":
+        m = nn.MultiHeadDotProductAttention(2, attention_fn=jinit.attention_fn(4))
+        v = m.init(jax.random.key(1), x)
+        mask = nn.make_causal_mask(jnp.ones((1, 6)))
+        f = lambda z: m.apply(v, z, mask=mask)
+    else:
+        m = nnx.MultiHeadAttention(
+            2, 32, decode=False, attention_fn=jinit.attention_fn(4), rngs=nnx.Rngs(0)
+        )
+        mask = nnx.make_causal_mask(jnp.ones((1, 6)))
+        f = lambda z: m(z, mask=mask)
+    d = jnp.abs(f(x) - f(x2)).max(-1)[0]
+    np.testing.assert_array_equal(d[:4], 0.0)  # earlier positions never see position 4
+    assert float(d[4]) > 0

@@ -8,6 +8,7 @@ variance factor, learning-rate multiplier and (multiplier formulation) forward m
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 import warnings
@@ -449,4 +450,7 @@ def attention_fn(base_head_dim: int | None = None, attention: Callable | None = 
         inner = attention or (nnx.dot_product_attention if nnx_call else nn.dot_product_attention)
         return inner(query * jnp.asarray(c, query.dtype), key, value, *args, **kwargs)
 
+    # linen's attention passes only the keyword arguments (mask, dropout...) that appear in the
+    # attention_fn's signature: advertise the wrapped function's, or the mask is dropped.
+    fn.__signature__ = inspect.signature(attention or nn.dot_product_attention)
     return fn
