@@ -149,7 +149,8 @@ def coord_check(
       parametrize: ``params -> Parametrization`` (``jinit.mup`` or
         ``jinit.standard_parametrization`` with the base params bound).
       key: PRNG key; seed ``i`` uses ``jax.random.split(key, seeds)[i]`` at every width.
-      seeds, steps: number of seeds and of optimizer steps.
+      seeds: number of seeds (inits) per width.
+      steps: number of optimizer steps.
       input_key: where the inputs are in ``batch``.
       apply_kwargs: extra keyword arguments of the model call.
 

@@ -312,7 +312,9 @@ def mup(
         unmatched leaf): ``1/sqrt(base fan_in)``.
       fan_in_axes: ``{pattern: axes}`` tried before the Flax defaults.
       vector: regex of vector-like leaves beyond those of rank <= 1.
-      depth, base_depth, residual_branch: Depth-muP (all three or none).
+      depth: Depth-muP: the number of residual blocks (give all three or none).
+      base_depth: Depth-muP: the number of blocks at base depth.
+      residual_branch: Depth-muP: regex of the leaves inside the residual branches.
       sp: the standard parametrization instead (all lr multipliers 1, init ``1/fan_in``).
 
     Returns:
