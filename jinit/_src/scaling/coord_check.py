@@ -53,8 +53,8 @@ class CoordCheck(NamedTuple):
         return out
 
 
-def _layer_name(path: str) -> str:
-    parts = [p for p in path.split("/") if p not in ("intermediates",) and not p.isdigit()]
+def _layer_name(path: str, drop: tuple[str, ...] = ()) -> str:
+    parts = [p for p in path.split("/") if p not in ("intermediates", *drop) and not p.isdigit()]
     parts = [p for p in parts if p != "__call__"] or ["output"]
     return "/".join(parts)
 
@@ -83,7 +83,8 @@ def _activation_fn(model: Any, params: Any, apply_kwargs: Mapping[str, Any]) -> 
         def acts(p, x):
             m = nnx.merge(graphdef, p, rest)
             y = m(x, **kwargs)
-            out = _flatten(nnx.state(m, nnx.Intermediate))
+            # NNX stores a sown tuple in the Variable's ``value``: not part of the name
+            out = _flatten(nnx.state(m, nnx.Intermediate), drop=("value",))
             out["output"] = y
             return out
 
@@ -95,11 +96,11 @@ def _activation_fn(model: Any, params: Any, apply_kwargs: Mapping[str, Any]) -> 
     )
 
 
-def _flatten(tree: Any) -> dict[str, jax.Array]:
+def _flatten(tree: Any, drop: tuple[str, ...] = ()) -> dict[str, jax.Array]:
     out: dict[str, jax.Array] = {}
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.floating):
-            name = _layer_name(path_string(path))
+            name = _layer_name(path_string(path), drop)
             if name not in out:  # first output of a layer called more than once
                 out[name] = x
     return out
