@@ -84,6 +84,14 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
         "initialization: per-layer statistics, Jacobian spectra, findings and recommendations.",
     ),
     (
+        "scaling",
+        "Scaling width and depth",
+        ("scaling",),
+        "muP and the standard parametrization of an existing params tree (per-leaf init "
+        "variances and learning rates relative to a base width), transformer init presets "
+        "applied by path, and the coordinate check.",
+    ),
+    (
         "theory",
         "Theory",
         ("theory",),

@@ -40,6 +40,7 @@ SCRIPTS = (
     "ioffe2015",
     "zhu2021",
     "dauphin2019",
+    "yang2022",
 )
 
 

@@ -1,0 +1,1 @@
+"""Width- and depth-aware initialization: muP parametrizations, transformer presets, coord checks."""
