@@ -733,3 +733,21 @@ def test_model_class_and_bad_pattern_types_are_named():
         jinit.lsuv(MLP, v, x)
     with pytest.raises(TypeError, match="include must be a regex string or a sequence"):
         jinit.lsuv(model, v, x, include=3)
+
+
+def test_sequential_built_from_a_list_runs_eagerly_and_jit_true_says_why():
+    """nn.Sequential([...]) is unhashable: the automatic mode runs it eagerly (and under an
+    outer jit), and jit=True raises a TypeError that names the problem."""
+    import flax.linen as nn
+
+    m = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(4)])
+    x = jax.random.normal(jax.random.key(1), (64, 6))
+    v = m.init(jax.random.key(0), x)
+    p, r = jinit.lsuv(m, v, x)
+    assert r.execution == "eager" and r.statuses == ("converged", "converged")
+    p2, _ = jax.jit(lambda v, x: jinit.lsuv(m, v, x))(v, x)
+    np.testing.assert_allclose(
+        p["params"]["layers_2"]["kernel"], p2["params"]["layers_2"]["kernel"], rtol=1e-5
+    )
+    with pytest.raises(TypeError, match="jit=True needs a hashable model"):
+        jinit.lsuv(m, v, x, jit=True)

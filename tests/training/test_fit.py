@@ -181,3 +181,29 @@ def test_bad_data_and_model_axis_are_named(data):
         jinit.fit(state, train_data=data, batch_size=8, num_models=4, **kw)
     with pytest.raises(ValueError, match="num_models=3"):
         jinit.fit(init_fn(jax.random.key(0)), train_data=data, batch_size=8, num_models=3, **kw)
+
+
+def test_init_state_copies_so_fit_leaves_the_callers_params_alive():
+    """fit donates its state; init_state copies, so the caller's params stay usable."""
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros((2,))}
+    opt = optax.sgd(0.1)
+    x, y = jnp.ones((8, 3)), jnp.zeros((8, 2))
+
+    def apply(p, x):
+        return x @ p["w"] + p["b"]
+
+    def loss_fn(outputs, batch):
+        return jnp.mean((outputs - batch[1]) ** 2)
+
+    state, _ = jinit.fit(
+        jinit.init_state(params, opt),
+        model=apply,
+        loss_fn=loss_fn,
+        optimizer=opt,
+        train_data=(x, y),
+        epochs=1,
+        batch_size=4,
+        progress=False,
+    )
+    np.testing.assert_array_equal(params["w"], np.ones((3, 2)))  # not deleted, not changed
+    assert not np.allclose(state.params["w"], 1.0)

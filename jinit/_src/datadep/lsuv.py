@@ -433,6 +433,16 @@ def run_pass(fn, cfg, model, params, batch, method, apply_kwargs, key, jit):
         jax.tree_util.tree_structure(args),
         tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)),
     )
+    try:  # a model holding a list (nn.Sequential([...])) cannot key a compiled program
+        hash(sig)
+    except TypeError:
+        if jit:
+            raise TypeError(
+                f"{fn}: jit=True needs a hashable model and settings, and this "
+                f"{type(model).__name__} is not (a list attribute?); pass jit=None or False to "
+                "run the pass eagerly, or build the model from tuples"
+            ) from None
+        jit = False
     use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
     execution = "jit" if use_jit else "eager"
     run = _jitted if use_jit else _body

@@ -85,11 +85,15 @@ def init_state(
 
     For a linen model with BatchNorm, ``params`` is ``variables["params"]`` and
     ``model_state`` the other collections, ``{"batch_stats": variables["batch_stats"]}``.
+    The state holds copies, so the caller's arrays survive :func:`fit` donating the state.
 
     Raises:
       TypeError: ``optimizer`` is not an optax transformation.
     """
     _check_optimizer("init_state", optimizer)
+    # fit donates the state's buffers; copies keep the caller's params (and a live NNX
+    # module's arrays) usable after training.
+    params, model_state = jax.tree.map(jnp.copy, (params, model_state))
     return TrainState(params, optimizer.init(params), model_state)
 
 
