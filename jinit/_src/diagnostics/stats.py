@@ -121,8 +121,8 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
             running.setdefault(id(m), next(numbers))
         number = running.pop(id(call.module), None)
         number = next(numbers) if number is None else number
-        if not call.enclosing and not isinstance(call.module, Marked):
-            return None  # the model itself
+        if not call.enclosing and not isinstance(call.module, Marked) and start:
+            return None  # the model itself (it returns last); kept when it is the only layer
         if include is not None and not include(call.path, call.module):
             return None
         if call.lifted and not call.addressable:
