@@ -59,7 +59,17 @@ def load_imdb_bytes(
         raise ValueError(f"{src}: expected {expect_reviews} reviews per split, found {n}")
     train = np.frombuffer(_text(reviews["train"]), np.uint8)
     test = np.frombuffer(_text(reviews["test"]), np.uint8)
-    imdb._atomic_save(
-        path, train=train, test=test, fingerprint=np.asarray(fp), reviews=np.asarray(n["train"])
-    )
+    _save(path, train=train, test=test, fingerprint=np.asarray(fp), reviews=np.asarray(n["train"]))
     return {"train": train, "test": test, "source": str(src), "reviews": n["train"]}
+
+
+def _save(path: pathlib.Path, **arrays) -> None:
+    """Writes the cache through a temporary file and ``os.replace`` (never a partial cache)."""
+    tmp = imdb._tmp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
