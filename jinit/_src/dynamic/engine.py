@@ -98,6 +98,17 @@ def check_batch(fn: str, arg: str, batch: Any, input_key: Any, minimum: int = 1)
     return n
 
 
+def check_gradient_at_start(fn: str, grad_norm: Any) -> None:
+    """Raises ``ValueError`` when the loss's gradient is exactly zero at the first iteration
+    (``grad_norm``: the per-iteration gradient norms of a pass's report)."""
+    if float(np.asarray(grad_norm)[0]) == 0.0:
+        raise ValueError(
+            f"{fn}: the gradient of the loss w.r.t. every parameter is exactly zero at the "
+            "start: the loss does not depend on the parameters (check loss_fn uses the model "
+            "outputs), or every unit is dead on this batch."
+        )
+
+
 def halves(batch: Any) -> tuple[Any, Any]:
     """The batch split along its leading (example) axis: first half, second half."""
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]

@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jinit._src.checks import InitWarning, check_choice, check_int, check_number
@@ -336,12 +335,7 @@ def gradinit(
 
 
 def _check(report: GradInitReport) -> None:
-    if float(np.asarray(report.grad_norm)[0]) == 0.0:
-        raise ValueError(
-            f"{FN}: the gradient of the loss w.r.t. every parameter is exactly zero at the "
-            "start: the loss does not depend on the parameters (check loss_fn uses the model "
-            "outputs), or every unit is dead on this batch."
-        )
+    engine.check_gradient_at_start(FN, report.grad_norm)
     report.check()
     for path in report.pinned():
         warnings.warn(

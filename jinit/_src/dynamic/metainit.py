@@ -218,12 +218,7 @@ def metainit(
 
 
 def _check(report: MetaInitReport) -> None:
-    if float(np.asarray(report.grad_norm)[0]) == 0.0:
-        raise ValueError(
-            f"{FN}: the gradient of the loss w.r.t. every parameter is exactly zero at the "
-            "start: the loss does not depend on the parameters (check loss_fn uses the model "
-            "outputs), or every unit is dead on this batch."
-        )
+    engine.check_gradient_at_start(FN, report.grad_norm)
     report.check()
     before, after = float(np.asarray(report.quotient)[0]), float(report.quotient_after)
     if not after < before:
