@@ -249,3 +249,14 @@ def test_attention_fn_keeps_the_causal_mask(api):
     d = jnp.abs(f(x) - f(x2)).max(-1)[0]
     np.testing.assert_array_equal(d[:4], 0.0)  # earlier positions never see position 4
     assert float(d[4]) > 0
+
+
+def test_readout_pattern_accepted_at_base_width_where_mup_is_sp():
+    """coord_check includes the base width: the same readout= must work there (all factors 1)."""
+    p = params(16)
+    par = jinit.mup(BASE, p, readout="head/kernel")
+    sp = jinit.standard_parametrization(BASE, p)
+    for a, b in zip(
+        jax.tree.leaves(par.lr_multipliers(p)), jax.tree.leaves(sp.lr_multipliers(p)), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -322,8 +322,9 @@ def mup(
 
     Raises:
       ValueError: unknown ``optimizer``/``formulation``; a leaf missing in ``base_params``;
-        a rank or size that does not match; a ``readout`` leaf whose fan-in does not grow or
-        whose fan-out grows; an incomplete Depth-muP triple.
+        a rank or size that does not match; a ``readout`` leaf whose fan-out grows (at base
+        width, where nothing grows, a readout leaf is accepted and every factor is 1); an
+        incomplete Depth-muP triple.
 
     References:
       G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
@@ -378,11 +379,12 @@ def mup(
                 (gin, gout), "fixed"
             )
             if readout_rx is not None and readout_rx.search(path):
-                if cls != "output":
+                # "fixed" is a readout at base width (nothing grows: every factor is 1).
+                if cls not in ("output", "fixed"):
                     raise ValueError(
                         f"{fn}: readout={readout!r} matches {path!r} (shape {shape}, base "
-                        f"{bshape}), whose fan-in does not grow or whose fan-out grows; a "
-                        "readout maps the growing width to a fixed output size"
+                        f"{bshape}), whose fan-out grows; a readout maps the growing width to "
+                        "a fixed output size"
                     )
             elif readout_rx is not None and cls == "output":
                 warnings.warn(
