@@ -563,6 +563,13 @@ def _describe(batch: Any) -> str:
     return f"a {type(batch).__name__}"
 
 
+def fresh_variables(state):
+    """A copy of an NNX state with new Variable objects (same arrays)."""
+    # New Variables for every call: merging the caller's own ones would let a model that draws
+    # from its stored Rngs (nnx.RNN's initialize_carry) mutate them from inside a jit trace.
+    return jax.tree.map(lambda a: a, state)
+
+
 def as_apply(
     model: Any,
     params: Any,
@@ -599,7 +606,7 @@ def as_apply(
         p0 = own if params is None else params
 
         def apply(p, x):
-            return nnx.merge(graphdef, p, rest)(x, **kwargs)
+            return nnx.merge(graphdef, p, fresh_variables(rest))(x, **kwargs)
 
         return apply, p0, lambda p: p
     if params is None:
@@ -611,7 +618,7 @@ def as_apply(
         p0, rest = _split_state(params)
 
         def apply(p, x):
-            return nnx.merge(model, p, rest)(x, **kwargs)
+            return nnx.merge(model, p, fresh_variables(rest))(x, **kwargs)
 
         return apply, p0, lambda p: nnx.merge_state(params, p)
     if isinstance(model, nn.Module):

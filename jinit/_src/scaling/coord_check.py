@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from jinit._src.checks import check_int, check_key
-from jinit._src.datadep.capture import as_apply, model_inputs
+from jinit._src.datadep.capture import as_apply, fresh_variables, model_inputs
 from jinit._src.reinit import path_string
 
 __all__ = ["CoordCheck", "coord_check"]
@@ -81,7 +81,7 @@ def _activation_fn(model: Any, params: Any, apply_kwargs: Mapping[str, Any]) -> 
         graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
         def acts(p, x):
-            m = nnx.merge(graphdef, p, rest)
+            m = nnx.merge(graphdef, p, fresh_variables(rest))
             y = m(x, **kwargs)
             # NNX stores a sown tuple in the Variable's ``value``: not part of the name
             out = _flatten(nnx.state(m, nnx.Intermediate), drop=("value",))
