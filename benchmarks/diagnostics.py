@@ -16,7 +16,6 @@ import os
 import pathlib
 import platform
 import statistics
-import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -68,7 +67,6 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     import jax
     import jax.numpy as jnp
     from flax import nnx

@@ -30,20 +30,18 @@ import os
 import pathlib
 import platform
 import statistics
-import sys
 import time
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jinit
+from experiments.models import CifarCNN, ImdbRNN
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `python benchmarks/fit_overhead.py` (run_all) imports this jinit
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.models import CifarCNN, ImdbRNN  # noqa: E402
 
 STEPPINGS = ("step", "scan", "unroll")
 MODELS = ("cifar_cnn (nn.Conv)", "resnet_bn", "imdb_rnn", "mlp")

@@ -30,12 +30,7 @@ import os
 import pathlib
 import platform
 import statistics
-import sys
 import time
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 # OpenBLAS's thread pool makes every LAPACK call (the QR of orthogonal) take ~1 s on a shared
 # 2-core machine whatever the matrix size (measured: 256x256 QR 960 ms threaded vs 3 ms with one
@@ -43,10 +38,12 @@ if str(REPO) not in sys.path:
 # would be meaningless: use one BLAS thread unless the caller says otherwise.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-import jinit  # noqa: E402
+import jinit
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 J = jax.nn.initializers
 DENSE = [(256, 256), (1024, 1024), (4096, 4096)]

@@ -45,16 +45,14 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jinit
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import jinit  # noqa: E402
 
 BATCH = 256
 TARGET, TOL, MAX_ITERS = 1.0, 0.1, 10
@@ -165,23 +163,32 @@ def bench_naive(arch: str, depth: int) -> dict:
 
 
 def _import_lsuv_package():
-    """The PyPI ``lsuv`` package (this script is also called lsuv.py: keep it off the path)."""
-    import importlib
+    """The PyPI ``lsuv`` package, loaded from where pip installed it: this script is also
+    called lsuv.py, so a plain ``import lsuv`` run from benchmarks/ would import itself."""
+    import importlib.machinery
+    import importlib.metadata
+    import importlib.util
 
-    here = pathlib.Path(__file__).resolve().parent
-    saved = sys.path[:]
-    sys.path = [q for q in sys.path if pathlib.Path(q or ".").resolve() != here]
-    cached = sys.modules.pop("lsuv", None)
     try:
         import torch  # noqa: F401
 
-        return importlib.import_module("lsuv")
-    except ImportError:
+        where = importlib.metadata.distribution("lsuv").locate_file("")
+    except (ImportError, importlib.metadata.PackageNotFoundError):
         return None
-    finally:
-        sys.path = saved
-        if cached is not None and getattr(cached, "__file__", "") == __file__:
-            sys.modules.setdefault("lsuv_benchmark", cached)
+    spec = importlib.machinery.PathFinder.find_spec("lsuv", [str(where)])
+    if spec is None or spec.loader is None:
+        return None
+    cached = sys.modules.get("lsuv")
+    if cached is not None and getattr(cached, "__file__", "") == __file__:
+        sys.modules.setdefault("lsuv_benchmark", cached)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lsuv"] = module  # the package's own `from lsuv import ...` finds it
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:
+        sys.modules.pop("lsuv", None)
+        return None
+    return module
 
 
 def bench_lsuv_pkg(arch: str, depth: int) -> dict | None:

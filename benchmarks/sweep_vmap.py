@@ -33,7 +33,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def worker(num_models: int, steps: int, strategy: str) -> dict:
-    sys.path.insert(0, str(REPO))
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -29,16 +29,15 @@ import statistics
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jinit
+from experiments.models import CifarCNN
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.models import CifarCNN  # noqa: E402
 
 B = 32
 

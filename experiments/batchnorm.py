@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments import common  # noqa: E402
-from experiments.cifar10_cnn import conv_impl  # noqa: E402
-from experiments.data import cifar10  # noqa: E402
-from experiments.models import CifarCNN  # noqa: E402
+import jinit
+from experiments import common
+from experiments.cifar10_cnn import conv_impl
+from experiments.data import cifar10
+from experiments.models import CifarCNN
 
 
 @dataclasses.dataclass(frozen=True)

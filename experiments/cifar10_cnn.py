@@ -16,24 +16,21 @@ resumes from its last finished epoch when restarted with the same arguments.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments import default_host_devices, use_host_devices_from_argv  # noqa: E402
+from experiments import default_host_devices, use_host_devices_from_argv
 
 if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices N; before jax
     use_host_devices_from_argv(default=default_host_devices())
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import optax
 
-import jinit  # noqa: E402
-from experiments import common  # noqa: E402
-from experiments.data import cifar10  # noqa: E402
-from experiments.models import CifarCNN  # noqa: E402
+import jinit
+from experiments import common
+from experiments.data import cifar10
+from experiments.models import CifarCNN
 
 INITIALIZERS = {
     "glorot_uniform": jinit.glorot_uniform(),

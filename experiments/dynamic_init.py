@@ -34,10 +34,10 @@ import numpy as np
 import optax
 
 import jinit
-from experiments import common as study_common
+from experiments import common
+from experiments.data import repo_data_dir
 from experiments.lsuv_depth import DeepMLP
 from experiments.models import ImdbRNN
-from experiments.papers import common
 from experiments.plain_cnn import PlainCNN, cifar10_subset, softmax_xent
 
 ARMS = ("he", "orthogonal", "lsuv", "gradinit", "metainit")
@@ -83,8 +83,7 @@ def load(name: str, quick: bool):
         return model, train, test, softmax_xent, "sklearn digits"
     from experiments.data.imdb import load_imdb
 
-    shared = REPO.parent / "shared" / "data"
-    data = load_imdb(shared if shared.is_dir() else None, num_words=10_000, maxlen=100)
+    data = load_imdb(repo_data_dir(), num_words=10_000, maxlen=100)
     n_tr, n_te = (200, 100) if quick else (1000, 500)
     as_set = lambda x, y: {"x": jnp.asarray(x, jnp.int32), "y": jnp.asarray(y, jnp.int32)}
     train = as_set(data.x_train[:n_tr], data.y_train[:n_tr])
@@ -213,28 +212,6 @@ def plot(results: dict, path) -> str:
 PAGE = REPO / "docs" / "experiments" / "dynamic_init.md"
 
 
-def machine() -> dict:
-    """CPU model, cores, library versions and the date, for every results file."""
-    import datetime
-    import importlib.metadata as md
-    import os
-
-    cpu = "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        **{k: md.version(k) for k in ("jax", "jaxlib", "flax", "optax")},
-        "date": datetime.date.today().isoformat(),
-    }
-
-
 def table(results: dict) -> str:
     """The results table of the docs page, from the saved numbers."""
     env = results["environment"]
@@ -288,7 +265,7 @@ def merge(parts: list[pathlib.Path], out: pathlib.Path) -> dict:
                 a["curve"] = np.asarray(a["curve"], dtype=float)  # None (non-finite) -> nan
     results["figure"] = plot(results, out / "dynamic_init.png")
     results["total_wall_time_s"] = sum(r["total_wall_time_s"] for r in runs)
-    study_common.write_json_atomic(out / "results.json", common.strict_json(results))
+    common.write_json_atomic(out / "results.json", results)
     if out.resolve() == (REPO / "docs" / "experiments" / "dynamic_init"):
         publish_page(json.loads((out / "results.json").read_text()))
     print(f"merged {len(runs)} runs into {out}/results.json")
@@ -317,9 +294,9 @@ def main(argv=None) -> dict:
         results["wall_time_s"][cfg.name] = time.perf_counter() - t0
     out = pathlib.Path(args.out)
     results["figure"] = plot(results, out / "dynamic_init.png")
-    results["environment"] = {**study_common.environment(), **machine()}
+    results["environment"] = common.environment()
     results["total_wall_time_s"] = time.perf_counter() - started
-    study_common.write_json_atomic(out / "results.json", common.strict_json(results))
+    common.write_json_atomic(out / "results.json", results)
     print(f"wrote {out}/results.json in {results['total_wall_time_s']:.0f} s")
     if not args.quick and out.resolve() == (REPO / "docs" / "experiments" / "dynamic_init"):
         publish_page(json.loads((out / "results.json").read_text()))

@@ -17,26 +17,22 @@ from its last finished epoch.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments import default_host_devices, use_host_devices_from_argv  # noqa: E402
+from experiments import default_host_devices, use_host_devices_from_argv
 
 if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices N; before jax
     use_host_devices_from_argv(default=default_host_devices())
 
-import dataclasses  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import time
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import optax
 
-import jinit  # noqa: E402
-from experiments import common  # noqa: E402
-from experiments.data import imdb  # noqa: E402
-from experiments.models import ImdbRNN  # noqa: E402
+import jinit
+from experiments import common
+from experiments.data import imdb
+from experiments.models import ImdbRNN
 
 # Embedding initializers compared. 'uniform' is Keras's Embedding default RandomUniform(-0.05,
 # 0.05); the fans of the (10000, 32) embedding matrix are fan_in=10000, fan_out=32 as in Keras.

@@ -108,21 +108,3 @@ def windows(stream: np.ndarray, key: jax.Array, steps: int, batch: int, seq: int
     """``(steps, batch, seq)`` random windows of a byte stream; the key alone fixes them."""
     starts = np.asarray(jax.random.randint(key, (steps, batch), 0, len(stream) - seq))
     return stream[starts[..., None] + np.arange(seq)]
-
-
-def machine() -> dict:
-    """CPU model, core count and library versions, for the results files of the LM studies."""
-    import os
-    import platform
-    from importlib.metadata import version
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    libs = {n: version(n) for n in ("jax", "jaxlib", "flax", "optax")}
-    return {"cpu": cpu, "cores": os.cpu_count(), **libs}

@@ -31,21 +31,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments import common  # noqa: E402
+import jinit
+from experiments import common
 
 ARMS = ("he", "glorot", "orthogonal", "lsuv")
 KERNEL_INITS = {

@@ -24,6 +24,11 @@ import jax.numpy as jnp
 
 import jinit
 
+# NOT PUBLIC YET: jinit does not export its random-MLP helpers (init_mlp, apply,
+# preactivations), which phase_diagram.py and papers/poole2016.py use. This is the one import
+# of the private package outside jinit/; replace it when jinit re-exports them.
+from jinit._src import random_mlp as random_mlp  # noqa: F401
+
 
 @jax.custom_vjp
 def tanh_recurrence(kernel: jax.Array, z: jax.Array) -> jax.Array:

@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from experiments import common  # noqa: E402
-from jinit import theory  # noqa: E402
-from jinit._src import random_mlp  # noqa: E402
+from experiments import common
+from experiments.models import random_mlp
+from jinit import theory
 
 
 def parse(argv):

@@ -47,14 +47,10 @@ def cifar10_subset(n_train: int, n_test: int, size: int = 16, seed: int = 0) -> 
     """A class-balanced random subset of CIFAR-10, downsampled to ``size`` by average pooling
     and standardized per channel with training statistics. The data folder is
     ``$JINIT_DATA_DIR``, else ``../shared/data`` next to the repository, else the default. ``x`` float32 NHWC, ``y`` int32."""
-    import os
-    import pathlib
-
+    from experiments.data import repo_data_dir
     from experiments.data.cifar10 import load_cifar10
 
-    shared = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    data_dir = os.environ.get("JINIT_DATA_DIR") or (shared if shared.is_dir() else None)
-    data = load_cifar10(data_dir)
+    data = load_cifar10(repo_data_dir())
     rng = np.random.default_rng(seed)
 
     def pick(y, n):

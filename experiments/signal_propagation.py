@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import common  # noqa: E402
-from jinit import theory  # noqa: E402
+from experiments import common
+from jinit import theory
 
 ACTIVATIONS = ("relu", "tanh")
 

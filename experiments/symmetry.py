@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments import common  # noqa: E402
+import jinit
+from experiments import common
 
 INITIALIZERS = {
     "zeros": jinit.zeros(),

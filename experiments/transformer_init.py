@@ -30,8 +30,9 @@ import optax
 
 import jinit
 from experiments import common
+from experiments.data import repo_data_dir
 from experiments.data.imdb_bytes import load_imdb_bytes
-from experiments.lm import TransformerLM, lm_loss, machine, windows
+from experiments.lm import TransformerLM, lm_loss, windows
 
 # (name, norm, init recipe)
 CONFIGS = (
@@ -196,10 +197,10 @@ def table(r: dict) -> list[str]:
         var = np.asarray(v["residual_variance_at_init"], float).mean(0)
         loss = ", ".join("nan" if x is None else f"{x:.3f}" for x in v["test_loss"])
         lines.append(f"| {name} | {v['diverged']} | {loss} | {var[0]:.3g} -> {var[-1]:.3g} |")
-    m = r["machine"]
+    m = common.machine_of(r)
     lines += [
         "",
-        f"Run: {r['date']}, {r['wall_time_s']:.0f} s wall on {m['cores']} cores of an "
+        f"Run: {r.get('date') or m['date']}, {r['wall_time_s']:.0f} s wall on {m['cores']} cores of an "
         f"{m['cpu']} (shared), jax {m['jax']}, jaxlib {m['jaxlib']}, flax {m['flax']}, "
         f"optax {m['optax']}.",
     ]
@@ -234,8 +235,7 @@ def main(argv=None) -> dict:
         return {}
     cfg = QUICK if args.quick else Config()
     t0 = time.perf_counter()
-    shared = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    data = load_imdb_bytes(args.data_dir or (shared if shared.is_dir() else None))
+    data = load_imdb_bytes(args.data_dir or repo_data_dir())
     results = {name: run_config(cfg, norm, recipe, data) for name, norm, recipe in CONFIGS}
     out = pathlib.Path(args.out)
     figures = plot(results, cfg, out)
@@ -246,11 +246,9 @@ def main(argv=None) -> dict:
         "figures": figures,
         "data": {"source": data["source"], "train_bytes": int(data["train"].size)},
         "wall_time_s": time.perf_counter() - t0,
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "environment": common.environment(),
     }
-    common.write_json_atomic(out / "results.json", _plain(summary))
+    common.write_json_atomic(out / "results.json", summary)
     for name, r in results.items():
         print(
             f"{name:>24}: diverged {r['diverged'].tolist()}, test loss "
@@ -259,20 +257,6 @@ def main(argv=None) -> dict:
         )
     print(f"wall time {summary['wall_time_s']:.1f} s; results in {out}")
     return summary
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return _plain(np.asarray(obj).tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 if __name__ == "__main__":

@@ -113,8 +113,7 @@ def _snippet_main(paths: list[str]) -> None:
     print("JINIT-SNIPPETS " + json.dumps(results))
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--snippets"]:
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and sys.argv[1:2] == ["--snippets"]:  # PYTHONPATH names REPO
     _snippet_main(sys.argv[2:])
     sys.exit(0)
 
@@ -125,8 +124,17 @@ import pytest  # noqa: E402
 
 import jinit  # noqa: E402
 
-sys.path.insert(0, str(DOCS / "_ext"))
-import api_pages  # noqa: E402
+
+def _load(path: pathlib.Path):
+    """Imports a script that is not in a package (docs/_ext/api_pages.py) from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # e.g. dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+api_pages = _load(DOCS / "_ext" / "api_pages.py")
 
 
 def _runnable_pages() -> list[pathlib.Path]:

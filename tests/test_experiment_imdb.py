@@ -68,7 +68,11 @@ def test_quick_run_writes_results_and_plot(tiny_data_dir, tmp_path):
         assert len(v["test_accuracy"]) == 2 and len(v["val_accuracy_per_epoch"]) == 2
         assert len(v["val_accuracy_per_epoch"][0]) == 1  # one epoch in --quick
         assert 0.0 <= v["test_accuracy_mean"] <= 1.0
-    assert r["environment"]["jax"] and r["wall_time_s"] > 0
+    assert r["wall_time_s"] > 0
+    env = r["environment"]  # the one stamp of every results file (experiments.common.records)
+    for key in ("cpu", "jax", "jaxlib", "flax", "optax", "numpy", "python", "date", "command"):
+        assert isinstance(env[key], str) and env[key], key
+    assert env["cores"] >= 1 and env["date"].endswith("+00:00")
 
 
 def test_stopped_run_resumes_from_last_epoch(tiny_data_dir, tmp_path):
@@ -99,6 +103,32 @@ def test_resume_continues_training_identically(tiny_data_dir, tmp_path):
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["initializers"] == full["initializers"]
+    # Wall time: the whole study over both runs, and this run's own.
+    assert full["wall_time_s_per_run"] == [full["wall_time_s"]] == [full["wall_time_s_this_run"]]
+    first, this = resumed["wall_time_s_per_run"]
+    assert 0 < first < full["wall_time_s"]  # the first run, up to its epoch-1 checkpoint
+    assert this == resumed["wall_time_s_this_run"] > 0
+    assert resumed["wall_time_s"] == pytest.approx(first + this, rel=1e-12)
+
+
+def test_wall_clock_adds_the_runs_a_resume_continues(monkeypatch):
+    from experiments.common import sweep
+
+    now = iter([10.0, 15.0, 17.0])
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(now))
+    clock = sweep.WallClock(started=4.0)
+    clock.resume({"wall_time_s_per_run": [3.0, 2.5]}, "ck/2")
+    clock.resume({"wall_time_s_per_run": [3.0]}, "ck/1")  # an earlier chunk: less, ignored
+    assert clock.per_run() == [3.0, 2.5, 6.0]
+    assert clock.stamp() == {
+        "wall_time_s": 16.5,
+        "wall_time_s_this_run": 11.0,
+        "wall_time_s_per_run": [3.0, 2.5, 11.0],
+    }
+    fresh = sweep.WallClock(started=4.0)
+    with pytest.warns(UserWarning, match="checkpoint ck/old does not record the wall time"):
+        fresh.resume({"history": []}, "ck/old")
+    assert fresh.per_run() == [13.0]
 
 
 def test_sweep_in_chunks_equals_one_sweep(tiny_data_dir, tmp_path):
@@ -121,6 +151,8 @@ def test_sweep_in_chunks_equals_one_sweep(tiny_data_dir, tmp_path):
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["initializers"] == one["initializers"]
+    assert len(resumed["wall_time_s_per_run"]) == 2  # chunk 2's checkpoint carried run 1's time
+    assert resumed["wall_time_s_per_run"][0] < chunked["wall_time_s"]
 
 
 def test_unknown_initializer_is_rejected(capsys):
@@ -290,6 +322,7 @@ def test_results_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_p
     import errno
 
     from experiments import common
+    from experiments.common import records
 
     path = tmp_path / "results.json"
     common.write_json_atomic(path, {"a": 1})
@@ -297,7 +330,7 @@ def test_results_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_p
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(common.json, "dump", full)
+    monkeypatch.setattr(records.json, "dump", full)
     with pytest.raises(OSError, match=f"could not write {path}: No space left on device"):
         common.write_json_atomic(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
+
+
+def repo_data_dir() -> pathlib.Path | None:
+    """The data folder a study uses when ``--data-dir`` is not given.
+
+    ``$JINIT_DATA_DIR`` if set, else ``shared/data`` beside the repository (where this
+    project's archives are kept) if it exists, else ``None``: the loaders' own default
+    (``~/.cache/jinit/data``, then a tensorflow-datasets download).
+    """
+    if os.environ.get("JINIT_DATA_DIR"):
+        return pathlib.Path(os.environ["JINIT_DATA_DIR"])
+    shared = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return shared if shared.is_dir() else None
 
 
 class DataNotFoundError(FileNotFoundError):

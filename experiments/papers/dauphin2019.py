@@ -51,9 +51,8 @@ import numpy as np
 import optax
 
 import jinit
-from experiments.dynamic_init import machine
+from experiments import common
 from experiments.lsuv_depth import DeepMLP
-from experiments.papers import common
 from experiments.plain_cnn import softmax_xent
 
 NAME = "dauphin2019"
@@ -235,7 +234,7 @@ def analyses(r: dict, cfg: Config) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     setup = (
@@ -343,7 +342,6 @@ def main(argv=None) -> dict:
         cfg,
         started,
         args.quick,
-        machine=machine(),
         reports=r["reports"],
         report_errors=r["report_errors"],
     )

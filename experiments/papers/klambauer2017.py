@@ -59,21 +59,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.papers import common  # noqa: E402
+import jinit
+from experiments import common
 
 NAME = "klambauer2017"
 PAPER = "Klambauer et al. 2017"
@@ -274,7 +269,7 @@ def plot_loss_curves(runs: dict, cfg: Config, path) -> str:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)

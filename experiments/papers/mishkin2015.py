@@ -56,21 +56,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.lsuv_depth import DeepMLP  # noqa: E402  (same plain deep MLP as that study)
-from experiments.papers import common  # noqa: E402
+import jinit
+from experiments import common
+from experiments.lsuv_depth import DeepMLP  # same plain deep MLP as that study
 
 NAME = "mishkin2015"
 PAPER = "Mishkin & Matas 2015"
@@ -435,7 +430,7 @@ def judge_cheap(claim: common.Claim, runs: dict, cfg: Config) -> None:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)

@@ -63,25 +63,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 import scipy.linalg  # noqa: E402, F401  (holds the OpenBLAS that jax's CPU LAPACK calls)
-import threadpoolctl  # noqa: E402
+import threadpoolctl
 
-import jinit  # noqa: E402
-from experiments.data import cifar10  # noqa: E402
-from experiments.papers import common  # noqa: E402
-from jinit import theory  # noqa: E402
+import jinit
+from experiments import common
+from experiments.data import cifar10, repo_data_dir
+from jinit import theory
 
 NAME = "pennington2017"
 PENNINGTON = "Pennington et al. 2017"
@@ -215,8 +209,8 @@ def conv_inputs(cfg: Config) -> tuple[jax.Array, int]:
     """Gaussian N(0, 1) inputs, then CIFAR-10 test images if a local copy is found."""
     shape = (cfg.conv_size, cfg.conv_size, cfg.conv_channels)
     gauss = np.random.default_rng(cfg.input_seed).standard_normal((cfg.gaussian_inputs, *shape))
-    data_dir = pathlib.Path(os.environ.get("JINIT_DATA_DIR", REPO.parent / "shared" / "data"))
-    local = cifar10.find_local_copy(data_dir)
+    data_dir = repo_data_dir()
+    local = None if data_dir is None else cifar10.find_local_copy(data_dir)
     if local is None or not local.is_dir():
         return jnp.asarray(gauss, jnp.float32), 0
     images, _ = cifar10.read_file(local / cifar10.TEST_FILES[0])  # all 10,000, checked
@@ -273,7 +267,7 @@ def fmt(values, spec=".3g"):
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)

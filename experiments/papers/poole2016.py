@@ -76,21 +76,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from experiments.papers import common  # noqa: E402
-from jinit import theory  # noqa: E402
-from jinit._src import random_mlp  # noqa: E402
+from experiments import common
+from experiments.models import random_mlp
+from jinit import theory
 
 NAME = "poole2016"
 POOLE, SCHOENHOLZ = "Poole et al. 2016", "Schoenholz et al. 2017"
@@ -214,7 +209,7 @@ def standard_draws(key, cfg):
     """One seed's standard-normal draws, kernels already divided by sqrt(fan_in).
 
     The nets of every sigma_w scale the same draws (kernels by sigma_w, biases by sigma_b), as
-    ``jinit._src.random_mlp`` does. One flat ``normal`` call, cut into tensors: each separate
+    jinit's random-MLP helper (``random_mlp.init_mlp``) does. One flat ``normal`` call, cut into tensors: each separate
     call would compile its own threefry kernel.
     """
     w, n = cfg.width_b, cfg.depth_b - 1
@@ -276,7 +271,7 @@ def run_training(cfg, sigma_w2):
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)

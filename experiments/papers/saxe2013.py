@@ -58,19 +58,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.papers import common  # noqa: E402
+import jinit
+from experiments import common
 
 NAME = "saxe2013"
 PAPER = "Saxe et al. 2013"
@@ -197,7 +192,7 @@ def hidden_product_singular_values(nets, depth, arm, n_seeds):
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)

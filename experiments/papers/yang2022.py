@@ -55,10 +55,10 @@ import numpy as np
 import optax
 
 import jinit
-from experiments import coord_plot
+from experiments import common, coord_plot
+from experiments.data import repo_data_dir
 from experiments.data.imdb_bytes import load_imdb_bytes
-from experiments.lm import TransformerLM, lm_loss, machine, windows
-from experiments.papers import common
+from experiments.lm import TransformerLM, lm_loss, windows
 
 NAME = "yang2022"
 PAPER = "Yang et al. 2022 (TP-V)"
@@ -291,7 +291,7 @@ def plot_transfer(runs: dict, cfg: Config, path) -> str:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     out = pathlib.Path(args.out)
@@ -335,7 +335,7 @@ def main(argv=None) -> dict:
             figure=f"{NAME}_coord_check.png",
         ),
     }
-    data = load_imdb_bytes(common_data_dir())
+    data = load_imdb_bytes(repo_data_dir())
     runs = {p: {w: train_width(cfg, w, p, data) for w in cfg.widths} for p in PARAMS}
     coord = run_coord(cfg, data)
     judge(claims, runs, coord, cfg)
@@ -357,17 +357,10 @@ def main(argv=None) -> dict:
             "reviews_per_split": data["reviews"],
         },
         figures=figures,
-        machine=machine(),
         test_loss={p: {str(w): runs[p][w]["test_loss"] for w in cfg.widths} for p in PARAMS},
         train_s={p: {str(w): runs[p][w]["train_s"] for w in cfg.widths} for p in PARAMS},
         coord_check={p: coord[p].as_dict() for p in PARAMS},
     )
-
-
-def common_data_dir() -> pathlib.Path:
-    """``../shared/data`` next to the repository (where the archives are), else the default."""
-    shared = common.REPO.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
 
 
 if __name__ == "__main__":

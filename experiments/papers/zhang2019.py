@@ -58,20 +58,15 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `python experiments/papers/x.py` puts only its folder on the path
-    sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jinit  # noqa: E402
-from experiments.papers import common  # noqa: E402
+import jinit
+from experiments import common
 
 NAME = "zhang2019"
 PAPER = "Zhang et al. 2019"
@@ -288,7 +283,7 @@ def plot(cfg: Config, init: dict, trained: dict, runs: dict, out: pathlib.Path) 
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     out = pathlib.Path(args.out)
     claims = build_claims(cfg)

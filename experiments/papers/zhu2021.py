@@ -56,8 +56,7 @@ import numpy as np
 import optax
 
 import jinit
-from experiments.dynamic_init import machine
-from experiments.papers import common
+from experiments import common
 from experiments.plain_cnn import PlainCNN, cifar10_subset, softmax_xent
 
 NAME = "zhu2021"
@@ -234,7 +233,7 @@ def plot(r: dict, cfg: Config, path) -> str:
 
 
 def main(argv=None) -> dict:
-    args = common.parser(__doc__.splitlines()[0], NAME).parse_args(argv)
+    args = common.paper_parser(__doc__.splitlines()[0], NAME).parse_args(argv)
     cfg = QUICK if args.quick else Config()
     started = time.perf_counter()
     setup = (
@@ -332,7 +331,6 @@ def main(argv=None) -> dict:
         cfg,
         started,
         args.quick,
-        machine=machine(),
         data_source=r["source"],
         report=r["report"],
     )

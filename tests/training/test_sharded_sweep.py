@@ -10,7 +10,6 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, jax.numpy as jnp, numpy as np, optax
-    sys.path.insert(0, ".")
     import jinit
     from tests.training.test_fit import MLP, loss_fn, metric_fn, OPT, init_fn
 

@@ -1,0 +1,436 @@
+"""Seed sweeps over initializers: every (initializer, seed) model as one program, resumably."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+import time
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+import jinit
+from experiments.common.checkpoints import EpochCheckpoints
+from experiments.common.plots import plot_curves
+from experiments.common.records import environment, write_json_atomic
+from experiments.common.small_nets import DATA_STREAM, INIT_STREAM, seed_keys
+
+
+class WallClock:
+    """Wall time of this run and of the earlier runs that a resumed study continues.
+
+    Every checkpoint stores the seconds of each run so far (``wall_time_s_per_run``); a run
+    that resumes from it takes the earlier runs' entries, so a results file states the whole
+    study's wall time (``wall_time_s``) and this run's own (``wall_time_s_this_run``), not
+    just the last run's. Time a killed run spent after its last checkpoint is redone, and not
+    counted.
+    """
+
+    def __init__(self, started: float | None = None):
+        self.started = time.perf_counter() if started is None else started
+        self.earlier: list[float] = []
+
+    def resume(self, meta: dict[str, Any], where: str) -> None:
+        """Takes the earlier runs' seconds from a restored checkpoint's ``meta``."""
+        if "wall_time_s_per_run" not in meta:
+            warnings.warn(
+                f"checkpoint {where} does not record the wall time of the runs that wrote it; "
+                "wall_time_s counts this run only",
+                stacklevel=2,
+            )
+            return
+        runs = [float(t) for t in meta["wall_time_s_per_run"]]
+        if sum(runs) > sum(self.earlier):  # chunks resume in order: the latest holds the most
+            self.earlier = runs
+
+    def per_run(self) -> list[float]:
+        return [*self.earlier, time.perf_counter() - self.started]
+
+    def stamp(self) -> dict[str, Any]:
+        runs = self.per_run()
+        return {
+            "wall_time_s": float(sum(runs)),
+            "wall_time_s_this_run": runs[-1],
+            "wall_time_s_per_run": runs,
+        }
+
+
+def model_keys(inits, seeds):
+    """Per model (initializer-major order): its init key and its data-order key.
+
+    The seed alone fixes both, so initializers are compared paired, seed by seed: the same
+    weights wherever they share an initializer, the same data order.
+    """
+    s = [int(x) for _ in inits for x in seeds]
+    return seed_keys(s, INIT_STREAM), seed_keys(s, DATA_STREAM)
+
+
+def run_sweep(
+    *,
+    out: pathlib.Path,
+    config: dict[str, Any],
+    inits,
+    seeds,
+    init_state_fn,
+    loss_fn,
+    metric_fn,
+    optimizer,
+    train,
+    val,
+    test,
+    epochs: int,
+    batch_size: int,
+    steps_per_call: int,
+    eval_batch_size: int,
+    restart: bool = False,
+    progress: bool | None = None,
+    strategy: str | None = None,
+    models_per_chunk: int | None = None,
+    clock: WallClock | None = None,
+) -> dict[str, Any]:
+    """Trains every (initializer, seed) model as one program (`jinit.default_strategy`), resumably.
+
+    Args:
+      init_state_fn: ``(init_name, key) -> TrainState`` of one model (vmapped over seeds).
+      train, val, test: pytrees of arrays (example axis first).
+      models_per_chunk: train at most this many models at a time (``None``: all at once). A
+        sweep whose states do not fit in device memory runs as consecutive chunks of the model
+        axis, through the same compiled programs (the last chunk is padded), each chunk with its
+        own checkpoints, so a stopped run resumes inside the chunk it was in. Models are
+        independent, so the results do not depend on the chunking.
+      clock: the study's :class:`WallClock` (default: one started now); checkpoints carry it
+        across resumes.
+
+    Returns:
+      ``{"initializers": {name: per-seed curves, test metrics, mean, std}, ...timing}``.
+    """
+    clock = clock or WallClock()
+    n_train = jax.tree.leaves(train)[0].shape[0]
+    for arg, value, low in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("steps_per_call", steps_per_call, 1),
+        ("eval_batch_size", eval_batch_size, 1),
+        ("models_per_chunk", models_per_chunk, 1),
+    ):
+        if value is not None or arg != "models_per_chunk":
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"run_sweep: {arg} must be an integer >= {low}, got {value!r}")
+    if batch_size > n_train:
+        raise ValueError(
+            f"run_sweep: batch_size={batch_size} exceeds the {n_train} training examples"
+        )
+    if not inits or len(set(inits)) != len(inits):
+        raise ValueError(f"run_sweep: inits must be distinct names, at least one, got {inits!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"run_sweep: seeds must be distinct integers, at least one, got {seeds!r}")
+    init_keys, data_keys = model_keys(inits, seeds)
+    s = len(seeds)
+    num_models = len(inits) * s
+    names = [name for name in inits for _ in seeds]  # model axis: initializer-major
+    chunk = min(models_per_chunk or num_models, num_models)
+    # Every device trains a slice of a chunk's models; pad the chunk (copies of its last model)
+    # so that the device count divides it, and drop the copies from everything saved.
+    padded = jinit.padded_size(chunk)
+    mesh = jinit.model_mesh(padded)
+    strategy = strategy or jinit.default_strategy()
+    programs = jinit.compile_programs(
+        loss_fn,
+        optimizer,
+        metric_fn,
+        eval_batch_size=eval_batch_size,
+        num_models=padded,
+        strategy=strategy,
+        mesh=mesh,
+    )
+    bounds = [(a, min(a + chunk, num_models)) for a in range(0, num_models, chunk)]
+    parts, init_s, train_s = [], 0.0, 0.0
+    for a, b in bounds:
+        ckpt_dir = out / "checkpoints"
+        if len(bounds) > 1:
+            ckpt_dir = ckpt_dir / f"models_{a}-{b - 1}"
+        part = _train_chunk(
+            names[a:b],
+            init_keys[a:b],
+            data_keys[a:b],
+            ckpt_dir=ckpt_dir,
+            config=config,
+            restart=restart,
+            init_state_fn=init_state_fn,
+            loss_fn=loss_fn,
+            metric_fn=metric_fn,
+            optimizer=optimizer,
+            programs=programs,
+            padded=padded,
+            mesh=mesh,
+            train=train,
+            val=val,
+            test=test,
+            epochs=epochs,
+            batch_size=batch_size,
+            steps_per_call=steps_per_call,
+            progress=progress,
+            clock=clock,
+        )
+        parts.append(part)
+        init_s += part["init_s"]
+        train_s += part["train_s"]
+
+    # Merge the chunks along the model axis: per epoch, per-model lists concatenate and the
+    # chunks' seconds add up (they ran one after the other).
+    history = []
+    for e in range(epochs):
+        hs = [p["history"][e] for p in parts]
+        merged = {"epoch": hs[0]["epoch"], "seconds": float(sum(h["seconds"] for h in hs))}
+        for key in hs[0]:
+            if key not in ("epoch", "seconds"):
+                merged[key] = [v for h in hs for v in h[key]]
+        history.append(merged)
+    test_m = {
+        k: np.concatenate([np.asarray(p["test"][k]) for p in parts]) for k in parts[0]["test"]
+    }
+
+    per_init = {}
+    metrics = [k[len("val_") :] for k in history[0] if k.startswith("val_")] if history else []
+    for i, name in enumerate(inits):
+        sl = slice(i * s, (i + 1) * s)
+        entry: dict[str, Any] = {"seeds": list(seeds)}
+        for split in ("train", "val"):
+            for m in metrics:
+                key = f"{split}_{m}"
+                entry[f"{key}_per_epoch"] = np.array(
+                    [np.asarray(h[key])[sl] for h in history]
+                ).T.tolist()
+        for m, v in test_m.items():
+            v = np.asarray(v)[sl]
+            entry[f"test_{m}"] = v.tolist()
+            entry[f"test_{m}_mean"] = float(v.mean())
+            entry[f"test_{m}_std"] = float(v.std())
+        per_init[name] = entry
+    epoch_s = [h["seconds"] for h in history]
+    return {
+        "initializers": per_init,
+        "epoch_seconds": epoch_s,
+        "init_s": init_s,
+        "train_s_this_run": train_s,
+        "resumed_from_epoch": min(p["start_epoch"] for p in parts),
+        "num_models": num_models,
+        "models_per_chunk": chunk,
+        "chunks": len(bounds),
+        "sharded_over_devices": 1 if mesh is None else int(mesh.size),
+        "padded_models": padded * len(bounds) - num_models,
+        "sweep_strategy": strategy,
+        "examples_per_s_per_model": [n_train // batch_size * batch_size / t for t in epoch_s],
+        "examples_per_s": [num_models * (n_train // batch_size * batch_size) / t for t in epoch_s],
+        "config": config,
+        "environment": environment(),
+        **clock.stamp(),
+    }
+
+
+def _train_chunk(
+    names,
+    init_keys,
+    data_keys,
+    *,
+    ckpt_dir,
+    config,
+    restart,
+    init_state_fn,
+    loss_fn,
+    metric_fn,
+    optimizer,
+    programs,
+    padded,
+    mesh,
+    train,
+    val,
+    test,
+    epochs,
+    batch_size,
+    steps_per_call,
+    progress,
+    clock,
+) -> dict[str, Any]:
+    """One chunk of a sweep's models, from init (or its last checkpoint) to the test metrics."""
+    n = len(names)
+    t0 = time.perf_counter()
+    # Initialize each initializer's run of models with one vmapped call, in model order.
+    stacks, i = [], 0
+    while i < n:
+        j = i
+        while j < n and names[j] == names[i]:
+            j += 1
+        stacks.append(
+            jinit.init_models(lambda k, nm=names[i]: init_state_fn(nm, k), init_keys[i:j])
+        )
+        i = j
+    state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+
+    ckpt = EpochCheckpoints(ckpt_dir, config, restart=restart)
+    history: list[dict] = []
+    start_epoch = 0
+    restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
+    if restored is not None:
+        state, meta = restored
+        history, start_epoch = meta["history"], meta["epochs_done"]
+        clock.resume(meta, str(ckpt_dir))
+        print(f"resuming after epoch {start_epoch} from {ckpt_dir}", file=sys.stderr)
+    state = jinit.shard_models(jinit.pad_models(state, padded), mesh)
+    data_keys = jinit.pad_models(data_keys, padded)
+
+    def real(tree):
+        return jax.tree.map(lambda a: a[:n], tree)
+
+    def on_epoch_end(result, state):
+        history.append(
+            {
+                "epoch": result.epoch + 1,
+                "seconds": result.seconds,
+                **{f"train_{k}": v[:n].tolist() for k, v in result.train.items()},
+                **{f"val_{k}": v[:n].tolist() for k, v in result.val.items()},
+            }
+        )
+        ckpt.save(
+            result.epoch,
+            real(state),
+            {"history": history, "wall_time_s_per_run": clock.per_run()},
+        )
+
+    t1 = time.perf_counter()
+    try:
+        state, _ = jinit.fit(
+            state,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            train_data=train,
+            val_data=val,
+            metric_fn=metric_fn,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle_keys=lambda e: jax.vmap(lambda k: jax.random.fold_in(k, e))(data_keys),
+            num_models=padded,
+            start_epoch=start_epoch,
+            steps_per_call=steps_per_call,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+            programs=programs,
+            checkpoint=str(ckpt_dir),  # fit's NaN error and Ctrl-C line name it
+        )
+    except KeyboardInterrupt:  # fit printed where the last checkpoint is; exit as a shell does
+        ckpt.close()
+        raise SystemExit(130) from None
+    train_s = time.perf_counter() - t1
+    test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
+    ckpt.close()
+    return {
+        "history": history,
+        "test": test_m,
+        "init_s": init_s,
+        "train_s": train_s,
+        "start_epoch": start_epoch,
+    }
+
+
+def run_study(
+    args,
+    cfg,
+    *,
+    train,
+    val,
+    test,
+    source: str,
+    t_start: float,
+    t_data: float,
+    title: str,
+    extra: dict[str, Any] | None = None,
+    **sweep_kw,
+) -> dict[str, Any]:
+    """:func:`run_sweep` with a study's config and arguments, then its results file and plot.
+
+    ``cfg`` needs ``inits, seeds, epochs, batch_size, steps_per_call, eval_batch_size``;
+    ``sweep_kw`` carries ``init_state_fn, loss_fn, metric_fn, optimizer``.
+    """
+    n_train = int(jax.tree.leaves(train)[0].shape[0])
+    if cfg.batch_size > n_train:  # known only now that the data is loaded
+        raise SystemExit(
+            f"error: argument --batch-size: {cfg.batch_size} exceeds the {n_train} training "
+            "examples" + (" of a --quick run" if getattr(args, "quick", False) else "")
+        )
+    out = pathlib.Path(args.out)
+    clock = WallClock(t_start)
+    results = run_sweep(
+        out=out,
+        config=dataclasses.asdict(cfg),
+        inits=cfg.inits,
+        seeds=cfg.seeds,
+        train=train,
+        val=val,
+        test=test,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_call=cfg.steps_per_call,
+        eval_batch_size=cfg.eval_batch_size,
+        restart=args.restart,
+        progress=False if args.no_progress else None,
+        models_per_chunk=getattr(args, "models_per_chunk", None),
+        clock=clock,
+        **sweep_kw,
+    )
+    sizes = {
+        k: int(jax.tree.leaves(d)[0].shape[0])
+        for k, d in (("train", train), ("val", val), ("test", test))
+    }
+    results.update(
+        {
+            **clock.stamp(),
+            "data_load_s": t_data,
+            "data": {"source": source, **sizes},
+            **(extra or {}),
+        }
+    )
+    write_json_atomic(out / "results.json", results)
+    curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
+    plot_curves(
+        curves,
+        out / "val_accuracy.png",
+        ylabel="validation accuracy",
+        title=f"{title} ({len(cfg.seeds)} seeds, mean ± std)",
+    )
+    return results
+
+
+def print_study(results: dict[str, Any], out) -> None:
+    for name, r in results["initializers"].items():
+        accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
+        print(
+            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
+            f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
+        )
+    runs = len(results.get("wall_time_s_per_run", [])) or 1
+    over = (
+        f" over {runs} runs (this one {results['wall_time_s_this_run']:.1f} s)" if runs > 1 else ""
+    )
+    print(f"wall time {results['wall_time_s']:.1f} s{over}; results in {out}")
+
+
+def keras_split(data, cfg):
+    """(train, val, test) dicts of ``{"x", "y"}`` as Keras's ``fit(validation_split=...)``.
+
+    ``data`` has ``x_train, y_train, x_test, y_test``; ``cfg`` has ``validation_split``,
+    ``train_limit`` and ``test_limit`` (first N examples, for --quick). Keras holds out the
+    LAST ``validation_split`` fraction of the (already shuffled) training set.
+    """
+    x, y = data.x_train, data.y_train
+    if cfg.train_limit:
+        x, y = x[: cfg.train_limit], y[: cfg.train_limit]
+    n_fit = len(x) - int(len(x) * cfg.validation_split)
+    xt, yt = data.x_test, data.y_test
+    if cfg.test_limit:
+        xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
+    return {"x": x[:n_fit], "y": y[:n_fit]}, {"x": x[n_fit:], "y": y[n_fit:]}, {"x": xt, "y": yt}
