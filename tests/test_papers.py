@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from experiments.papers import common, run_all
+from experiments import common
+from experiments.papers import run_all
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = run_all.available()

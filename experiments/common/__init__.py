@@ -44,10 +44,10 @@ from experiments.common.small_nets import digits_source as digits_source
 from experiments.common.small_nets import init_keys as init_keys
 from experiments.common.small_nets import init_mlp as init_mlp
 from experiments.common.small_nets import minibatch_indices as minibatch_indices
-from experiments.common.small_nets import seed_keys as seed_keys
 from experiments.common.small_nets import smooth as smooth
 from experiments.common.small_nets import softmax_loss as softmax_loss
 from experiments.common.small_nets import stack as stack
+from experiments.common.small_nets import stream_keys as stream_keys
 from experiments.common.small_nets import train_models as train_models
 from experiments.common.sweep import WallClock as WallClock
 from experiments.common.sweep import keras_split as keras_split

@@ -52,22 +52,22 @@ def minibatch_indices(seeds: Sequence[int], steps: int, batch_size: int, n: int)
     Arms of one seed get the same minibatches (tile this over arms), so inits are compared
     paired, seed by seed.
     """
-    keys = seed_keys(seeds, DATA_STREAM)
+    keys = stream_keys(seeds, DATA_STREAM)
     return jax.vmap(lambda k: jax.random.randint(k, (steps, batch_size), 0, n))(keys)
 
 
-def seed_keys(seeds: Sequence[int], stream: int) -> jax.Array:
+def stream_keys(seeds: Sequence[int], stream: int) -> jax.Array:
     """``fold_in(key(seed), stream)`` per seed: the seed alone fixes every random choice.
 
     Stream :data:`INIT_STREAM` draws the weights, :data:`DATA_STREAM` the data order, so two
     initializers compared at one seed see the same minibatches (paired comparison).
     """
-    return jnp.stack([jax.random.fold_in(jax.random.key(int(s)), stream) for s in seeds])
+    return jax.vmap(lambda k: jax.random.fold_in(k, stream))(jinit.seed_keys(seeds))
 
 
 def init_keys(seeds: Sequence[int]) -> jax.Array:
     """One init key per seed (stream :data:`INIT_STREAM`)."""
-    return seed_keys(seeds, INIT_STREAM)
+    return stream_keys(seeds, INIT_STREAM)
 
 
 def softmax_loss(apply_fn: Callable) -> Callable:

@@ -16,7 +16,7 @@ import jinit
 from experiments.common.checkpoints import EpochCheckpoints
 from experiments.common.plots import plot_curves
 from experiments.common.records import environment, write_json_atomic
-from experiments.common.small_nets import DATA_STREAM, INIT_STREAM, seed_keys
+from experiments.common.small_nets import DATA_STREAM, INIT_STREAM, stream_keys
 
 
 class WallClock:
@@ -65,7 +65,7 @@ def model_keys(inits, seeds):
     weights wherever they share an initializer, the same data order.
     """
     s = [int(x) for _ in inits for x in seeds]
-    return seed_keys(s, INIT_STREAM), seed_keys(s, DATA_STREAM)
+    return stream_keys(s, INIT_STREAM), stream_keys(s, DATA_STREAM)
 
 
 def run_sweep(
