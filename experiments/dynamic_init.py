@@ -214,7 +214,7 @@ PAGE = REPO / "docs" / "experiments" / "dynamic_init.md"
 
 def table(results: dict) -> str:
     """The results table of the docs page, from the saved numbers."""
-    env = results["environment"]
+    env = common.machine_of(results)
     lines = [
         "| model | init | steps to threshold (per seed; - = never) | final test accuracy "
         "(mean ± sd) | init pass wall time (s, all seeds) |",
@@ -233,8 +233,7 @@ def table(results: dict) -> str:
         "",
         "- wall time per model: "
         + ", ".join(f"{k} **{v:.0f} s**" for k, v in results["wall_time_s"].items()),
-        f"- machine: {env.get('cpu', '?')} ({env.get('cores', '?')} cores); jax {env.get('jax')}, "
-        f"flax {env.get('flax')}, optax {env.get('optax')}; {env.get('date', '')}",
+        f"- machine: {common.describe_machine(env)}",
         "",
         f"![dynamic_init](dynamic_init/{results['figure']})",
     ]

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from experiments import common
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -37,7 +39,7 @@ def _sweep_table(r: dict) -> list[str]:
 
 
 def _run_facts(r: dict) -> list[str]:
-    env = r.get("environment", {})
+    env = common.machine_of(r)
     models = f" for {r['num_models']} models" if "num_models" in r else ""
     load = f" (data loading {r['data_load_s']:.1f} s)" if "data_load_s" in r else ""
     facts = [f"- wall time on this machine: **{r['wall_time_s']:.0f} s**{models}{load}"]
@@ -58,7 +60,7 @@ def _run_facts(r: dict) -> list[str]:
             f"from `{pathlib.Path(d['source']).name}`"
         )
     facts.append(
-        f"- jax {env.get('jax')}, backend {env.get('backend')}, {env.get('cpu_count')} CPU cores, "
+        f"- machine: {common.describe_machine(env)}; backend {env.get('backend')}, "
         f"devices {len(env.get('devices', []))}, XLA_FLAGS `{env.get('xla_flags') or 'none'}`"
     )
     return facts

@@ -197,12 +197,10 @@ def table(r: dict) -> list[str]:
         var = np.asarray(v["residual_variance_at_init"], float).mean(0)
         loss = ", ".join("nan" if x is None else f"{x:.3f}" for x in v["test_loss"])
         lines.append(f"| {name} | {v['diverged']} | {loss} | {var[0]:.3g} -> {var[-1]:.3g} |")
-    m = common.machine_of(r)
+    m = {**common.machine_of(r), **({"date": r["date"]} if "date" in r else {})}  # older runs
     lines += [
         "",
-        f"Run: {r.get('date') or m['date']}, {r['wall_time_s']:.0f} s wall on {m['cores']} cores of an "
-        f"{m['cpu']} (shared), jax {m['jax']}, jaxlib {m['jaxlib']}, flax {m['flax']}, "
-        f"optax {m['optax']}.",
+        f"Run: {r['wall_time_s']:.0f} s wall on a shared machine: {common.describe_machine(m)}.",
     ]
     return lines
 

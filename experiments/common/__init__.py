@@ -31,6 +31,7 @@ from experiments.common.plots import plot_curves as plot_curves
 from experiments.common.plots import pyplot as pyplot
 from experiments.common.plots import save as save
 from experiments.common.records import config_hash as config_hash
+from experiments.common.records import describe_machine as describe_machine
 from experiments.common.records import environment as environment
 from experiments.common.records import machine_of as machine_of
 from experiments.common.records import strict_json as strict_json

@@ -66,9 +66,26 @@ def _cpu_model() -> str:
 
 
 def machine_of(results: dict[str, Any]) -> dict[str, Any]:
-    """The environment a results file states; files written before :func:`environment` was
-    the one stamp kept the CPU, cores and versions under ``machine``."""
-    return {**results.get("environment", {}), **results.get("machine", {})}
+    """The environment a results file states, in :func:`environment`'s keys. Files written
+    before it was the one stamp kept the CPU, cores and versions under ``machine``, and the
+    core count as ``cpu_count``."""
+    env = {**results.get("environment", {}), **results.get("machine", {})}
+    if "cores" not in env and "cpu_count" in env:
+        env["cores"] = env["cpu_count"]
+    return env
+
+
+def describe_machine(env: dict[str, Any]) -> str:
+    """The line a published table states its machine with: CPU model and cores, the versions
+    of jax, jaxlib, flax and optax, and the date; what a results file did not record is said."""
+    cpu = env.get("cpu") or "CPU model not recorded"
+    cores = env.get("cores", env.get("cpu_count"))
+    cores = f"{cores} cores" if cores else "cores not recorded"
+    versions = ", ".join(
+        f"{name} {env[name] or 'not recorded'}" if env.get(name) else f"{name} not recorded"
+        for name in ("jax", "jaxlib", "flax", "optax")
+    )
+    return f"{cpu} ({cores}); {versions}; {env.get('date') or 'date not recorded'}"
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -85,12 +85,12 @@ def table(results: dict[str, dict]) -> list[str]:
 
 def details(results: dict[str, dict]) -> list[str]:
     lines = ["", "### Runs", ""]
-    lines += ["| script | claims passed | wall time (2 CPU cores) | jax |", "|---|---:|---:|---|"]
+    lines += ["| script | claims passed | wall time | machine |", "|---|---:|---:|---|"]
     for name, r in results.items():
         n_pass = sum(c["verdict"] == "PASS" for c in r["claims"])
         lines.append(
             f"| `experiments/papers/{name}.py` | {n_pass}/{len(r['claims'])} | "
-            f"{r['wall_time_s']:.0f} s | {r['environment']['jax']} |"
+            f"{r['wall_time_s']:.0f} s | {_cell(common.describe_machine(common.machine_of(r)))} |"
         )
     failed = [c for r in results.values() for c in r["claims"] if c["verdict"] != "PASS"]
     if failed:
