@@ -69,7 +69,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg  # noqa: E402, F401  (holds the OpenBLAS that jax's CPU LAPACK calls)
+import scipy.linalg  # noqa: F401  (holds the OpenBLAS that jax's CPU LAPACK calls)
 import threadpoolctl
 
 import jinit
