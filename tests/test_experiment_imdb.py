@@ -287,6 +287,17 @@ def test_host_devices_is_read_from_argv_before_jax(monkeypatch):
         assert __import__("os").environ["XLA_FLAGS"] == expected, argv
 
 
+def test_config_quick_then_explicit_values_win():
+    from experiments.imdb import config, train
+
+    assert tuple(train.INITIALIZERS) == config.INIT_NAMES
+    d = config.get_config()
+    assert (d.epochs, d.train_limit, d.seeds) == (5, None, (0, 1, 2))
+    q = config.get_config(("lsuv",), (4,), quick=True, epochs=3, batch_size=8)
+    assert (q.inits, q.seeds, q.epochs, q.batch_size) == (("lsuv",), (4,), 3, 8)
+    assert (q.train_limit, q.test_limit, q.steps_per_call) == (500, 250, 5)
+
+
 def test_seeds_and_inits_parse_to_tuples():
     args, cfg = imdb_rnn.parse_args(["--seeds", " 3, 1 ", "--inits", "orthogonal,uniform"])
     assert cfg.seeds == (3, 1) and cfg.inits == ("orthogonal", "uniform")
