@@ -10,10 +10,10 @@ them is kept.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import shutil
-import sys
 
 import numpy as np
 
@@ -42,7 +42,9 @@ def _run_facts(r: dict) -> list[str]:
     env = common.machine_of(r)
     models = f" for {r['num_models']} models" if "num_models" in r else ""
     load = f" (data loading {r['data_load_s']:.1f} s)" if "data_load_s" in r else ""
-    facts = [f"- wall time on this machine: **{r['wall_time_s']:.0f} s**{models}{load}"]
+    runs = len(r.get("wall_time_s_per_run", [])) or 1
+    resumed = f", over {runs} runs (resumed from checkpoints)" if runs > 1 else ""
+    facts = [f"- wall time on this machine: **{r['wall_time_s']:.0f} s**{models}{load}{resumed}"]
     if "epoch_seconds" in r:
         facts.append(
             "- seconds per epoch (all models together): "
@@ -129,5 +131,15 @@ def publish(name: str, run_dir: str | pathlib.Path, extra_tables: str = "") -> p
     return page
 
 
+def main(argv=None) -> pathlib.Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", help="the study, e.g. imdb_rnn (its page is docs/experiments/NAME.md)")
+    p.add_argument("run_dir", type=common.existing_dir, help="the finished run, e.g. runs/imdb_rnn")
+    args = p.parse_args(argv)
+    if not (pathlib.Path(args.run_dir) / "results.json").is_file():
+        p.error(f"argument run_dir: {args.run_dir!r} holds no results.json")
+    return publish(args.name, args.run_dir)
+
+
 if __name__ == "__main__":
-    print(publish(sys.argv[1], sys.argv[2]))
+    print(main())
