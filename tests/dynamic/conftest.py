@@ -1,8 +1,14 @@
-"""The conformance runs, computed once per session (compiling dominates the test time)."""
+"""The conformance runs, computed once per session (compiling dominates the test time).
+
+Per (pass, family) two programs: the linen model's vmapped seed sweep (init inside the vmap)
+and the NNX twin's pass, run separately per seed on the same weights (one program for both).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from typing import Any
 
 import jax
 import pytest
@@ -12,6 +18,7 @@ import jinit
 from tests.dynamic.models import families, nnx_twin, xent
 
 ITERS = 2  # one iteration count for every conformance run: their programs are shared
+KEYS = 2  # init seeds of the sweep
 
 
 def run_pass(method, model, params, batch):
@@ -20,36 +27,56 @@ def run_pass(method, model, params, batch):
     return getattr(jinit, method)(model, params, batch, xent, loop="scan", **n)
 
 
-@pytest.fixture(scope="session")
-def family_cases():
-    """Per family: the family, linen variables (init key 0) and the NNX twin's Param state."""
-    out = {}
-    for name, fam in families().items():
-        variables = fam.linen.init(jax.random.key(0), fam.batch["x"])
-        out[name] = (fam, variables)
-    return out
+@dataclasses.dataclass
+class Runs:
+    """One (pass, family): per seed ``i``, the linen params in/out (``params`` dicts, member
+    ``i`` of the sweep) and the NNX twin's Param states in/out with its report."""
+
+    family: Any
+    variables: Any  # the linen variables of every seed, stacked
+    linen_in: list
+    linen_out: list
+    linen_report: Any  # stacked over seeds
+    nnx_in: list
+    nnx_out: list
+    nnx_reports: list
+    nnx_warnings: list
 
 
 @pytest.fixture(scope="session")
-def conformance(family_cases):
-    """``get(method, framework, family) -> (params_in, params_out, report, warnings)``;
-    ``params_in``/``params_out``: linen ``params`` dicts or NNX ``nnx.State`` of Params."""
+def conformance():
+    fams = families()
     cache = {}
+    inits = {}  # per family: every seed's linen variables (shared by both passes)
 
-    def get(method, framework, family):
-        key = (method, framework, family)
-        if key not in cache:
-            fam, variables = family_cases[family]
+    def get(method, family) -> Runs:
+        if (method, family) in cache:
+            return cache[method, family]
+        fam = fams[family]
+        x = fam.batch["x"]
+        keys = jax.random.split(jax.random.key(1), KEYS)
+        # The sweep: every seed's init (one vmapped program), then one vmapped pass. The init
+        # stays outside the pass's program so that "output = multiplier * input" can be checked
+        # bitwise against the very input (XLA may round a fused init differently).
+        if family not in inits:
+            inits[family] = jax.jit(jax.vmap(lambda k: fam.linen.init(k, x)))(keys)
+        variables = inits[family]
+        sweep = jax.jit(jax.vmap(lambda v: run_pass(method, fam.linen, v, fam.batch)))
+        out, stacked = sweep(variables)
+        runs = Runs(fam, variables, [], [], stacked, [], [], [], [])
+        for i in range(KEYS):
+            params = jax.tree.map(lambda a, i=i: a[i], variables["params"])
+            runs.linen_in.append(params)
+            runs.linen_out.append(jax.tree.map(lambda a, i=i: a[i], out["params"]))
+            twin = nnx_twin(fam, params)
+            runs.nnx_in.append(nnx.split(twin, nnx.Param, ...)[1])
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", jinit.InitWarning)
-                if framework == "linen":
-                    out, report = run_pass(method, fam.linen, variables, fam.batch)
-                    p_in, p_out = variables["params"], out["params"]
-                else:
-                    model = nnx_twin(fam, variables["params"])
-                    p_in = nnx.split(model, nnx.Param, ...)[1]
-                    p_out, report = run_pass(method, model, None, fam.batch)
-            cache[key] = (p_in, p_out, report, [str(w.message) for w in caught])
-        return cache[key]
+                state, report = run_pass(method, twin, None, fam.batch)
+            runs.nnx_out.append(state)
+            runs.nnx_reports.append(report)
+            runs.nnx_warnings.append([str(w.message) for w in caught])
+        cache[method, family] = runs
+        return runs
 
     return get

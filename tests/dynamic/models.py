@@ -92,7 +92,7 @@ class LinenCNN(nn.Module):
     """A plain CNN without normalization: ``depth`` 3x3 ReLU convs, one 2x2 average pool,
     global average pool, Dense (the VGG-like net of the GradInit reproduction, tiny)."""
 
-    depth: int = 4
+    depth: int = 3
     width: int = 4
     classes: int = 3
 
@@ -106,13 +106,12 @@ class LinenCNN(nn.Module):
 
 
 class NnxCNN(nnx.Module):
-    def __init__(self, rngs, depth=4, width=4, channels=3, classes=3):
+    def __init__(self, rngs, depth=3, width=4, channels=3, classes=3, **init):
         self.depth = depth
         for i in range(depth):
-            setattr(
-                self, f"conv{i}", nnx.Conv(channels if i == 0 else width, width, (3, 3), rngs=rngs)
-            )
-        self.out = nnx.Linear(width, classes, rngs=rngs)
+            c_in = channels if i == 0 else width
+            setattr(self, f"conv{i}", nnx.Conv(c_in, width, (3, 3), rngs=rngs, **init))
+        self.out = nnx.Linear(width, classes, rngs=rngs, **init)
 
     def __call__(self, x):
         for i in range(self.depth):
@@ -133,11 +132,11 @@ class LinenMLP(nn.Module):
 
 
 class NnxMLP(nnx.Module):
-    def __init__(self, rngs, d_in=5):
-        self.l0 = nnx.Linear(d_in, 8, rngs=rngs)
-        self.l1 = nnx.Linear(8, 8, rngs=rngs)
-        self.l2 = nnx.Linear(8, 8, rngs=rngs)
-        self.out = nnx.Linear(8, 3, rngs=rngs)
+    def __init__(self, rngs, d_in=5, **init):
+        self.l0 = nnx.Linear(d_in, 8, rngs=rngs, **init)
+        self.l1 = nnx.Linear(8, 8, rngs=rngs, **init)
+        self.l2 = nnx.Linear(8, 8, rngs=rngs, **init)
+        self.out = nnx.Linear(8, 3, rngs=rngs, **init)
 
     def __call__(self, x):
         for layer in (self.l0, self.l1, self.l2):
@@ -145,7 +144,7 @@ class NnxMLP(nnx.Module):
         return self.out(x)
 
 
-VOCAB, EMBED, HIDDEN = 20, 6, 6
+VOCAB, EMBED, HIDDEN = 20, 4, 4
 
 
 class LinenRNN(nn.Module):
@@ -161,10 +160,12 @@ class LinenRNN(nn.Module):
 class NnxRNN(nnx.Module):
     """Embed -> nnx.RNN(LSTMCell) (its carry drawn from the cell's stored Rngs) -> Dense."""
 
-    def __init__(self, rngs):
-        self.embed = nnx.Embed(VOCAB, EMBED, rngs=rngs)
-        self.rnn = nnx.RNN(nnx.LSTMCell(EMBED, HIDDEN, rngs=rngs))
-        self.out = nnx.Linear(HIDDEN, 2, rngs=rngs)
+    def __init__(self, rngs, **init):
+        k = init.get("kernel_init")
+        self.embed = nnx.Embed(VOCAB, EMBED, rngs=rngs, **({"embedding_init": k} if k else {}))
+        cell_init = {"recurrent_kernel_init": k, **init} if k else {}
+        self.rnn = nnx.RNN(nnx.LSTMCell(EMBED, HIDDEN, rngs=rngs, **cell_init))
+        self.out = nnx.Linear(HIDDEN, 2, rngs=rngs, **init)
 
     def __call__(self, tokens):
         return self.out(self.rnn(self.embed(tokens))[:, -1])
@@ -190,7 +191,7 @@ def families() -> dict[str, Family]:
     n = 8
     images = jnp.asarray(rng.normal(size=(n, 8, 8, 3)), jnp.float32)
     vectors = jnp.asarray(rng.normal(size=(n, 5)), jnp.float32)
-    tokens = jnp.asarray(rng.integers(0, VOCAB, size=(n, 5)), jnp.int32)
+    tokens = jnp.asarray(rng.integers(0, VOCAB, size=(n, 4)), jnp.int32)
     return {
         "cnn": Family("cnn", LinenCNN(), NnxCNN, {"x": images, "y": jnp.arange(n) % 3}),
         "mlp": Family("mlp", LinenMLP(), NnxMLP, {"x": vectors, "y": jnp.arange(n) % 3}),
@@ -205,7 +206,8 @@ def flat(tree) -> dict[str, Any]:
 
 def nnx_twin(family: Family, linen_params) -> nnx.Module:
     """The NNX model of ``family`` holding exactly ``linen_params`` (linen's ``params``)."""
-    model = family.nnx_cls(nnx.Rngs(0))
+    # built with zeros (no random init to compile), then given the linen weights
+    model = family.nnx_cls(nnx.Rngs(0), kernel_init=nnx.initializers.zeros_init())
     weights = {nnx_path(k): v for k, v in flat(linen_params).items()}
     _, state, _ = nnx.split(model, nnx.Param, ...)
     own = flat(state)
