@@ -145,22 +145,6 @@ def test_jit_eager_scan_python_agree():
         np.testing.assert_allclose(r.lookahead_loss, runs[0].lookahead_loss, rtol=1e-5)
 
 
-def test_vmap_over_init_keys_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(7), 3)
-    batch = data()
-
-    def one(k):
-        return jinit.gradinit(two_layer, two_layer_params(k), batch, xent, iters=3)
-
-    out, stacked = jax.jit(jax.vmap(one))(keys)
-    assert stacked.multiplier.shape == (3, 2) and out["w1"].shape == (3, 5, 6)
-    for i, k in enumerate(keys):
-        _, r = one(k)
-        np.testing.assert_allclose(stacked.multiplier[i], r.multiplier, rtol=1e-5)
-        np.testing.assert_allclose(stacked.grad_norm[i], r.grad_norm, rtol=1e-5)
-    stacked.check()
-
-
 def test_non_finite_names_the_block_and_iteration():
     with pytest.raises(ValueError, match=r"non-finite .*iteration 0"):
         jinit.gradinit(chain, OVERFLOWING_CHAIN, data(), xent, iters=1)

@@ -25,8 +25,6 @@ from tests.dynamic.models import (
     linear,
     mse,
     nnx_twin,
-    two_layer,
-    two_layer_params,
     xent,
 )
 
@@ -124,22 +122,6 @@ def test_jit_eager_scan_python_agree():
     for r in runs[1:]:
         np.testing.assert_allclose(r.trajectory, runs[0].trajectory, rtol=1e-5)
         np.testing.assert_allclose(r.quotient, runs[0].quotient, rtol=1e-5)
-
-
-def test_vmap_over_init_keys_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(7), 3)
-    batch = data()
-
-    def one(k):
-        return jinit.metainit(two_layer, two_layer_params(k), batch, xent, steps=3)
-
-    _, stacked = jax.jit(jax.vmap(one))(keys)
-    assert stacked.multiplier.shape == (3, 2)
-    for i, k in enumerate(keys):
-        _, r = one(k)
-        np.testing.assert_allclose(stacked.multiplier[i], r.multiplier, rtol=1e-5)
-        np.testing.assert_allclose(stacked.quotient[i], r.quotient, rtol=1e-5)
-    stacked.check()  # finite: no error
 
 
 def test_graphdef_with_state_equals_the_module():
