@@ -6,6 +6,7 @@ for a deep plain CNN (convolutions) and a deep MLP (matmuls only), so that the p
 Reports steady-state ms per iteration (second call, compilation excluded) and the compile time.
 
     python -m benchmarks.dynamic            # writes docs/benchmarks/dynamic.{json,md}
+    python -m benchmarks.dynamic --only mlp # one row group (cnn or mlp), printed, not written
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
+    p.add_argument(
+        "--only", choices=("cnn", "mlp"), help="run one model's rows and print them (no files)"
+    )
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     cases = {
@@ -66,7 +70,12 @@ def main(argv=None):
             jnp.asarray(rng.normal(size=(64, 64)), jnp.float32),
         ),
     }
+    if args.only:
+        word = {"cnn": "CNN", "mlp": "MLP"}[args.only]
+        cases = {k: v for k, v in cases.items() if word in k}
     results = {name: case(name, m, x, args.iters) for name, (m, x) in cases.items()}
+    if args.only:
+        return results
     env = {
         "machine": f"{platform.processor() or platform.machine()}, {jax.local_device_count()} "
         f"device(s), {__import__('os').cpu_count()} CPU cores",

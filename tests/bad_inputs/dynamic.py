@@ -40,6 +40,8 @@ def m(**kw):
 EMPTY = {"x": jnp.ones((0, 3), jnp.float32), "y": jnp.zeros((0, 2), jnp.float32)}
 ONE = {"x": jnp.ones((1, 3), jnp.float32), "y": jnp.zeros((1, 2), jnp.float32)}
 
+STACKED = {k: jnp.stack([v] * 3) for k, v in B.items()}  # 3 iterations' batches
+
 ROWS = [
     Row(
         "gradinit/optimizer=rmsprop",
@@ -114,6 +116,25 @@ ROWS = [
         ValueError,
         ("exactly zero", "does not depend on the parameters"),
     ),
+    Row(
+        "gradinit/per_iteration-axis-not-iters",
+        g(batch=STACKED, per_iteration=True, iters=2),
+        ValueError,
+        ("per_iteration=True", "batch", "iters=2", "['3']"),
+    ),
+    Row(
+        "gradinit/per_iteration-lookahead-axis",
+        g(batch=STACKED, lookahead_batch=B, per_iteration=True, iters=3),
+        ValueError,
+        ("lookahead_batch", "iters=3", "['4']"),
+    ),
+    Row(
+        "gradinit/per_iteration-scalar-leaf",
+        g(batch={"x": STACKED["x"], "y": jnp.zeros(())}, per_iteration=True, iters=3),
+        ValueError,
+        ("batch", "'scalar'"),
+    ),
+    Row("gradinit/per_iteration=1", g(per_iteration=1), TypeError, ("per_iteration", "1")),
     Row("metainit/steps=0", m(steps=0), ValueError, ("steps", ">= 1")),
     Row("metainit/lr=0", m(lr=0.0), ValueError, ("lr", "> 0")),
     Row("metainit/momentum=1", m(momentum=1.0), ValueError, ("momentum", "[0, 1)")),
@@ -130,6 +151,13 @@ ROWS = [
     Row("metainit/batch-empty", m(batch=EMPTY), ValueError, ("batch", "empty")),
     Row("metainit/hvp=both", m(hvp="both"), ValueError, ("hvp", "'both'", "'forward'")),
     Row("metainit/loop=fori", m(loop="fori"), ValueError, ("loop", "'fori'")),
+    Row(
+        "metainit/per_iteration-axis-not-steps",
+        m(batch=STACKED, per_iteration=True, steps=4),
+        ValueError,
+        ("per_iteration=True", "steps=4", "['3']"),
+    ),
+    Row("metainit/per_iteration=yes", m(per_iteration="yes"), TypeError, ("per_iteration",)),
     Row("metainit/jit=1", m(jit=1), TypeError, ("jit",)),
     Row("metainit/loss_fn=None", m(loss_fn=None), TypeError, ("loss_fn",)),
     Row(

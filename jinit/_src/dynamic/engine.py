@@ -109,11 +109,33 @@ def check_gradient_at_start(fn: str, grad_norm: Any) -> None:
         )
 
 
-def halves(batch: Any) -> tuple[Any, Any]:
-    """The batch split along its leading (example) axis: first half, second half."""
-    n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+def halves(batch: Any, axis: int = 0) -> tuple[Any, Any]:
+    """The batch split along its example axis (``axis``): first half, second half."""
+    n = np.shape(jax.tree_util.tree_leaves(batch)[0])[axis]
     h = n // 2
-    return jax.tree.map(lambda a: a[:h], batch), jax.tree.map(lambda a: a[h : 2 * h], batch)
+    lo = (slice(None),) * axis + (slice(0, h),)
+    hi = (slice(None),) * axis + (slice(h, 2 * h),)
+    return jax.tree.map(lambda a: a[lo], batch), jax.tree.map(lambda a: a[hi], batch)
+
+
+def first_iteration(batches: Any) -> Any:
+    """Iteration 0 of per-iteration batches (every leaf's leading axis dropped)."""
+    return jax.tree.map(lambda a: a[0], batches)
+
+
+def check_per_iteration(fn: str, arg: str, batches: Any, count: int, count_name: str) -> Any:
+    """Per-iteration batches: every leaf has a leading axis of length ``count`` (the number of
+    iterations, named ``count_name``). Returns iteration 0's batch; ValueError otherwise."""
+    leaves = jax.tree_util.tree_leaves(batches)
+    if not leaves:
+        raise ValueError(f"{fn}: {arg} holds no arrays (got {type(batches).__name__})")
+    sizes = sorted({str(np.shape(a)[0]) if np.ndim(a) else "scalar" for a in leaves})
+    if sizes != [str(count)]:
+        raise ValueError(
+            f"{fn}: with per_iteration=True every array of {arg} needs a leading iteration axis "
+            f"of length {count_name}={count}, got leading sizes {sizes}"
+        )
+    return first_iteration(batches)
 
 
 def compile_include(fn: str, include: Any) -> re.Pattern | None:
@@ -222,6 +244,7 @@ class Spec:
     input_key: Any
     index: tuple[int, ...]
     cfg: Any
+    per_iteration: bool = False  # data leaves carry a leading iteration axis
 
 
 class Env:
@@ -230,8 +253,12 @@ class Env:
     def __init__(self, leaves, index, data, loss_at):
         self.leaves = leaves
         self.index = index
-        self.data = data
+        self.data = data  # this iteration's data (init/finish: iteration 0's)
         self.loss_at = loss_at  # loss_at(leaves, batch) -> scalar
+
+    def on(self, data) -> Env:
+        """The same model and parameters on another iteration's data."""
+        return Env(self.leaves, self.index, data, self.loss_at)
 
     def scale(self, alpha: jax.Array) -> list[Any]:
         out = list(self.leaves)
@@ -258,9 +285,14 @@ def _env(spec, params, data, rngs) -> Env:
 
 
 def _scan_body(spec, params, data, rngs):
-    env = _env(spec, params, data, rngs)
-    carry = spec.cfg.init(env)
-    carry, recs = jax.lax.scan(lambda c, _: spec.cfg.step(c, env), carry, None, spec.cfg.iters)
+    if spec.per_iteration:  # iteration t reads data[t]; init and finish read data[0]
+        env = _env(spec, params, first_iteration(data), rngs)
+        carry = spec.cfg.init(env)
+        carry, recs = jax.lax.scan(lambda c, d: spec.cfg.step(c, env.on(d)), carry, data)
+    else:
+        env = _env(spec, params, data, rngs)
+        carry = spec.cfg.init(env)
+        carry, recs = jax.lax.scan(lambda c, _: spec.cfg.step(c, env), carry, None, spec.cfg.iters)
     return carry, recs, spec.cfg.finish(carry, env)
 
 
@@ -286,7 +318,9 @@ def run_program(spec, params, data, rngs, loop: str, jit: bool):
 
     ``"scan"``: one program (one ``jax.jit`` with ``jit=True``); ``"python"``: a jitted init,
     step and finish, the step called ``iters`` times from Python. Both compile once per
-    (spec, shapes) and give the same numbers.
+    (spec, shapes) and give the same numbers. With ``spec.per_iteration`` every leaf of
+    ``data`` has a leading iteration axis: iteration ``t`` reads ``data[t]``, init and finish
+    read ``data[0]``.
     """
     get = (lambda f: _JITTED[f]) if jit else (lambda f: f)
     try:
@@ -298,13 +332,15 @@ def run_program(spec, params, data, rngs, loop: str, jit: bool):
         ) from None
     if loop == "scan":
         return get(_scan_body)(spec, params, data, rngs)
-    carry = get(_init_body)(spec, params, data, rngs)
+    per = spec.per_iteration
+    at = (lambda t: jax.tree.map(lambda a: a[t], data)) if per else (lambda t: data)
+    carry = get(_init_body)(spec, params, at(0), rngs)
     recs = []
-    for _ in range(spec.cfg.iters):
-        carry, rec = get(_step_body)(spec, params, data, rngs, carry)
+    for t in range(spec.cfg.iters):
+        carry, rec = get(_step_body)(spec, params, at(t), rngs, carry)
         recs.append(rec)
     recs = jax.tree.map(lambda *r: jnp.stack(r), *recs)
-    return carry, recs, get(_finish_body)(spec, params, data, rngs, carry)
+    return carry, recs, get(_finish_body)(spec, params, at(0), rngs, carry)
 
 
 def prepare(fn, model, params, batch, loss_fn, input_key, rngs, apply_kwargs):

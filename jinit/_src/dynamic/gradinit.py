@@ -146,6 +146,7 @@ def gradinit(
     loss_fn: Any,
     *,
     lookahead_batch: Any = None,
+    per_iteration: bool = False,
     input_key: str | int | None = None,
     rngs: Any = None,
     apply_kwargs: Any = None,
@@ -180,11 +181,16 @@ def gradinit(
     after which :math:`\alpha` is clamped to its floor. As in the reference, the simulated step
     is a constant for the outer gradient (``differentiate_step=True`` differentiates it too).
 
-    Deviations from the reference, by design: one batch for all iterations (the reference
-    draws a new one per iteration), its first half the step batch and its second half the
-    lookahead batch (the reference's lookahead batch shares half of the step batch);
-    ``lookahead_batch`` gives a separate one. The simulated step updates every trainable
-    leaf, as training would; the gradient norm is over all of them.
+    Batches: the reference draws new mini-batches every iteration (its step batch is two
+    fresh loader batches :math:`B_0 \cup B_1`, its lookahead batch :math:`B_0 \cup B_2` with a
+    third fresh one). By default here one ``batch`` serves every iteration, its first half the
+    step batch and its second half the lookahead batch (``lookahead_batch`` gives a separate
+    one). With ``per_iteration=True`` every leaf of ``batch`` (and of ``lookahead_batch``)
+    carries a leading iteration axis of length ``iters`` and iteration ``t`` uses ``batch[t]``
+    (split into halves, or with ``lookahead_batch[t]``), consumed inside the same program; the
+    reference's overlap is ``batch[t]`` = :math:`B_0 \cup B_1`, ``lookahead_batch[t]`` =
+    :math:`B_0 \cup B_2`. The simulated step updates every trainable leaf, as training would;
+    the gradient norm is over all of them.
 
     Args:
       model: a ``flax.linen.Module``, ``flax.nnx.Module``, ``nnx.GraphDef`` (with its state)
@@ -192,9 +198,15 @@ def gradinit(
       params: the parameters (linen: ``params`` or the full variables; NNX module: ``None``
         or an ``nnx.State`` of its ``nnx.Param``); the initialization to rescale.
       batch: a pytree of arrays with a leading example axis (>= 2 examples without
-        ``lookahead_batch``); the model inputs are picked by ``input_key``.
-      loss_fn: ``loss_fn(outputs, batch) -> float scalar``.
+        ``lookahead_batch``); the model inputs are picked by ``input_key``. With
+        ``per_iteration=True``: shape ``(iters, examples, ...)`` per leaf.
+      loss_fn: ``loss_fn(outputs, batch) -> float scalar`` (called on one iteration's batch).
       lookahead_batch: the batch :math:`\tilde S`; default: the second half of ``batch``.
+        With ``per_iteration=True`` it has the leading iteration axis too.
+      per_iteration: ``batch`` (and ``lookahead_batch``) hold one batch per iteration along
+        a leading axis of length ``iters`` (default ``False``: one batch for all). The
+        reported ``grad_norm_after`` is measured on iteration 0's step batch, like
+        ``grad_norm[0]``.
       input_key: which entry of the batch holds the model inputs (see
         ``jinit.layer_statistics``).
       rngs: linen ``rngs`` (``{"dropout": key}``), the same in every iteration.
@@ -270,17 +282,28 @@ def gradinit(
             f"{type(outer_optimizer).__name__}"
         )
     pattern = engine.compile_include(FN, include)
+    if not isinstance(per_iteration, bool):
+        raise TypeError(f"{FN}: per_iteration must be True or False, got {per_iteration!r}")
+    batch0 = (
+        engine.check_per_iteration(FN, "batch", batch, iters, "iters") if per_iteration else batch
+    )
     model, params, nnx_module, frozen, apply, p0, merge, x = engine.prepare(
-        FN, model, params, batch, loss_fn, input_key, rngs, apply_kwargs
+        FN, model, params, batch0, loss_fn, input_key, rngs, apply_kwargs
     )
     if lookahead_batch is None:
-        engine.check_batch(FN, "batch", batch, input_key, minimum=2)
-        batch_a, batch_b = engine.halves(batch)
+        engine.check_batch(FN, "batch", batch0, input_key, minimum=2)
+        batch_a, batch_b = engine.halves(batch, axis=1 if per_iteration else 0)
     else:
-        engine.check_batch(FN, "batch", batch, input_key)
-        engine.check_batch(FN, "lookahead_batch", lookahead_batch, input_key)
+        look0 = lookahead_batch
+        if per_iteration:
+            look0 = engine.check_per_iteration(
+                FN, "lookahead_batch", lookahead_batch, iters, "iters"
+            )
+        engine.check_batch(FN, "batch", batch0, input_key)
+        engine.check_batch(FN, "lookahead_batch", look0, input_key)
         batch_a, batch_b = batch, lookahead_batch
-    engine.check_loss(FN, apply, p0, batch_a, engine.model_inputs(batch_a, input_key), loss_fn)
+    a0 = engine.first_iteration(batch_a) if per_iteration else batch_a
+    engine.check_loss(FN, apply, p0, a0, engine.model_inputs(a0, input_key), loss_fn)
     blocks = engine.Blocks(
         FN, apply, p0, x, pattern, lambda p, leaf: True, "the default (every block)"
     )
@@ -299,7 +322,7 @@ def gradinit(
         differentiate_step,
         outer_optimizer,
     )
-    spec = engine.Spec(model, loss_fn, frozen, input_key, tuple(blocks.index), cfg)
+    spec = engine.Spec(model, loss_fn, frozen, input_key, tuple(blocks.index), cfg, per_iteration)
     leaves = jax.tree_util.tree_leaves(p0)
     run_loop = engine.choose_loop(loop, leaves, FN)
     (alpha, _), recs, gnorm_after = engine.run_program(
@@ -312,6 +335,7 @@ def gradinit(
         ("normalize_grad", normalize_grad),
         ("iters", iters),
         ("outer_lr", float(outer_lr)),
+        ("per_iteration", per_iteration),
         ("loop", run_loop),
     )
     report = GradInitReport(

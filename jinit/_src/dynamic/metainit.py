@@ -98,6 +98,7 @@ def metainit(
     batch: Any,
     loss_fn: Any,
     *,
+    per_iteration: bool = False,
     input_key: str | int | None = None,
     rngs: Any = None,
     apply_kwargs: Any = None,
@@ -122,16 +123,22 @@ def metainit(
     Hessian-vector product (``jax.jvp`` of ``jax.grad``), so a step costs about 4 forward
     passes plus their backward passes. :math:`GQ` averages over every trainable parameter.
 
-    The paper runs MetaInit on random Gaussian inputs and random labels ("without data"); here
-    the batch is whatever you pass (real data, or ``jax.random.normal`` inputs), fixed over
-    the steps. The norm update is the reference's, in absolute units (``lr`` is added to a
+    The paper's listing draws a new batch of random Gaussian inputs and random labels at
+    every step ("without data"; init2winit's ``meta_init`` likewise folds the step into its
+    batch key, and the GradInit repository's ``metainit`` takes the next loader batch). Here
+    the batch is whatever you pass (real data, or ``jax.random.normal`` inputs): by default
+    one batch for every step; with ``per_iteration=True`` a leading axis of length ``steps``
+    gives step ``t`` its own ``batch[t]``, as the references do. The norm update is the reference's, in absolute units (``lr`` is added to a
     norm), so the multiplier can reach 0 or below for a tensor of small norm: that is warned.
 
     Args:
       model: as in :func:`jinit.gradinit` (linen, NNX module or GraphDef, or apply_fn).
       params: the parameters whose tensors are rescaled (as in :func:`jinit.gradinit`).
-      batch: a pytree of arrays with a leading example axis (>= 1 example), fixed over the
-        steps.
+      batch: a pytree of arrays with a leading example axis (>= 1 example), the same for
+        every step; with ``per_iteration=True`` shape ``(steps, examples, ...)`` per leaf.
+      per_iteration: ``batch`` holds one batch per step along a leading axis of length
+        ``steps`` (default ``False``). ``quotient_after`` is then measured on ``batch[0]``,
+        like ``quotient[0]``.
       loss_fn: ``loss_fn(outputs, batch) -> float scalar``.
       input_key: which entry of the batch holds the model inputs.
       rngs: linen ``rngs`` (``{"dropout": key}``), the same in every step.
@@ -178,16 +185,21 @@ def metainit(
     if not isinstance(jit, bool):
         raise TypeError(f"{FN}: jit must be True or False, got {jit!r}")
     pattern = engine.compile_include(FN, include)
-    model, params, nnx_module, frozen, apply, p0, merge, x = engine.prepare(
-        FN, model, params, batch, loss_fn, input_key, rngs, apply_kwargs
+    if not isinstance(per_iteration, bool):
+        raise TypeError(f"{FN}: per_iteration must be True or False, got {per_iteration!r}")
+    batch0 = (
+        engine.check_per_iteration(FN, "batch", batch, steps, "steps") if per_iteration else batch
     )
-    engine.check_batch(FN, "batch", batch, input_key)
-    engine.check_loss(FN, apply, p0, batch, x, loss_fn)
+    model, params, nnx_module, frozen, apply, p0, merge, x = engine.prepare(
+        FN, model, params, batch0, loss_fn, input_key, rngs, apply_kwargs
+    )
+    engine.check_batch(FN, "batch", batch0, input_key)
+    engine.check_loss(FN, apply, p0, batch0, x, loss_fn)
     blocks = engine.Blocks(
         FN, apply, p0, x, pattern, _is_weight, "the default (every parameter with ndim >= 2)"
     )
     cfg = _Config(float(lr), float(momentum), float(eps), steps, hvp)
-    spec = engine.Spec(model, loss_fn, frozen, input_key, tuple(blocks.index), cfg)
+    spec = engine.Spec(model, loss_fn, frozen, input_key, tuple(blocks.index), cfg, per_iteration)
     leaves = jax.tree_util.tree_leaves(p0)
     run_loop = engine.choose_loop(loop, leaves, FN)
     (alpha, _), recs, gq_after = engine.run_program(spec, params, batch, rngs, run_loop, jit)
@@ -197,6 +209,7 @@ def metainit(
         ("eps", float(eps)),
         ("steps", steps),
         ("hvp", hvp),
+        ("per_iteration", per_iteration),
         ("loop", run_loop),
     )
     report = MetaInitReport(

@@ -3,32 +3,28 @@ jit/eager/scan/python/vmap/linen/NNX agreement."""
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 import jinit
-
-
-def linear(p, x):
-    return x @ p["w"]
-
-
-def mse(out, batch):
-    return 0.5 * jnp.mean(jnp.sum((out - batch["y"]) ** 2, -1))
-
-
-def lin_data(n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "x": jnp.asarray(rng.normal(size=(n, 4)), jnp.float32),
-        "y": jnp.asarray(rng.normal(size=(n, 3)), jnp.float32),
-    }
-
+from tests.dynamic.models import (
+    DEAD_PARAMS,
+    OVERFLOWING_CHAIN,
+    DenseBNDropout,
+    LinenMLP,
+    chain,
+    data,
+    dead_relu,
+    lin_data,
+    linear,
+    mse,
+    two_layer,
+    two_layer_params,
+    xent,
+)
 
 W = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)), jnp.float32)
 
@@ -110,30 +106,14 @@ def test_explicit_lookahead_batch():
     np.testing.assert_allclose(float(r.lookahead_loss[0]), expected, rtol=1e-5)
 
 
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Dense(8, name="l0")(x))
-        x = nn.relu(nn.Dense(8, name="l1")(x))
-        return nn.Dense(3, name="l2")(x)
-
-
-def xent(out, batch):
-    return optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]).mean()
-
-
-def data(n=16):
-    return {"x": jax.random.normal(jax.random.key(3), (n, 5)), "y": jnp.arange(n) % 3}
-
-
 ITERS = 5  # one iteration count everywhere: the compiled programs are shared across tests
 
 
 def test_rescales_only_in_forward_order():
-    params = MLP().init(jax.random.key(0), data()["x"])
-    out, r = jinit.gradinit(MLP(), params, data(), xent, include=r"kernel$", iters=ITERS)
-    assert r.paths == ("l0/kernel", "l1/kernel", "l2/kernel")
-    assert r.trajectory.shape == (ITERS, 3) and r.lookahead_loss.shape == (ITERS,)
+    params = LinenMLP().init(jax.random.key(0), data()["x"])
+    out, r = jinit.gradinit(LinenMLP(), params, data(), xent, include=r"kernel$", iters=ITERS)
+    assert r.paths == ("l0/kernel", "l1/kernel", "l2/kernel", "out/kernel")
+    assert r.trajectory.shape == (ITERS, 4) and r.lookahead_loss.shape == (ITERS,)
     for i, path in enumerate(r.paths):
         layer = path.split("/")[0]
         np.testing.assert_array_equal(
@@ -143,25 +123,21 @@ def test_rescales_only_in_forward_order():
         np.testing.assert_array_equal(out["params"][layer]["bias"], params["params"][layer]["bias"])
     assert "gradinit" in r.summary() and "l1/kernel" in r.summary()
     # Default: every block, biases included (their floor is 0; a zero bias keeps multiplier 1).
-    _, r_all = jinit.gradinit(MLP(), params, data(), xent, iters=ITERS)
-    assert r_all.paths[:2] == ("l0/kernel", "l0/bias") and len(r_all) == 6
+    _, r_all = jinit.gradinit(LinenMLP(), params, data(), xent, iters=ITERS)
+    assert r_all.paths[:2] == ("l0/kernel", "l0/bias") and len(r_all) == 8
     assert r_all.floors[:2] == (0.01, 0.0)
     np.testing.assert_array_equal(np.asarray(r_all.multiplier)[1::2], 1.0)
 
 
-def two_layer(p, x):
-    return jnp.tanh(x @ p["w1"]) @ p["w2"]
-
-
-def two_layer_params(key):
-    k1, k2 = jax.random.split(key)
-    return {"w1": 3.0 * jax.random.normal(k1, (5, 6)), "w2": jax.random.normal(k2, (6, 3))}
-
-
 def test_jit_eager_scan_python_agree():
-    params, batch = two_layer_params(jax.random.key(0)), data()
+    # A linear least-squares model: the eager run compiles every primitive it dispatches, so
+    # few primitives (no softmax, no tanh, through third-order autodiff) keep it fast.
+    params, batch = (
+        {"w": jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)},
+        lin_data(),
+    )
     runs = [
-        jinit.gradinit(two_layer, params, batch, xent, iters=3, loop=loop, jit=jit)[1]
+        jinit.gradinit(linear, params, batch, mse, iters=3, loop=loop, jit=jit)[1]
         for loop, jit in (("scan", True), ("python", True), ("python", False))
     ]
     for r in runs[1:]:
@@ -169,78 +145,21 @@ def test_jit_eager_scan_python_agree():
         np.testing.assert_allclose(r.lookahead_loss, runs[0].lookahead_loss, rtol=1e-5)
 
 
-def test_vmap_over_init_keys_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(7), 3)
-    batch = data()
-
-    def one(k):
-        return jinit.gradinit(two_layer, two_layer_params(k), batch, xent, iters=3)
-
-    out, stacked = jax.jit(jax.vmap(one))(keys)
-    assert stacked.multiplier.shape == (3, 2) and out["w1"].shape == (3, 5, 6)
-    for i, k in enumerate(keys):
-        _, r = one(k)
-        np.testing.assert_allclose(stacked.multiplier[i], r.multiplier, rtol=1e-5)
-        np.testing.assert_allclose(stacked.grad_norm[i], r.grad_norm, rtol=1e-5)
-    stacked.check()
-
-
-class NnxMLP(nnx.Module):
-    def __init__(self, rngs):
-        self.l0 = nnx.Linear(5, 8, rngs=rngs)
-        self.l1 = nnx.Linear(8, 8, rngs=rngs)
-        self.l2 = nnx.Linear(8, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.l2(nnx.relu(self.l1(nnx.relu(self.l0(x)))))
-
-
-def test_linen_and_nnx_give_the_same_multipliers():
-    params = MLP().init(jax.random.key(0), data()["x"])
-    _, r_linen = jinit.gradinit(MLP(), params, data(), xent, include=r"kernel$", iters=ITERS)
-    m = NnxMLP(nnx.Rngs(0))
-    for name in ("l0", "l1", "l2"):
-        getattr(m, name).kernel.value = params["params"][name]["kernel"]
-        getattr(m, name).bias.value = params["params"][name]["bias"]
-    state, r_nnx = jinit.gradinit(m, None, data(), xent, include=r"kernel$", iters=ITERS)
-    assert r_nnx.paths == r_linen.paths
-    np.testing.assert_allclose(r_nnx.multiplier, r_linen.multiplier, rtol=1e-5)
-    np.testing.assert_array_equal(
-        state["l2"]["kernel"].value, params["params"]["l2"]["kernel"] * r_nnx.multiplier[2]
-    )
-
-
 def test_non_finite_names_the_block_and_iteration():
-    def chain(p, x):
-        return x @ p["a"] @ p["b"]
-
-    p = {"a": jnp.full((5, 4), 1e20), "b": jnp.full((4, 3), 1e20)}
     with pytest.raises(ValueError, match=r"non-finite .*iteration 0"):
-        jinit.gradinit(chain, p, data(), xent, iters=1)
+        jinit.gradinit(chain, OVERFLOWING_CHAIN, data(), xent, iters=1)
 
 
 def test_dead_network_has_all_zero_gradients():
-    def apply(p, x):
-        return jax.nn.relu(x @ p["w1"]) @ p["w2"]
-
-    p = {"w1": jnp.zeros((5, 4)), "w2": jnp.zeros((4, 3))}
     with pytest.raises(ValueError, match="exactly zero"):
-        jinit.gradinit(apply, p, data(), xent, iters=1)
+        jinit.gradinit(dead_relu, DEAD_PARAMS, data(), xent, iters=1)
 
 
 def test_batchnorm_train_mode_and_dropout():
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=True):
-            x = nn.Dense(8)(x)
-            x = nn.BatchNorm(use_running_average=not train)(x)
-            x = nn.Dropout(0.2, deterministic=not train)(nn.relu(x))
-            return nn.Dense(3)(x)
-
     b = data()
-    v = Net().init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b["x"])
+    v = DenseBNDropout().init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b["x"])
     out, r = jinit.gradinit(
-        Net(),
+        DenseBNDropout(),
         v,
         b,
         xent,
@@ -271,3 +190,69 @@ def test_second_call_compiles_nothing():
         finally:
             logging.getLogger("jax").removeHandler(handler)
     assert not [r for r in records if "_scan_body" in r.getMessage()]
+
+
+def stack(batches):
+    return jax.tree.map(lambda *a: jnp.stack(a), *batches)
+
+
+def test_per_iteration_batches_identical_equal_the_fixed_batch():
+    """T copies of one batch along a leading axis: the same pass as that batch fixed."""
+    batch, T = lin_data(), 3
+    kw = dict(iters=T, gamma=1e9)
+    _, fixed = jinit.gradinit(linear, {"w": W}, batch, mse, **kw)
+    for loop in ("scan", "python"):
+        _, per = jinit.gradinit(
+            linear, {"w": W}, stack([batch] * T), mse, per_iteration=True, loop=loop, **kw
+        )
+        for field in ("trajectory", "loss", "lookahead_loss", "grad_norm", "grad_norm_after"):
+            np.testing.assert_allclose(
+                getattr(per, field), getattr(fixed, field), rtol=1e-6, err_msg=field
+            )
+        assert dict(per.settings)["per_iteration"] is True
+
+
+def test_per_iteration_batches_iteration_t_reads_batch_t():
+    """Iteration t's step loss is the closed-form loss of its batch's first half at the
+    multiplier after iteration t-1, its lookahead loss that of the second half after the
+    simulated step; the output is still the input times the multiplier."""
+    T, eta = 3, 0.1
+    batches = [lin_data(8, seed=10 + t) for t in range(T)]
+    out, r = jinit.gradinit(
+        linear, {"w": W}, stack(batches), mse, per_iteration=True, iters=T, gamma=1e9, lr=eta
+    )
+    w = np.asarray(W, np.float64)
+    alpha = np.concatenate([[1.0], np.asarray(r.trajectory[:, 0], np.float64)])
+    for t, b in enumerate(batches):
+        a = {k: v[:4] for k, v in b.items()}
+        look = {k: v[4:] for k, v in b.items()}
+        loss, g = np_loss_grad(alpha[t] * w, a)
+        expected_look, _ = np_loss_grad(alpha[t] * w - eta * g / np.linalg.norm(g), look)
+        np.testing.assert_allclose(float(r.loss[t]), loss, rtol=1e-5)
+        np.testing.assert_allclose(float(r.lookahead_loss[t]), expected_look, rtol=1e-5)
+    # grad_norm_after: at the learned multiplier on iteration 0's step batch
+    _, g0 = np_loss_grad(alpha[-1] * w, {k: v[:4] for k, v in batches[0].items()})
+    np.testing.assert_allclose(float(r.grad_norm_after), np.linalg.norm(g0), rtol=1e-5)
+    _, fixed = jinit.gradinit(linear, {"w": W}, batches[0], mse, iters=T, gamma=1e9, lr=eta)
+    assert not np.allclose(r.lookahead_loss[1:], fixed.lookahead_loss[1:])
+    np.testing.assert_array_equal(out["w"], W * np.float32(r.multiplier[0]))
+
+
+def test_per_iteration_lookahead_batches():
+    T = 2
+    steps = [lin_data(4, seed=20 + t) for t in range(T)]
+    looks = [lin_data(4, seed=30 + t) for t in range(T)]
+    _, r = jinit.gradinit(
+        linear,
+        {"w": W},
+        stack(steps),
+        mse,
+        lookahead_batch=stack(looks),
+        per_iteration=True,
+        iters=T,
+        gamma=1e9,
+    )
+    w = np.asarray(W, np.float64) * float(r.trajectory[0, 0])
+    _, g = np_loss_grad(w, steps[1])
+    expected, _ = np_loss_grad(w - 0.1 * g / np.linalg.norm(g), looks[1])
+    np.testing.assert_allclose(float(r.lookahead_loss[1]), expected, rtol=1e-5)

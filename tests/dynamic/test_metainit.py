@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import warnings
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
 import jinit
 from jinit._src.dynamic.metainit import gradient_quotient
-
-
-def linear(p, x):
-    return x @ p["w"]
-
-
-def mse(out, batch):
-    return 0.5 * jnp.mean(jnp.sum((out - batch["y"]) ** 2, -1))
+from tests.dynamic.models import (
+    DEAD_PARAMS,
+    OVERFLOWING_CHAIN,
+    DenseBNDropout,
+    LinenMLP,
+    chain,
+    data,
+    dead_relu,
+    families,
+    lin_data,
+    linear,
+    mse,
+    nnx_twin,
+    xent,
+)
 
 
 def whitened_batch(n=8, d=4, k=3, c=2.0, seed=0):
@@ -75,25 +80,8 @@ def test_first_step_is_signsgd_on_the_norm():
     np.testing.assert_allclose(float(r.multiplier[0]), (norm - 0.1 * sign) / norm, rtol=1e-6)
 
 
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = jnp.tanh(nn.Dense(8, name="l0")(x))
-        x = jnp.tanh(nn.Dense(8, name="l1")(x))
-        return nn.Dense(3, name="l2")(x)
-
-
-def xent(out, batch):
-    return optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]).mean()
-
-
-def data(n=16):
-    x = jax.random.normal(jax.random.key(3), (n, 5))
-    return {"x": x, "y": jnp.arange(n) % 3}
-
-
 def scaled_init(key, scale=4.0):
-    p = MLP().init(key, data()["x"])
+    p = LinenMLP().init(key, data()["x"])
     return jax.tree_util.tree_map_with_path(
         lambda path, v: v * scale if jinit.path_string(path).endswith("kernel") else v, p
     )
@@ -104,8 +92,8 @@ STEPS = 5  # one step count everywhere: the compiled programs are shared across 
 
 def test_rescales_only_and_lowers_the_quotient():
     params = scaled_init(jax.random.key(0))
-    out, r = jinit.metainit(MLP(), params, data(), xent, steps=STEPS)
-    assert r.paths == ("l0/kernel", "l1/kernel", "l2/kernel")  # forward order, kernels only
+    out, r = jinit.metainit(LinenMLP(), params, data(), xent, steps=STEPS)
+    assert r.paths == ("l0/kernel", "l1/kernel", "l2/kernel", "out/kernel")  # forward, kernels
     assert float(r.quotient_after) < float(r.quotient[0])
     for i, path in enumerate(r.paths):
         layer = path.split("/")[0]
@@ -116,23 +104,19 @@ def test_rescales_only_and_lowers_the_quotient():
         assert out["params"][layer]["bias"] is params["params"][layer]["bias"] or np.array_equal(
             out["params"][layer]["bias"], params["params"][layer]["bias"]
         )
-    assert r.trajectory.shape == (STEPS, 3) and r.quotient.shape == (STEPS,)
+    assert r.trajectory.shape == (STEPS, 4) and r.quotient.shape == (STEPS,)
     assert "gradient quotient" in r.summary()
 
 
-def two_layer(p, x):
-    return jnp.tanh(x @ p["w1"]) @ p["w2"]
-
-
-def two_layer_params(key):
-    k1, k2 = jax.random.split(key)
-    return {"w1": 3.0 * jax.random.normal(k1, (5, 6)), "w2": jax.random.normal(k2, (6, 3))}
-
-
 def test_jit_eager_scan_python_agree():
-    params, batch = two_layer_params(jax.random.key(0)), data()
+    # A linear least-squares model: the eager run compiles every primitive it dispatches, so
+    # few primitives (no softmax, no tanh, through third-order autodiff) keep it fast.
+    params, batch = (
+        {"w": jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)},
+        lin_data(),
+    )
     runs = [
-        jinit.metainit(two_layer, params, batch, xent, steps=2, loop=loop, jit=jit)[1]
+        jinit.metainit(linear, params, batch, mse, steps=2, loop=loop, jit=jit)[1]
         for loop, jit in (("scan", True), ("python", True), ("python", False))
     ]
     for r in runs[1:]:
@@ -140,54 +124,20 @@ def test_jit_eager_scan_python_agree():
         np.testing.assert_allclose(r.quotient, runs[0].quotient, rtol=1e-5)
 
 
-def test_vmap_over_init_keys_equals_separate_runs():
-    keys = jax.random.split(jax.random.key(7), 3)
-    batch = data()
-
-    def one(k):
-        return jinit.metainit(two_layer, two_layer_params(k), batch, xent, steps=3)
-
-    _, stacked = jax.jit(jax.vmap(one))(keys)
-    assert stacked.multiplier.shape == (3, 2)
-    for i, k in enumerate(keys):
-        _, r = one(k)
-        np.testing.assert_allclose(stacked.multiplier[i], r.multiplier, rtol=1e-5)
-        np.testing.assert_allclose(stacked.quotient[i], r.quotient, rtol=1e-5)
-    stacked.check()  # finite: no error
-
-
-class NnxMLP(nnx.Module):
-    def __init__(self, rngs):
-        self.l0 = nnx.Linear(5, 8, rngs=rngs)
-        self.l1 = nnx.Linear(8, 8, rngs=rngs)
-        self.l2 = nnx.Linear(8, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.l2(jnp.tanh(self.l1(jnp.tanh(self.l0(x)))))
-
-
-def nnx_copy(params):
-    m = NnxMLP(nnx.Rngs(0))
-    for name in ("l0", "l1", "l2"):
-        getattr(m, name).kernel.value = params["params"][name]["kernel"]
-        getattr(m, name).bias.value = params["params"][name]["bias"]
-    return m
-
-
-def test_linen_and_nnx_give_the_same_multipliers():
-    params = scaled_init(jax.random.key(0))
-    _, r_linen = jinit.metainit(MLP(), params, data(), xent, steps=STEPS)
-    module = nnx_copy(params)
-    state, r_nnx = jinit.metainit(module, None, data(), xent, steps=STEPS)
-    assert r_nnx.paths == r_linen.paths
-    np.testing.assert_allclose(r_nnx.multiplier, r_linen.multiplier, rtol=1e-5)
-    np.testing.assert_array_equal(
-        state["l1"]["kernel"].value, params["params"]["l1"]["kernel"] * r_nnx.multiplier[1]
-    )
-    # a GraphDef with its state gives the same too
+def test_graphdef_with_state_equals_the_module():
+    """An NNX module and its (GraphDef, State) are the same model (one compiled program)."""
+    fam = families()["mlp"]
+    params = fam.linen.init(jax.random.key(0), fam.batch["x"])["params"]
+    module = nnx_twin(fam, params)
     graphdef, full = nnx.split(module)
-    _, r_gd = jinit.metainit(graphdef, full, data(), xent, steps=STEPS)
-    np.testing.assert_allclose(r_gd.multiplier, r_linen.multiplier, rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jinit.InitWarning)  # convergence is not the point here
+        state, r_module = jinit.metainit(module, None, fam.batch, xent, steps=STEPS)
+        full_out, r_gd = jinit.metainit(graphdef, full, fam.batch, xent, steps=STEPS)
+    np.testing.assert_array_equal(r_gd.multiplier, r_module.multiplier)
+    np.testing.assert_array_equal(
+        full_out["l1"]["kernel"].get_value(), state["l1"]["kernel"].get_value()
+    )
 
 
 def test_constant_quotient_warns_it_did_not_decrease():
@@ -202,38 +152,24 @@ def test_constant_quotient_warns_it_did_not_decrease():
 def test_non_finite_names_the_block_and_iteration():
     """A linear chain with kernels of norm ~1e20 overflows float32 at the first step."""
 
-    def chain(p, x):
-        return x @ p["a"] @ p["b"]
-
-    p = {"a": jnp.full((5, 4), 1e20), "b": jnp.full((4, 3), 1e20)}
     with pytest.raises(ValueError, match=r"non-finite .*iteration 0.*'a'"):
-        jinit.metainit(chain, p, data(), xent, steps=1)
+        jinit.metainit(chain, OVERFLOWING_CHAIN, data(), xent, steps=1)
 
 
 def test_all_zero_gradients_are_an_error():
     """A dead ReLU net (all kernels and biases zero): every gradient is exactly zero."""
 
-    def apply(p, x):
-        return jax.nn.relu(x @ p["w1"]) @ p["w2"]
-
-    p = {"w1": jnp.zeros((5, 4)), "w2": jnp.zeros((4, 3))}
     with pytest.raises(ValueError, match="exactly zero"):
-        jinit.metainit(apply, p, data(), xent, steps=1)
+        jinit.metainit(dead_relu, DEAD_PARAMS, data(), xent, steps=1)
 
 
 def test_batchnorm_train_mode_and_dropout():
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=True):
-            x = nn.Dense(8)(x)
-            x = nn.BatchNorm(use_running_average=not train)(x)
-            x = nn.Dropout(0.2, deterministic=not train)(jnp.tanh(x))
-            return nn.Dense(3)(x)
-
     b = data()
-    v = Net().init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, b["x"])
+    v = DenseBNDropout(jnp.tanh).init(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)}, b["x"]
+    )
     out, r = jinit.metainit(
-        Net(),
+        DenseBNDropout(jnp.tanh),
         v,
         b,
         xent,
@@ -246,3 +182,37 @@ def test_batchnorm_train_mode_and_dropout():
         jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(v["batch_stats"]), strict=True
     ):
         np.testing.assert_array_equal(a, b_)
+
+
+def stack(batches):
+    return jax.tree.map(lambda *a: jnp.stack(a), *batches)
+
+
+def test_per_iteration_batches_identical_equal_the_fixed_batch():
+    batch, w, T = whitened_batch(c=2.0), {"w": jnp.asarray(np.eye(4, 3), jnp.float32)}, 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jinit.InitWarning)  # GQ = c at every scale
+        _, fixed = jinit.metainit(linear, w, batch, mse, steps=T)
+        for loop in ("scan", "python"):
+            _, per = jinit.metainit(
+                linear, w, stack([batch] * T), mse, steps=T, per_iteration=True, loop=loop
+            )
+            for field in ("trajectory", "loss", "quotient", "quotient_after"):
+                np.testing.assert_allclose(
+                    getattr(per, field), getattr(fixed, field), rtol=1e-6, err_msg=field
+                )
+
+
+def test_per_iteration_batches_step_t_reads_batch_t():
+    """Whitened batches with X^T X / n = c_t I: the quotient of a linear least-squares model is
+    c_t at any scale (see above), so quotient[t] = c_t says step t used batch t, and
+    quotient_after = c_0 that it is measured on batch 0. Only rescaling still."""
+    cs = (1.5, 2.0, 3.0)
+    batches = [whitened_batch(c=c, seed=t) for t, c in enumerate(cs)]
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(4, 3)), jnp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jinit.InitWarning)
+        out, r = jinit.metainit(linear, {"w": w}, stack(batches), mse, steps=3, per_iteration=True)
+    np.testing.assert_allclose(np.asarray(r.quotient), cs, rtol=1e-3)
+    np.testing.assert_allclose(float(r.quotient_after), cs[0], rtol=1e-3)
+    np.testing.assert_array_equal(out["w"], w * np.float32(r.multiplier[0]))
