@@ -293,20 +293,26 @@ def fit(
                 block_end = s % read_every == 0 or s == steps
                 if rollback and block_end:
                     bad = int(guard.first_bad) - epoch * steps
-                    if bad >= 0:  # back to the copy, then replay the good steps before it
+                    if bad >= 0:  # back to the copy, replay the steps before the suspect
                         s, n_parts, state, guard = snap
                         del parts[n_parts:]
                         while s < bad:
                             state, guard, m = progs["train"](state, guard, train_data, idx, 1)
                             parts.append(m)
                             s += 1
-                        if on_nonfinite == "raise":
-                            bad_guard = guard._replace(first_bad=np.int32(epoch * steps + bad))
-                            _raise_if_bad(
-                                bad_guard, state, epoch, steps, None, checkpoint, history, saved
-                            )
-                        guard = _skip(guard)  # 'skip_step': step past it, counted
-                        parts.append(jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), m))
+                        if bool(progs["check"](state, train_data, idx, bad)):
+                            # a false alarm (a huge but finite gradient): take it, unflagged
+                            state, guard, m = progs["train"](state, guard, train_data, idx, 1)
+                            guard = _unflag(guard)
+                        else:
+                            if on_nonfinite == "raise":
+                                bad_guard = guard._replace(first_bad=np.int32(epoch * steps + bad))
+                                _raise_if_bad(
+                                    bad_guard, state, epoch, steps, None, checkpoint, history, saved
+                                )
+                            guard = _skip(guard)  # 'skip_step': step past it, counted
+                            m = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), m)
+                        parts.append(m)
                         s += 1
                     snap = None
                 elif on_nonfinite == "raise" and not progs.rollback and progs.stepping != "step":
@@ -318,8 +324,7 @@ def fit(
                     bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
-            metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
-            train_m = {k: _finite_mean(v) for k, v in metrics.items()}
+            train_m = _epoch_means(parts)
             bad = np.asarray(guard.nonfinite)
             if bad.any():
                 warnings.warn(
@@ -357,8 +362,20 @@ def fit(
     return state, history
 
 
+@jax.jit
 def _copy(tree):
-    return jax.tree.map(lambda a: a.copy(), tree)
+    # One dispatch for the whole state (an eager copy per leaf costs a dispatch each).
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _epoch_means(parts: list) -> dict[str, np.ndarray]:
+    """Means over the epoch's finite steps of the train program's per-call metrics.
+
+    The parts are fetched to the host in one batch and joined with numpy: ``jnp.concatenate``
+    of one small array per step converts every operand on the host, step by step.
+    """
+    host = jax.device_get(parts)
+    return {k: _finite_mean(np.concatenate([p[k] for p in host], -1)) for k in host[0]}
 
 
 def _skip(guard):
@@ -369,6 +386,11 @@ def _skip(guard):
         first_bad=-one,
         nonfinite=guard.nonfinite + one,
     )
+
+
+def _unflag(guard):
+    # The step was counted and recorded as suspect; it was finite.
+    return guard._replace(first_bad=-jnp.ones_like(guard.row), nonfinite=guard.nonfinite - 1)
 
 
 def _finite_mean(v: jax.Array) -> np.ndarray:
