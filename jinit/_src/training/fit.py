@@ -280,48 +280,48 @@ def fit(
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
             rollback = progs.rollback and on_nonfinite != "continue"
-            s, snap = 0, None
-            while s < steps:
-                if rollback and snap is None:  # a copy to return to if this block goes bad
-                    snap = (s, len(parts), _copy(state), _copy(guard))
+            # Python loop of one model: copies of the state at block starts (every
+            # steps_per_call steps) to roll back to. A block's flag is read a block late, from
+            # the guard copied at the next block start, so the host never waits for the step
+            # it just dispatched (that wait empties the queue and leaves the device idle).
+            s, snaps, fresh_snap = 0, [], True
+            while True:
+                if rollback and (s == steps or fresh_snap or s % read_every == 0):
+                    # the guard copied at the last block start: its steps are done or nearly
+                    probe = guard if s == steps else snaps[-1][3] if snaps else None
+                    bad = -1 if probe is None else int(probe.first_bad) - epoch * steps
+                    if bad >= 0:  # back to the last copy before the suspect, replay, settle
+                        s, n_parts, state, guard = [x for x in snaps if x[0] <= bad][-1]
+                        snaps, fresh_snap = [], True
+                        del parts[n_parts:]
+                        state, guard = _settle(
+                            progs, state, guard, train_data, idx, s, bad, parts, on_nonfinite,
+                            lambda g, st: _raise_if_bad(
+                                g, st, epoch, steps, None, checkpoint, history, saved
+                            ),
+                        )  # fmt: skip
+                        s = bad + 1
+                        continue
+                    if s < steps:  # steps before the last copy are good: older copies go
+                        snaps = snaps[-1:] + [(s, len(parts), _copy(state), _copy(guard))]
+                    fresh_snap = False
+                if s >= steps:
+                    break
                 global_step = epoch * steps + s
                 if stats_prog is not None and (global_step % stats_every) < per_call:
                     stats.append((global_step, jax.tree.map(np.asarray, stats_prog(state.params))))
                 state, guard, m = progs["train"](state, guard, train_data, idx, per_call)
                 parts.append(m)
                 s += per_call
-                block_end = s % read_every == 0 or s == steps
-                if rollback and block_end:
-                    bad = int(guard.first_bad) - epoch * steps
-                    if bad >= 0:  # back to the copy, replay the steps before the suspect
-                        s, n_parts, state, guard = snap
-                        del parts[n_parts:]
-                        while s < bad:
-                            state, guard, m = progs["train"](state, guard, train_data, idx, 1)
-                            parts.append(m)
-                            s += 1
-                        if bool(progs["check"](state, train_data, idx, bad)):
-                            # a false alarm (a huge but finite gradient): take it, unflagged
-                            state, guard, m = progs["train"](state, guard, train_data, idx, 1)
-                            guard = _unflag(guard)
-                        else:
-                            if on_nonfinite == "raise":
-                                bad_guard = guard._replace(first_bad=np.int32(epoch * steps + bad))
-                                _raise_if_bad(
-                                    bad_guard, state, epoch, steps, None, checkpoint, history, saved
-                                )
-                            guard = _skip(guard)  # 'skip_step': step past it, counted
-                            m = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), m)
-                        parts.append(m)
-                        s += 1
-                    snap = None
-                elif on_nonfinite == "raise" and not progs.rollback and progs.stepping != "step":
+                if not rollback and on_nonfinite == "raise" and progs.stepping != "step":
                     _raise_if_bad(
                         guard, state, epoch, steps, num_models, checkpoint, history, saved
                     )
                 if bar is not None and (s % read_every == 0 or s == steps):
                     bar.update(s - bar.n)
-                    bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
+                    # the metrics of a call a block back: done by now, no wait
+                    shown = parts[max(0, len(parts) - 1 - read_every // per_call)]
+                    bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in shown.items()})
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
             train_m = _epoch_means(parts)
@@ -386,6 +386,29 @@ def _skip(guard):
         first_bad=-one,
         nonfinite=guard.nonfinite + one,
     )
+
+
+def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite, raise_bad):
+    """From the copy at row ``s``: replays rows ``s..bad-1``, then settles the suspect row
+    ``bad`` exactly (``progs["check"]``): a finite step is taken; a non-finite one raises
+    (``raise_bad(guard, state)``, the state the last good one) or is skipped and counted."""
+    m = None
+    for _ in range(s, bad):
+        state, guard, m = progs["train"](state, guard, data, idx, 1)
+        parts.append(m)
+    if bool(progs["check"](state, data, idx, bad)):
+        # a false alarm (a huge but finite gradient): take the step, unflagged
+        state, guard, m = progs["train"](state, guard, data, idx, 1)
+        parts.append(m)
+        return state, _unflag(guard)
+    if on_nonfinite == "raise":
+        raise_bad(guard._replace(first_bad=np.int32(guard.step)), state)
+    if m is None:  # nothing replayed: the shape of a step's metrics from an earlier part
+        m = parts[-1] if parts else jax.eval_shape(
+            progs["train"], state, guard, data, idx, 1
+        )[2]
+    parts.append(jax.tree.map(lambda a: jnp.full(a.shape[:-1] + (1,), jnp.nan, a.dtype), m))
+    return state, _skip(guard)  # 'skip_step': step past it, counted
 
 
 def _unflag(guard):
