@@ -294,12 +294,13 @@ def fit(
                         s, n_parts, state, guard = [x for x in snaps if x[0] <= bad][-1]
                         snaps, fresh_snap = [], True
                         del parts[n_parts:]
-                        state, guard = _settle(
-                            progs, state, guard, train_data, idx, s, bad, parts, on_nonfinite,
-                            lambda g, st: _raise_if_bad(
-                                g, st, epoch, steps, None, checkpoint, history, saved
-                            ),
-                        )  # fmt: skip
+                        state, guard, stop = _settle(
+                            progs, state, guard, train_data, idx, s, bad, parts, on_nonfinite
+                        )
+                        if stop is not None:
+                            _raise_if_bad(
+                                stop, state, epoch, steps, None, checkpoint, history, saved
+                            )
                         s = bad + 1
                         continue
                     if s < steps:  # steps before the last copy are good: older copies go
@@ -321,7 +322,9 @@ def fit(
                     bar.update(s - bar.n)
                     # the metrics of a call a block back: done by now, no wait
                     shown = parts[max(0, len(parts) - 1 - read_every // per_call)]
-                    bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in shown.items()})
+                    bar.set_postfix(
+                        {k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in shown.items()}
+                    )
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
             train_m = _epoch_means(parts)
@@ -388,10 +391,11 @@ def _skip(guard):
     )
 
 
-def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite, raise_bad):
+def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite):
     """From the copy at row ``s``: replays rows ``s..bad-1``, then settles the suspect row
-    ``bad`` exactly (``progs["check"]``): a finite step is taken; a non-finite one raises
-    (``raise_bad(guard, state)``, the state the last good one) or is skipped and counted."""
+    ``bad`` exactly (``progs["check"]``): a finite step is taken; a non-finite one is skipped
+    and counted, or for ``'raise'`` returned as the third value, a guard naming it (the
+    state the last good one); that value is ``None`` otherwise."""
     m = None
     for _ in range(s, bad):
         state, guard, m = progs["train"](state, guard, data, idx, 1)
@@ -400,15 +404,13 @@ def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite, raise_b
         # a false alarm (a huge but finite gradient): take the step, unflagged
         state, guard, m = progs["train"](state, guard, data, idx, 1)
         parts.append(m)
-        return state, _unflag(guard)
+        return state, _unflag(guard), None
     if on_nonfinite == "raise":
-        raise_bad(guard._replace(first_bad=np.int32(guard.step)), state)
+        return state, guard, guard._replace(first_bad=np.int32(guard.step))
     if m is None:  # nothing replayed: the shape of a step's metrics from an earlier part
-        m = parts[-1] if parts else jax.eval_shape(
-            progs["train"], state, guard, data, idx, 1
-        )[2]
+        m = parts[-1] if parts else jax.eval_shape(progs["train"], state, guard, data, idx, 1)[2]
     parts.append(jax.tree.map(lambda a: jnp.full(a.shape[:-1] + (1,), jnp.nan, a.dtype), m))
-    return state, _skip(guard)  # 'skip_step': step past it, counted
+    return state, _skip(guard), None  # 'skip_step': step past it, counted
 
 
 def _unflag(guard):
