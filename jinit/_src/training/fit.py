@@ -304,7 +304,14 @@ def fit(
                         s = bad + 1
                         continue
                     if s < steps:  # steps before the last copy are good: older copies go
-                        snaps = snaps[-1:] + [(s, len(parts), _copy(state), _copy(guard))]
+                        # the last block's metrics as one array: one transfer at epoch end
+                        start = snaps[-1][1] if snaps else len(parts)
+                        if len(parts) - start > 1:
+                            parts[start:] = [_stack(parts[start:])]
+                        # Keep these buffers and train on a copy: donating a buffer that a
+                        # pending copy still reads would make the host wait for the queue.
+                        snaps = snaps[-1:] + [(s, len(parts), state, guard)]
+                        state, guard = _copy((state, guard))
                     fresh_snap = False
                 if s >= steps:
                     break
@@ -369,6 +376,11 @@ def fit(
 def _copy(tree):
     # One dispatch for the whole state (an eager copy per leaf costs a dispatch each).
     return jax.tree.map(jnp.copy, tree)
+
+
+@jax.jit
+def _stack(parts):
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
 
 
 def _epoch_means(parts: list) -> dict[str, np.ndarray]:
