@@ -107,7 +107,7 @@ def bce(outputs, batch):
 SIZES = {
     "cifar_cnn (nn.Conv)": (40, 1, 5),
     "resnet_bn": (12, 1, 3),
-    "imdb_rnn": (40, 2, 5),
+    "imdb_rnn": (100, 3, 5),
     "mlp": (250, 4, 7),
 }
 
