@@ -143,8 +143,8 @@ def fit(
       start_epoch: first epoch to run (for resuming from a checkpoint).
       steps_per_call: optimizer steps per compiled call for ``stepping='scan'``/``'unroll'``
         (a divisor of the epoch's steps is used, so every call has the same shape and the
-        program compiles once); with ``'step'``, how often the host reads the non-finite
-        guard and the progress bar (>= 1).
+        program compiles once); with ``'step'``, how often the host keeps a copy of the
+        state and reads the non-finite guard and the progress bar (>= 1).
       stepping: ``'step'`` (a Python loop over one jitted step), ``'scan'`` or ``'unroll'``;
         default :func:`jinit.default_stepping` (``'step'`` for one model on CPU, else
         ``'scan'``).
@@ -155,8 +155,10 @@ def fit(
         ``EpochResult.nonfinite_steps`` and warns (:class:`jinit.InitWarning`);
         ``'continue'`` applies it (counted and warned the same way). The check runs on the
         device; the host reads it once per call (``'scan'``), or every ``steps_per_call``
-        steps (``'step'``, one model: there every update is applied, and on a bad step fit
-        returns to a copy of the state taken at the last read and replays the good steps).
+        steps (``'step'``, one model: there every update is applied and the step marks
+        suspects in one cheap pass; a block's marks are read a block late, and on a suspect
+        fit returns to the state kept at the start of its block, replays the steps before
+        it and settles it with the exact test; docs/training.md).
       progress: ``None``/``True``: a tqdm bar on a terminal, else one line per epoch (loss,
         metrics, examples/s, elapsed) on stderr; ``'bar'`` or ``'lines'`` to force one;
         ``False``: silent.

@@ -239,7 +239,7 @@ def make_guarded_chunk(
     up to that step and settles it exactly with :func:`make_step_check`. Selecting between
     the new and the old state costs a pass over params and optimizer state per step, and the
     gradient norm a pass over the gradient that XLA's CPU backend does not fuse with the
-    optimizer's (together about 10% of an MLP step on CPU): a suspect is instead a non-finite
+    optimizer's (7-12% of an MLP step's CPU time; docs/training.md): a suspect is instead a non-finite
     loss or a gradient whose sum of magnitudes is not below a bound (:func:`_suspect`), one
     cheaper pass that flags every step whose gradient norm is not finite.
     """
