@@ -1,5 +1,7 @@
 """fit's non-finite guard, stepping choice, compile-once, loss forms, BatchNorm, progress, Ctrl-C."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,9 +35,14 @@ def fresh(opt):
     return jinit.init_state(MODEL.init(jax.random.key(0), jnp.zeros((1, D))), opt)
 
 
+@functools.cache
+def jitted_step(opt):
+    return jax.jit(jinit.make_train_step(loss_p, opt))
+
+
 def hand_loop(data, opt, epochs, seed=0, skip=()):
     """The loop a user writes: one jitted step over batches gathered in the same order."""
-    step = jax.jit(jinit.make_train_step(loss_p, opt))
+    step = jitted_step(opt)
     state = fresh(opt)
     for e in range(epochs):
         idx = jinit.epoch_indices(jax.random.fold_in(jax.random.key(seed), e), N, B)
@@ -78,6 +85,8 @@ def test_train_and_evaluate_compile_once(data, stepping):
     progs = jinit.compile_programs(loss_p, opt, metric, eval_batch_size=16, stepping=stepping)
     fit(data, opt, stepping, epochs=3, programs=progs, val_data=data, metric_fn=metric)
     assert progs["train"]._cache_size() == 1  # 3 epochs of 6 steps: one compilation
+    if stepping == "step":  # the exact test of a suspect step is compiled only on one
+        assert progs["check"]._cache_size() == 0
     assert progs["evaluate"]._cache_size() == 1
 
 
@@ -238,6 +247,16 @@ def test_step_loop_stops_at_every_position(data, steps_per_call):
         good = hand_loop(data, opt, 1, skip={(0, s) for s in range(step, STEPS)})
         assert_params_close(info.value.state.params, good.params, rtol=1e-6, atol=1e-7)
     assert progs["train"]._cache_size() == 1
+    skip = jinit.compile_programs(loss_p, opt, on_nonfinite="skip_step")
+    for step in range(STEPS):
+        with pytest.warns(jinit.InitWarning, match="1 non-finite step"):
+            state, hist = fit(
+                nan_at(data, step), opt, "step", epochs=1, steps_per_call=steps_per_call,
+                programs=skip, on_nonfinite="skip_step",
+            )  # fmt: skip
+        assert hist[0].nonfinite_steps == 1
+        good = hand_loop(data, opt, 1, skip={(0, step)})
+        assert_params_close(state.params, good.params, rtol=1e-6, atol=1e-7)
 
 
 def test_suspect_flags_every_nonfinite_norm():
