@@ -53,8 +53,9 @@ def default_stepping(backend: str | None = None, num_models: int | None = None) 
     The rule, from ``benchmarks/fit_overhead.py`` (docs/benchmarks/fit_overhead.md): on CPU a
     single model runs as a Python loop over one jitted step (``'step'``), because XLA's CPU
     convolutions lose their fast path inside ``lax.scan``/``while`` loops: there a scan ran the
-    seed CIFAR CNN at 0.07x and a BatchNorm ResNet at 0.05x of a plain loop of the jitted step,
-    and ``'step'`` at 0.94x and 1.09x. On GPU/TPU, and for sweeps everywhere (their speed is
+    seed CIFAR CNN and a BatchNorm ResNet at 0.05x of a plain loop of the jitted step (wall
+    time), and ``'step'`` at 1.03x and 1.00x (CPU time; the IMDB RNN 1.07x, an MLP 0.93x). On
+    GPU/TPU, and for sweeps everywhere (their speed is
     measured with chunks in a scan, docs/benchmarks/sweep_vmap.md), chunks of steps run in
     ``lax.scan`` (``'scan'``), which saves the host round trip per step.
     """
