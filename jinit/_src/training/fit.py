@@ -282,14 +282,15 @@ def fit(
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
             rollback = progs.rollback and on_nonfinite != "continue"
-            # Python loop of one model: copies of the state at block starts (every
-            # steps_per_call steps) to roll back to. A block's flag is read a block late, from
-            # the guard copied at the next block start, so the host never waits for the step
-            # it just dispatched (that wait empties the queue and leaves the device idle).
+            # Python loop of one model: the state is kept at every block start (every
+            # steps_per_call steps) to roll back to, training going on on a copy. A block's
+            # flag is read a block late, from the guard kept at the next block start, so the
+            # host never waits for the step it just queued (that wait empties the queue and
+            # leaves the device idle).
             s, snaps, fresh_snap = 0, [], True
             while True:
                 if rollback and (s == steps or fresh_snap or s % read_every == 0):
-                    # the guard copied at the last block start: its steps are done or nearly
+                    # the guard kept at the last block start: its steps are done or nearly
                     probe = guard if s == steps else snaps[-1][3] if snaps else None
                     bad = -1 if probe is None else int(probe.first_bad) - epoch * steps
                     if bad >= 0:  # back to the last copy before the suspect, replay, settle
