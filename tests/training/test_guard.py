@@ -1,5 +1,7 @@
 """fit's non-finite guard, stepping choice, compile-once, loss forms, BatchNorm, progress, Ctrl-C."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,9 +35,14 @@ def fresh(opt):
     return jinit.init_state(MODEL.init(jax.random.key(0), jnp.zeros((1, D))), opt)
 
 
+@functools.cache
+def jitted_step(opt):
+    return jax.jit(jinit.make_train_step(loss_p, opt))
+
+
 def hand_loop(data, opt, epochs, seed=0, skip=()):
     """The loop a user writes: one jitted step over batches gathered in the same order."""
-    step = jax.jit(jinit.make_train_step(loss_p, opt))
+    step = jitted_step(opt)
     state = fresh(opt)
     for e in range(epochs):
         idx = jinit.epoch_indices(jax.random.fold_in(jax.random.key(seed), e), N, B)
@@ -78,6 +85,8 @@ def test_train_and_evaluate_compile_once(data, stepping):
     progs = jinit.compile_programs(loss_p, opt, metric, eval_batch_size=16, stepping=stepping)
     fit(data, opt, stepping, epochs=3, programs=progs, val_data=data, metric_fn=metric)
     assert progs["train"]._cache_size() == 1  # 3 epochs of 6 steps: one compilation
+    if stepping == "step":  # the exact test of a suspect step is compiled only on one
+        assert progs["check"]._cache_size() == 0
     assert progs["evaluate"]._cache_size() == 1
 
 
@@ -216,3 +225,85 @@ def test_ctrl_c_says_where_to_resume(data, capsys):
     err = capsys.readouterr().err
     assert "interrupted in epoch 2" in err and "end of epoch 1 in runs/x" in err
     assert "run the same command again to resume" in err
+
+
+def nan_at(data, step, seed=0):
+    """data with NaN in the first example of epoch 0's batch `step` (and in no earlier batch)."""
+    idx = np.asarray(jinit.epoch_indices(jax.random.fold_in(jax.random.key(seed), 0), N, B))
+    return {"x": data["x"].at[int(idx[step, 0])].set(jnp.nan), "y": data["y"]}
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 2, 4])
+def test_step_loop_stops_at_every_position(data, steps_per_call):
+    """The Python loop reads each block's flag a block late and rolls back to the copy before
+    the bad step: the error names that step and holds the state after the steps before it,
+    wherever the bad step falls in the blocks (4 does not divide the epoch's 6 steps)."""
+    opt = optax.sgd(0.05)
+    progs = jinit.compile_programs(loss_p, opt)
+    for step in range(STEPS):
+        with pytest.raises(jinit.NonFiniteError) as info:
+            fit(nan_at(data, step), opt, "step", steps_per_call=steps_per_call, programs=progs)
+        assert (info.value.epoch, info.value.step) == (0, step)
+        good = hand_loop(data, opt, 1, skip={(0, s) for s in range(step, STEPS)})
+        assert_params_close(info.value.state.params, good.params, rtol=1e-6, atol=1e-7)
+    assert progs["train"]._cache_size() == 1
+    skip = jinit.compile_programs(loss_p, opt, on_nonfinite="skip_step")
+    for step in range(STEPS):
+        with pytest.warns(jinit.InitWarning, match="1 non-finite step"):
+            state, hist = fit(
+                nan_at(data, step), opt, "step", epochs=1, steps_per_call=steps_per_call,
+                programs=skip, on_nonfinite="skip_step",
+            )  # fmt: skip
+        assert hist[0].nonfinite_steps == 1
+        good = hand_loop(data, opt, 1, skip={(0, step)})
+        assert_params_close(state.params, good.params, rtol=1e-6, atol=1e-7)
+
+
+def test_suspect_flags_every_nonfinite_norm():
+    """The Python loop's one-pass test flags every gradient whose optax.tree.norm is NaN or inf
+    (non-finite entries, and finite entries whose squares overflow, in every float dtype)."""
+    from jinit._src.training.step import _suspect
+
+    rng = np.random.default_rng(0)
+    ok = jnp.float32(1.0)
+    both = jax.jit(lambda g: (optax.tree.norm(g), _suspect(ok, g)))
+    flagged = 0
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        for scale in np.geomspace(1.0, float(jnp.finfo(dtype).max), 40):
+            for bad in (None, np.nan, np.inf, -np.inf):
+                g = {"a": rng.standard_normal((7, 5)) * scale, "b": rng.standard_normal(3)}
+                if bad is not None:
+                    g["a"][2, 3] = bad
+                with np.errstate(over="ignore"):  # float16 casts of huge values give inf
+                    g = {k: np.asarray(v, dtype) for k, v in g.items()}
+                norm, suspect = both(g)
+                if not np.isfinite(float(norm)):
+                    assert bool(suspect), (dtype, scale, bad)
+                    flagged += 1
+    assert flagged > 3 * 40 * 3  # every NaN/inf case, and the overflowing scales
+    assert not bool(_suspect(ok, {"a": jnp.ones((4, 4))}))
+    assert bool(_suspect(jnp.float32(jnp.nan), {"a": jnp.ones((4, 4))}))
+
+
+def test_false_alarm_is_settled_and_the_step_taken(data):
+    """A huge but finite gradient (norm 1e19: finite; its sum of magnitudes is above the
+    one-pass bound) is suspect in the Python loop, settled as finite by the exact check and
+    trained on: the same parameters as the exactly guarded scan, no non-finite step."""
+
+    def loss_big(params, batch):
+        value, metrics = loss_p(params, batch)
+        return value + 1e19 * params["params"]["bias"][0], metrics
+
+    opt = optax.sgd(1e-30)
+    progs = jinit.compile_programs(loss_big, opt, stepping="step")
+    state, hist = jinit.fit(
+        fresh(opt), loss_fn=loss_big, optimizer=opt, train_data=data, epochs=1, batch_size=B,
+        programs=progs, steps_per_call=2, progress=False,
+    )  # fmt: skip
+    assert progs["check"]._cache_size() == 1  # the exact check ran
+    assert hist[0].nonfinite_steps == 0 and np.isfinite(hist[0].train["loss"])
+    ref, _ = jinit.fit(
+        fresh(opt), loss_fn=loss_big, optimizer=opt, train_data=data, epochs=1, batch_size=B,
+        stepping="scan", steps_per_call=2, progress=False,
+    )  # fmt: skip
+    assert_params_close(state.params, ref.params, rtol=1e-6, atol=1e-7)

@@ -143,8 +143,8 @@ def fit(
       start_epoch: first epoch to run (for resuming from a checkpoint).
       steps_per_call: optimizer steps per compiled call for ``stepping='scan'``/``'unroll'``
         (a divisor of the epoch's steps is used, so every call has the same shape and the
-        program compiles once); with ``'step'``, how often the host reads the non-finite
-        guard and the progress bar (>= 1).
+        program compiles once); with ``'step'``, how often the host keeps a copy of the
+        state and reads the non-finite guard and the progress bar (>= 1).
       stepping: ``'step'`` (a Python loop over one jitted step), ``'scan'`` or ``'unroll'``;
         default :func:`jinit.default_stepping` (``'step'`` for one model on CPU, else
         ``'scan'``).
@@ -155,8 +155,10 @@ def fit(
         ``EpochResult.nonfinite_steps`` and warns (:class:`jinit.InitWarning`);
         ``'continue'`` applies it (counted and warned the same way). The check runs on the
         device; the host reads it once per call (``'scan'``), or every ``steps_per_call``
-        steps (``'step'``, one model: there every update is applied, and on a bad step fit
-        returns to a copy of the state taken at the last read and replays the good steps).
+        steps (``'step'``, one model: there every update is applied and the step marks
+        suspects in one cheap pass; a block's marks are read a block late, and on a suspect
+        fit returns to the state kept at the start of its block, replays the steps before
+        it and settles it with the exact test; docs/training.md).
       progress: ``None``/``True``: a tqdm bar on a terminal, else one line per epoch (loss,
         metrics, examples/s, elapsed) on stderr; ``'bar'`` or ``'lines'`` to force one;
         ``False``: silent.
@@ -280,46 +282,62 @@ def fit(
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
             rollback = progs.rollback and on_nonfinite != "continue"
-            s, snap = 0, None
-            while s < steps:
-                if rollback and snap is None:  # a copy to return to if this block goes bad
-                    snap = (s, len(parts), _copy(state), _copy(guard))
+            # Python loop of one model: the state is kept at every block start (every
+            # steps_per_call steps) to roll back to, training going on on a copy. A block's
+            # flag is read a block late, from the guard kept at the next block start, so the
+            # host never waits for the step it just queued (that wait empties the queue and
+            # leaves the device idle).
+            s, snaps, fresh_snap = 0, [], True
+            while True:
+                if rollback and (s == steps or fresh_snap or s % read_every == 0):
+                    # the guard kept at the last block start: its steps are done or nearly
+                    probe = guard if s == steps else snaps[-1][3] if snaps else None
+                    bad = -1 if probe is None else int(probe.first_bad) - epoch * steps
+                    if bad >= 0:  # back to the last copy before the suspect, replay, settle
+                        s, n_parts, state, guard = [x for x in snaps if x[0] <= bad][-1]
+                        snaps, fresh_snap = [], True
+                        del parts[n_parts:]
+                        state, guard, stop = _settle(
+                            progs, state, guard, train_data, idx, s, bad, parts, on_nonfinite
+                        )
+                        if stop is not None:
+                            _raise_if_bad(
+                                stop, state, epoch, steps, None, checkpoint, history, saved
+                            )
+                        s = bad + 1
+                        continue
+                    if s < steps:  # steps before the last copy are good: older copies go
+                        # the last block's metrics as one array: one transfer at epoch end
+                        start = snaps[-1][1] if snaps else len(parts)
+                        if len(parts) - start > 1:
+                            parts[start:] = [_stack(parts[start:])]
+                        # Keep these buffers and train on a copy: donating a buffer that a
+                        # pending copy still reads would make the host wait for the queue.
+                        snaps = snaps[-1:] + [(s, len(parts), state, guard)]
+                        state, guard = _copy((state, guard))
+                    fresh_snap = False
+                if s >= steps:
+                    break
                 global_step = epoch * steps + s
                 if stats_prog is not None and (global_step % stats_every) < per_call:
                     stats.append((global_step, jax.tree.map(np.asarray, stats_prog(state.params))))
                 state, guard, m = progs["train"](state, guard, train_data, idx, per_call)
                 parts.append(m)
                 s += per_call
-                block_end = s % read_every == 0 or s == steps
-                if rollback and block_end:
-                    bad = int(guard.first_bad) - epoch * steps
-                    if bad >= 0:  # back to the copy, then replay the good steps before it
-                        s, n_parts, state, guard = snap
-                        del parts[n_parts:]
-                        while s < bad:
-                            state, guard, m = progs["train"](state, guard, train_data, idx, 1)
-                            parts.append(m)
-                            s += 1
-                        if on_nonfinite == "raise":
-                            bad_guard = guard._replace(first_bad=np.int32(epoch * steps + bad))
-                            _raise_if_bad(
-                                bad_guard, state, epoch, steps, None, checkpoint, history, saved
-                            )
-                        guard = _skip(guard)  # 'skip_step': step past it, counted
-                        parts.append(jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), m))
-                        s += 1
-                    snap = None
-                elif on_nonfinite == "raise" and not progs.rollback and progs.stepping != "step":
+                if not rollback and on_nonfinite == "raise" and progs.stepping != "step":
                     _raise_if_bad(
                         guard, state, epoch, steps, num_models, checkpoint, history, saved
                     )
                 if bar is not None and (s % read_every == 0 or s == steps):
                     bar.update(s - bar.n)
-                    bar.set_postfix({k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in m.items()})
+                    # the metrics of a call a block back: done by now, no wait
+                    shown = parts[max(0, len(parts) - 1 - read_every // per_call)]
+                    bar.set_postfix(
+                        {k: f"{float(jnp.mean(v[..., -1])):.4f}" for k, v in shown.items()}
+                    )
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
-            metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
-            train_m = {k: _finite_mean(v) for k, v in metrics.items()}
+            train_m = _epoch_means(parts)
             bad = np.asarray(guard.nonfinite)
             if bad.any():
                 warnings.warn(
@@ -357,8 +375,25 @@ def fit(
     return state, history
 
 
+@jax.jit
 def _copy(tree):
-    return jax.tree.map(lambda a: a.copy(), tree)
+    # One dispatch for the whole state (an eager copy per leaf costs a dispatch each).
+    return jax.tree.map(jnp.copy, tree)
+
+
+@jax.jit
+def _stack(parts):
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
+
+
+def _epoch_means(parts: list) -> dict[str, np.ndarray]:
+    """Means over the epoch's finite steps of the train program's per-call metrics.
+
+    The parts are fetched to the host in one batch and joined with numpy: ``jnp.concatenate``
+    of one small array per step converts every operand on the host, step by step.
+    """
+    host = jax.device_get(parts)
+    return {k: _finite_mean(np.concatenate([p[k] for p in host], -1)) for k in host[0]}
 
 
 def _skip(guard):
@@ -369,6 +404,33 @@ def _skip(guard):
         first_bad=-one,
         nonfinite=guard.nonfinite + one,
     )
+
+
+def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite):
+    """From the copy at row ``s``: replays rows ``s..bad-1``, then settles the suspect row
+    ``bad`` exactly (``progs["check"]``): a finite step is taken; a non-finite one is skipped
+    and counted, or for ``'raise'`` returned as the third value, a guard naming it (the
+    state the last good one); that value is ``None`` otherwise."""
+    m = None
+    for _ in range(s, bad):
+        state, guard, m = progs["train"](state, guard, data, idx, 1)
+        parts.append(m)
+    if bool(progs["check"](state, data, idx, bad)):
+        # a false alarm (a huge but finite gradient): take the step, unflagged
+        state, guard, m = progs["train"](state, guard, data, idx, 1)
+        parts.append(m)
+        return state, _unflag(guard), None
+    if on_nonfinite == "raise":
+        return state, guard, guard._replace(first_bad=np.int32(guard.step))
+    if m is None:  # nothing replayed: the shape of a step's metrics from an earlier part
+        m = parts[-1] if parts else jax.eval_shape(progs["train"], state, guard, data, idx, 1)[2]
+    parts.append(jax.tree.map(lambda a: jnp.full(a.shape[:-1] + (1,), jnp.nan, a.dtype), m))
+    return state, _skip(guard), None  # 'skip_step': step past it, counted
+
+
+def _unflag(guard):
+    # The step was counted and recorded as suspect; it was finite.
+    return guard._replace(first_bad=-jnp.ones_like(guard.row), nonfinite=guard.nonfinite - 1)
 
 
 def _finite_mean(v: jax.Array) -> np.ndarray:

@@ -26,6 +26,7 @@ from jinit._src.training.step import (
     _check_optimizer,
     make_evaluate,
     make_guarded_chunk,
+    make_step_check,
     new_guard,
     params_form,
 )
@@ -52,8 +53,9 @@ def default_stepping(backend: str | None = None, num_models: int | None = None) 
     The rule, from ``benchmarks/fit_overhead.py`` (docs/benchmarks/fit_overhead.md): on CPU a
     single model runs as a Python loop over one jitted step (``'step'``), because XLA's CPU
     convolutions lose their fast path inside ``lax.scan``/``while`` loops: there a scan ran the
-    seed CIFAR CNN at 0.07x and a BatchNorm ResNet at 0.05x of a plain loop of the jitted step,
-    and ``'step'`` at 0.94x and 1.09x. On GPU/TPU, and for sweeps everywhere (their speed is
+    seed CIFAR CNN and a BatchNorm ResNet at 0.05x of a plain loop of the jitted step (wall
+    time), and ``'step'`` at 1.03x and 1.00x (CPU time; the IMDB RNN 1.07x, an MLP 0.93x). On
+    GPU/TPU, and for sweeps everywhere (their speed is
     measured with chunks in a scan, docs/benchmarks/sweep_vmap.md), chunks of steps run in
     ``lax.scan`` (``'scan'``), which saves the host round trip per step.
     """
@@ -76,7 +78,9 @@ class Programs(dict):
     num_models: int | None
 
     mesh: Any = None
-    rollback: bool = False  # train applies every update; fit rolls back to a copy on NaN
+    # train applies every update and records the first suspect step (guard.first_bad); fit
+    # rolls back to a copy, replays and settles the suspect with check(state, data, idx, row).
+    rollback: bool = False
 
     def guard(self, step: int = 0):
         """A fresh guard for ``train``, its first row 0 of the index array, at global ``step``.
@@ -169,8 +173,9 @@ def compile_programs(
             apply_kwargs=apply_kwargs,
             eval_apply_kwargs=eval_apply_kwargs,
         )
-    # One model stepped from Python: no per-step select; fit rolls back instead.
-    rollback = stepping == "step" and num_models is None
+    # One model stepped from Python: no per-step select nor gradient norm; fit rolls back
+    # to a copy and settles a suspect step exactly instead ('continue' keeps the exact count).
+    rollback = stepping == "step" and num_models is None and on_nonfinite != "continue"
     chunk = make_guarded_chunk(
         loss_fn,
         optimizer,
@@ -198,6 +203,8 @@ def compile_programs(
             evaluate_m = _shard_over_models(evaluate_m, mesh) if evaluate_m else None
         chunk, evaluate = chunk_m, evaluate_m
     progs = Programs(train=jax.jit(chunk, donate_argnums=(0, 1), static_argnums=4))
+    if rollback:  # compiled only if a step is suspect
+        progs["check"] = jax.jit(make_step_check(loss_fn, optimizer))
     if evaluate is not None:
         progs["evaluate"] = jax.jit(evaluate)
     progs.stepping, progs.on_nonfinite, progs.num_models = stepping, on_nonfinite, num_models
