@@ -24,10 +24,9 @@ import jax.numpy as jnp
 
 import jinit
 
-# NOT PUBLIC YET: jinit does not export its random-MLP helpers (init_mlp, apply,
-# preactivations), which phase_diagram.py and papers/poole2016.py use. This is the one import
-# of the private package outside jinit/; replace it when jinit re-exports them.
-from jinit._src import random_mlp as random_mlp  # noqa: F401
+# The random-MLP helpers (init_mlp, apply, preactivations) used by phase_diagram.py and
+# papers/poole2016.py.
+from jinit import random_mlp as random_mlp  # noqa: F401
 
 
 @jax.custom_vjp

@@ -4,6 +4,7 @@ Public names are re-exported here; the logic lives in ``jinit._src``.
 """
 
 # One sorted block of re-exports (ruff keeps it sorted); the logic lives in jinit._src.
+from jinit._src import random_mlp as random_mlp
 from jinit._src import theory as theory
 from jinit._src.checks import InitWarning as InitWarning
 from jinit._src.datadep.between_layer import BetweenLayerReport as BetweenLayerReport
