@@ -22,50 +22,38 @@ from jinit._src.paths import path_string
 _FN = "layer_statistics"
 
 
-def _sums(a: jax.Array, kind: str) -> jax.Array:
-    """The sums of one tensor that its statistics are computed from."""
-    a = a.astype(jnp.float32)
-    sums = [jnp.sum(a), jnp.sum(a * a)]
-    if kind == "act":
-        units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-        sums += [
-            jnp.sum(a == 0),
-            jnp.sum(jnp.abs(a) > 0.99),
-            jnp.sum((a < 0.01) | (a > 0.99)),
-            jnp.sum(jnp.abs(a) > 1.0),
-            jnp.sum((a < 0.0) | (a > 1.0)),
-            jnp.sum(jnp.all(units == 0, axis=0)),
-        ]
-    return jnp.stack([x.astype(jnp.float32) for x in sums])
-
-
 def _stats(arrays: Mapping[str, jax.Array], kind: str) -> dict[str, jax.Array]:
-    """``{"name/stat": scalar}`` for ``kind`` "act", "grad" or "param": per-tensor sums, then
-    vector arithmetic over all tensors at once (a small compiled program)."""
-    names = [k for k, a in arrays.items() if a.size]
-    if not names:
-        return {}
-    shapes = [arrays[k].shape for k in names]
-    sums = jnp.stack([_sums(arrays[k], kind) for k in names])
-    size = jnp.asarray([math.prod(s) for s in shapes], jnp.float32)
-    mean, mean_sq = sums[:, 0] / size, sums[:, 1] / size
-    cols = {"mean": mean, "std": jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0))}
-    if kind != "act":
-        cols["norm"] = jnp.sqrt(sums[:, 1])
-    if kind == "grad":
-        del cols["mean"]
-    if kind == "act":
-        zero = jnp.float32(0.0)
-        cols["zero_frac"] = sums[:, 2] / size
-        cols["dead_frac"] = sums[:, 7] / jnp.asarray([s[-1] if s else 1 for s in shapes])
-        cols["sat_frac"] = jnp.where(sums[:, 5] == 0, sums[:, 3] / size, zero)
-        cols["sat01_frac"] = jnp.where(sums[:, 6] == 0, sums[:, 4] / size, zero)
-    out = {f"{k}/{stat}": col[i] for stat, col in cols.items() for i, k in enumerate(names)}
-    if kind == "param":  # fan_in * Var(W): the mean-field sigma_w**2 of (fan_in..., out) kernels
-        for i, k in enumerate(names):
-            if len(shapes[i]) >= 2:
-                out[f"{k}/fan_in_var"] = math.prod(shapes[i][:-1]) * cols["std"][i] ** 2
+    """``{"name/stat": scalar}`` for ``kind`` "act", "grad" or "param", from float sums, sums
+    of signs and max/min reductions of each tensor (why: docs/diagnosing.md, "Compile time")."""
+    out = {}
+    for name, a in arrays.items():
+        if not a.size:
+            continue
+        a, n = a.astype(jnp.float32), a.size
+        mean, sq = jnp.sum(a) / n, jnp.sum(a * a)
+        std = jnp.sqrt(jnp.maximum(sq / n - jnp.square(mean), 0.0))
+        col = {"mean": mean, "std": std} if kind != "grad" else {"std": std}
+        if kind != "act":
+            col["norm"] = jnp.sqrt(sq)
+        if kind == "param" and a.ndim >= 2:  # mean-field sigma_w**2 of (fan_in..., out) kernels
+            col["fan_in_var"] = math.prod(a.shape[:-1]) * std**2
+        if kind == "act":
+            units = jnp.abs(a).reshape(-1, a.shape[-1] if a.ndim else 1)
+            zero = jnp.float32(0.0)
+            col["zero_frac"] = jnp.sum(a == 0) / n
+            col["dead_frac"] = jnp.sum(jnp.max(units, axis=0) == 0) / units.shape[1]
+            saturated = _positive(jnp.abs(a) - 0.99) / n
+            col["sat_frac"] = jnp.where(jnp.max(units) > 1.0, zero, saturated)
+            near01 = (_positive(0.01 - a) + _positive(a - 0.99)) / n
+            col["sat01_frac"] = jnp.where((jnp.min(a) < 0.0) | (jnp.max(a) > 1.0), zero, near01)
+        out.update({f"{name}/{stat}": v for stat, v in col.items()})
     return out
+
+
+def _positive(x: jax.Array) -> jax.Array:
+    """The number of entries ``> 0``, as a float sum of signs: XLA:CPU compiles float sums as
+    library calls, where boolean counts cost a generated kernel per tensor shape."""
+    return jnp.sum(jnp.sign(jnp.maximum(x, 0.0)))
 
 
 def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
