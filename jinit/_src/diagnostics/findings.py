@@ -11,13 +11,6 @@ import numpy as np
 
 from jinit._src.checks import check_number
 
-# Default thresholds of diagnose (docs/diagnosing.md): ratio factors and unit fractions.
-GRADIENT_RATIO = 100.0
-ACTIVATION_RATIO = 100.0
-DEAD_FRACTION = 0.5
-SATURATED_FRACTION = 0.5
-
-
 _DEAD_WORDS = (
     "units are exactly 0 for the whole batch (dead ReLUs: their pre-activations are negative "
     "for every example, e.g. from a large negative bias or an oversized step)"
@@ -32,20 +25,13 @@ def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def split_key(key: str) -> tuple[str, str, str]:
-    """``"group/a/b/stat"`` -> ``("group", "a/b", "stat")``."""
-    group, rest = key.split("/", 1)
-    path, stat = rest.rsplit("/", 1)
-    return group, path, stat
-
-
 def layer_order(stats: Mapping[str, Any], *, leaves_only: bool = False) -> list[str]:
     """Recorded module paths of :func:`layer_statistics` output in execution order;
     ``leaves_only`` drops paths containing other recorded paths."""
     index = {}
     for key, value in stats.items():
         if key.startswith("output/") and key.endswith("/index"):
-            index[split_key(key)[1]] = int(np.asarray(value))
+            index[key[len("output/") : -len("/index")]] = int(np.asarray(value))
     paths = sorted(index, key=lambda p: (index[p], p))
     if leaves_only:
         paths = [p for p in paths if not any(q.startswith(p + "/") for q in paths)]
@@ -106,10 +92,10 @@ def diagnose(
     stats: Mapping[str, Any],
     *,
     activation: str | Callable | None = None,
-    gradient_ratio: float = GRADIENT_RATIO,
-    activation_ratio: float = ACTIVATION_RATIO,
-    dead_fraction: float = DEAD_FRACTION,
-    saturated_fraction: float = SATURATED_FRACTION,
+    gradient_ratio: float = 100.0,
+    activation_ratio: float = 100.0,
+    dead_fraction: float = 0.5,
+    saturated_fraction: float = 0.5,
 ) -> list[Finding]:
     """Reads :func:`layer_statistics` output and reports signal-propagation problems.
 
@@ -165,7 +151,7 @@ def diagnose(
             f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
             "overflowed (exploding) or the loss is undefined."
         )
-        paths = tuple(split_key(k)[1] for k in bad[:3])
+        paths = tuple(k.split("/", 1)[-1].rsplit("/", 1)[0] for k in bad[:3])
         findings.append(Finding("nonfinite", msg, float(len(bad)), 0.0, paths))
     layers = [p for p in leaves if f"output_grad/{p}/norm" in stats]
     if len(layers) < 2:
