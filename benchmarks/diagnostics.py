@@ -5,7 +5,7 @@ Reported per model: trace (``jit(...).lower``), XLA compile (``.compile()``), th
 call (median of --repeats), and the ratio layer_statistics / floor, all measured in one run.
 
     python benchmarks/diagnostics.py          # writes docs/benchmarks/diagnostics.{json,md}
-    python benchmarks/diagnostics.py --repeats 5
+    python benchmarks/diagnostics.py --repeats 5 --only nnx
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main():
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["nnx", "linen"], help="one model (both by default)")
     args = parser.parse_args()
     import jax
     import jax.numpy as jnp
@@ -97,6 +98,8 @@ def main():
     }
     rows = []
     for (model, what), (fn, params) in contenders.items():
+        if args.only not in (None, model):
+            continue
         f = jax.jit(fn)
         t0 = time.perf_counter()
         lowered = f.lower(params, x)

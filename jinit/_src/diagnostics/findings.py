@@ -11,31 +11,27 @@ import numpy as np
 
 from jinit._src.checks import check_number
 
-# Default thresholds of diagnose (docs/diagnosing.md): ratio factors and unit fractions.
-GRADIENT_RATIO = 100.0
-ACTIVATION_RATIO = 100.0
-DEAD_FRACTION = 0.5
-SATURATED_FRACTION = 0.5
+_DEAD_WORDS = (
+    "units are exactly 0 for the whole batch (dead ReLUs: their pre-activations are negative "
+    "for every example, e.g. from a large negative bias or an oversized step)"
+)
+_SATURATED_WORDS = (
+    "of the entries are saturated (|tanh| > 0.99, or a sigmoid within 0.01 of 0 or 1): the "
+    "pre-activations are too large for a saturating activation, whose derivative is then ~0"
+)
 
 
 def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def split_key(key: str) -> tuple[str, str, str]:
-    """``"group/a/b/stat"`` -> ``("group", "a/b", "stat")``."""
-    group, rest = key.split("/", 1)
-    path, stat = rest.rsplit("/", 1)
-    return group, path, stat
-
-
 def layer_order(stats: Mapping[str, Any], *, leaves_only: bool = False) -> list[str]:
-    """Recorded module paths of :func:`layer_statistics` output (arrays, numbers or a logged
-    copy) in execution order; ``leaves_only`` drops paths containing other recorded paths."""
+    """Recorded module paths of :func:`layer_statistics` output in execution order;
+    ``leaves_only`` drops paths containing other recorded paths."""
     index = {}
     for key, value in stats.items():
         if key.startswith("output/") and key.endswith("/index"):
-            index[split_key(key)[1]] = int(np.asarray(value))
+            index[key[len("output/") : -len("/index")]] = int(np.asarray(value))
     paths = sorted(index, key=lambda p: (index[p], p))
     if leaves_only:
         paths = [p for p in paths if not any(q.startswith(p + "/") for q in paths)]
@@ -68,10 +64,7 @@ class Finding:
 
 def _kernel_scale_context(stats, activation, q: float | None) -> str:
     """Words about the kernels' mean-field scale and, given the activation, the fix."""
-    fan_in_var = [
-        v for k, v in stats.items() if k.startswith("param/") and k.endswith("/fan_in_var")
-    ]
-    scales = [float(np.asarray(v)) for v in fan_in_var]
+    scales = [float(np.asarray(v)) for k, v in stats.items() if k.endswith("/fan_in_var")]
     if not scales:
         return ""
     sw2 = float(np.median(scales))
@@ -99,20 +92,17 @@ def diagnose(
     stats: Mapping[str, Any],
     *,
     activation: str | Callable | None = None,
-    gradient_ratio: float = GRADIENT_RATIO,
-    activation_ratio: float = ACTIVATION_RATIO,
-    dead_fraction: float = DEAD_FRACTION,
-    saturated_fraction: float = SATURATED_FRACTION,
+    gradient_ratio: float = 100.0,
+    activation_ratio: float = 100.0,
+    dead_fraction: float = 0.5,
+    saturated_fraction: float = 0.5,
 ) -> list[Finding]:
     """Reads :func:`layer_statistics` output and reports signal-propagation problems.
 
-    Over the leaf layers in execution order: the ratio of output-gradient norms, first layer
-    over last, against ``gradient_ratio`` both ways; the ratio of output stds, last hidden
-    layer over first, against ``activation_ratio`` both ways; dead units and saturation at
-    each layer's input (not the data's); non-finite statistics. A layer whose output goes
-    straight into a normalizing layer (train-mode BatchNorm, LayerNorm, GroupNorm, RMSNorm)
-    is left out of both ratios: the normalization removes its scale, forward and backward,
-    so a healthy BatchNorm ResNet gets no finding. docs/diagnosing.md explains each criterion.
+    Over the leaf layers in execution order: output-gradient norms first/last and output
+    stds last/first against their ratios, both ways; dead units and saturation at each
+    layer's input; non-finite statistics. Layers feeding a normalizing layer are left out of
+    the ratios (docs/diagnosing.md, section 9, gives each criterion and why).
 
     Args:
       stats: output of :func:`layer_statistics` (arrays or plain numbers).
@@ -124,8 +114,8 @@ def diagnose(
       saturated_fraction: threshold in (0, 1] for saturation.
 
     Returns:
-      A list of :class:`Finding`, in the order nonfinite, gradient, forward signal, dead
-      units, saturation; empty when nothing crossed a threshold.
+      A list of :class:`Finding` (nonfinite, gradient, forward, dead, saturation); empty when
+      nothing crossed a threshold.
 
     Raises:
       ValueError: an unknown activation name, a threshold out of range, or ``stats`` that
@@ -161,7 +151,7 @@ def diagnose(
             f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
             "overflowed (exploding) or the loss is undefined."
         )
-        paths = tuple(split_key(k)[1] for k in bad[:3])
+        paths = tuple(k.split("/", 1)[-1].rsplit("/", 1)[0] for k in bad[:3])
         findings.append(Finding("nonfinite", msg, float(len(bad)), 0.0, paths))
     layers = [p for p in leaves if f"output_grad/{p}/norm" in stats]
     if len(layers) < 2:
@@ -176,21 +166,8 @@ def diagnose(
     unit_findings = []
     sat_stat = "sat01_frac" if activation == "sigmoid" else "sat_frac"
     for stat, kind, threshold, words in (
-        (
-            "dead_frac",
-            "dead_units",
-            dead_fraction,
-            "units are exactly 0 for the whole batch (dead ReLUs: their pre-activations are "
-            "negative for every example, e.g. from a large negative bias or an oversized step)",
-        ),
-        (
-            sat_stat,
-            "saturation",
-            saturated_fraction,
-            "of the entries are saturated (|tanh| > 0.99, or a sigmoid within 0.01 of 0 or 1): "
-            "the pre-activations are too large for a saturating activation, whose derivative "
-            "is then ~0",
-        ),
+        ("dead_frac", "dead_units", dead_fraction, _DEAD_WORDS),
+        (sat_stat, "saturation", saturated_fraction, _SATURATED_WORDS),
     ):
         hits = [(p, get(f"input/{p}/{stat}")) for p in layers[1:]]
         hits = [(p, v) for p, v in hits if v is not None and v >= threshold]
@@ -209,52 +186,50 @@ def diagnose(
             "depend on the output here (a constant loss, or a zero readout seen from below)."
         )
         findings.append(Finding("zero_gradient", msg, 0.0, 0.0, (last,)))
-    elif depth >= 2 and _finite(g_first, g_last):
+    elif depth >= 2 and _finite(g_first, g_last) and _crossed(g_first / g_last, gradient_ratio):
         ratio = g_first / g_last
-        if ratio < 1.0 / gradient_ratio or ratio > gradient_ratio:
-            vanishing = ratio < 1.0
-            kind = "vanishing_gradient" if vanishing else "exploding_gradient"
-            if ratio == 0.0:
-                change = (
-                    f"is exactly 0 at the first layer ({first}) while the last ({last}) "
-                    f"has {g_last:.3g}"
-                )
-            else:
-                factor = 1.0 / ratio if vanishing else ratio
-                change = (
-                    f"{'falls' if vanishing else 'grows'} by a factor {factor:.3g} from the last "
-                    f"layer ({last}: {g_last:.3g}) to the first ({first}: {g_first:.3g}) over "
-                    f"{depth} layers, {ratio ** (1.0 / (depth - 1)):.3g} per layer"
-                )
-            if dead is not None:
-                cause = (
-                    f". The dead units at {', '.join(dead.layers[:3])} block the backward signal."
-                )
-            else:
-                cause = _kernel_scale_context(stats, activation, q_first)
-            msg = (
-                f"gradient norm {change}: {kind.split('_')[0]} (threshold: factor "
-                f"{gradient_ratio:g}){cause}"
+        kind = "vanishing_gradient" if ratio < 1.0 else "exploding_gradient"
+        if ratio == 0.0:
+            change = f"is exactly 0 at the first layer ({first}) while the last ({last}) has "
+            change += f"{g_last:.3g}"
+        else:
+            change = (
+                f"{'falls' if ratio < 1.0 else 'grows'} by a factor {max(ratio, 1 / ratio):.3g} "
+                f"from the last layer ({last}: {g_last:.3g}) to the first ({first}: "
+                f"{g_first:.3g}) over {depth} layers, {ratio ** (1.0 / (depth - 1)):.3g} per layer"
             )
-            threshold = 1.0 / gradient_ratio if vanishing else gradient_ratio
-            findings.append(Finding(kind, msg, ratio, threshold, (first, last)))
+        if dead is not None:
+            cause = f". The dead units at {', '.join(dead.layers[:3])} block the backward signal."
+        else:
+            cause = _kernel_scale_context(stats, activation, q_first)
+        msg = f"gradient norm {change}: {kind.split('_')[0]} (threshold: factor "
+        msg += f"{gradient_ratio:g}){cause}"
+        findings.append(Finding(kind, msg, ratio, _limit(ratio, gradient_ratio), (first, last)))
 
     hidden = scaled[:-1] if depth >= 3 else scaled
     s_first, s_last = get(f"output/{hidden[0]}/std"), get(f"output/{hidden[-1]}/std")
     if depth >= 2 and s_first and _finite(s_first, s_last):
         ratio = s_last / s_first
-        if ratio < 1.0 / activation_ratio or ratio > activation_ratio:
-            vanishing = ratio < 1.0
-            kind = "vanishing_activation" if vanishing else "exploding_activation"
+        if _crossed(ratio, activation_ratio):
+            kind = "vanishing_activation" if ratio < 1.0 else "exploding_activation"
             if ratio == 0.0:
                 change = f"drops from {s_first:.3g} at {hidden[0]} to exactly 0 at {hidden[-1]}"
             else:
                 change = (
-                    f"{'shrinks' if vanishing else 'grows'} by a factor "
-                    f"{(1.0 / ratio if vanishing else ratio):.3g} from {s_first:.3g} at "
-                    f"{hidden[0]} to {s_last:.3g} at {hidden[-1]}"
+                    f"{'shrinks' if ratio < 1.0 else 'grows'} by a factor "
+                    f"{max(ratio, 1 / ratio):.3g} from {s_first:.3g} at {hidden[0]} to "
+                    f"{s_last:.3g} at {hidden[-1]}"
                 )
             msg = f"output std {change} (threshold: factor {activation_ratio:g})."
-            threshold = 1.0 / activation_ratio if vanishing else activation_ratio
-            findings.append(Finding(kind, msg, ratio, threshold, (hidden[0], hidden[-1])))
+            limit = _limit(ratio, activation_ratio)
+            findings.append(Finding(kind, msg, ratio, limit, (hidden[0], hidden[-1])))
     return findings + unit_findings
+
+
+def _crossed(ratio: float, factor: float) -> bool:
+    return ratio < 1.0 / factor or ratio > factor
+
+
+def _limit(ratio: float, factor: float) -> float:
+    """The threshold a ratio crossed: ``1 / factor`` below 1, ``factor`` above."""
+    return 1.0 / factor if ratio < 1.0 else factor

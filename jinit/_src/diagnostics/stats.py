@@ -22,64 +22,47 @@ from jinit._src.paths import path_string
 _FN = "layer_statistics"
 
 
-def _sums(a: jax.Array, kind: str) -> jax.Array:
-    """The sums of one tensor that its statistics are computed from."""
-    a = a.astype(jnp.float32)
-    sums = [jnp.sum(a), jnp.sum(a * a)]
-    if kind == "act":
-        units = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
-        sums += [
-            jnp.sum(a == 0),
-            jnp.sum(jnp.abs(a) > 0.99),
-            jnp.sum((a < 0.01) | (a > 0.99)),
-            jnp.sum(jnp.abs(a) > 1.0),
-            jnp.sum((a < 0.0) | (a > 1.0)),
-            jnp.sum(jnp.all(units == 0, axis=0)),
-        ]
-    return jnp.stack([x.astype(jnp.float32) for x in sums])
-
-
 def _stats(arrays: Mapping[str, jax.Array], kind: str) -> dict[str, jax.Array]:
-    """``{"name/stat": scalar}`` for ``kind`` "act", "grad" or "param": per-tensor sums, then
-    vector arithmetic over all tensors at once (a small compiled program)."""
-    names = [k for k, a in arrays.items() if a.size]
-    if not names:
-        return {}
-    shapes = [arrays[k].shape for k in names]
-    sums = jnp.stack([_sums(arrays[k], kind) for k in names])
-    size = jnp.asarray([math.prod(s) for s in shapes], jnp.float32)
-    mean, mean_sq = sums[:, 0] / size, sums[:, 1] / size
-    cols = {"mean": mean, "std": jnp.sqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0))}
-    if kind != "act":
-        cols["norm"] = jnp.sqrt(sums[:, 1])
-    if kind == "grad":
-        del cols["mean"]
-    if kind == "act":
-        zero = jnp.float32(0.0)
-        cols["zero_frac"] = sums[:, 2] / size
-        cols["dead_frac"] = sums[:, 7] / jnp.asarray([s[-1] if s else 1 for s in shapes])
-        cols["sat_frac"] = jnp.where(sums[:, 5] == 0, sums[:, 3] / size, zero)
-        cols["sat01_frac"] = jnp.where(sums[:, 6] == 0, sums[:, 4] / size, zero)
-    out = {f"{k}/{stat}": col[i] for stat, col in cols.items() for i, k in enumerate(names)}
-    if kind == "param":  # fan_in * Var(W): the mean-field sigma_w**2 of (fan_in..., out) kernels
-        for i, k in enumerate(names):
-            if len(shapes[i]) >= 2:
-                out[f"{k}/fan_in_var"] = math.prod(shapes[i][:-1]) * cols["std"][i] ** 2
+    """``{"name/stat": scalar}`` of ``kind`` "act", "grad" or "param" (docs/diagnosing.md)."""
+    out = {}
+    for name, a in arrays.items():
+        if not a.size:
+            continue
+        a, n = a.astype(jnp.float32), a.size
+        mean, sq = jnp.sum(a) / n, jnp.sum(a * a)
+        std = jnp.sqrt(jnp.maximum(sq / n - jnp.square(mean), 0.0))
+        col = {"mean": mean, "std": std} if kind != "grad" else {"std": std}
+        if kind != "act":
+            col["norm"] = jnp.sqrt(sq)
+        if kind == "param" and a.ndim >= 2:  # mean-field sigma_w**2 of (fan_in..., out) kernels
+            col["fan_in_var"] = math.prod(a.shape[:-1]) * std**2
+        if kind == "act":
+            units = jnp.abs(a).reshape(-1, a.shape[-1] if a.ndim else 1)
+            zero = jnp.float32(0.0)
+            col["zero_frac"] = jnp.sum(a == 0) / n
+            col["dead_frac"] = jnp.sum(jnp.max(units, axis=0) == 0) / units.shape[1]
+            saturated = _positive(jnp.abs(a) - 0.99) / n
+            col["sat_frac"] = jnp.where(jnp.max(units) > 1.0, zero, saturated)
+            near01 = (_positive(0.01 - a) + _positive(a - 0.99)) / n
+            col["sat01_frac"] = jnp.where((jnp.min(a) < 0.0) | (jnp.max(a) > 1.0), zero, near01)
+        out.update({f"{name}/{stat}": v for stat, v in col.items()})
     return out
+
+
+def _positive(x: jax.Array) -> jax.Array:
+    """The number of entries ``> 0`` as a float sum of signs (cheap to compile on XLA:CPU)."""
+    return jnp.sum(jnp.sign(jnp.maximum(x, 0.0)))
 
 
 def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     """Mean, std, zero/dead fractions and saturated fractions of one activation tensor.
-
-    The std is ``sqrt(E[a**2] - E[a]**2)`` in float32, accurate while ``|mean| / std`` stays
-    below ~1e3.
 
     Args:
       a: array whose last axis indexes units (batch and positions before it).
 
     Returns:
       ``{"mean", "std", "zero_frac", "dead_frac", "sat_frac", "sat01_frac"}``, float32
-      scalars, defined in docs/diagnosing.md.
+      scalars defined in docs/diagnosing.md.
 
     Raises:
       ValueError: ``a`` is empty (no value to measure).
@@ -109,9 +92,8 @@ def _normalizes(module: Any, kwargs) -> bool:
 
 
 def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[str, Any]:
-    """One capture pass: outputs and each call's input/output (inside ``nn.remat`` through
-    ``call.record``; other lifted calls go to ``skipped``), calls numbered when they start."""
-    tape: dict[str, Any] = {"inputs": {}, "outputs": {}, "skipped": {}, "normalizing": set()}
+    """One capture pass: each call's input (``in:path``) and perturbed outputs (``path``)."""
+    tape: dict[str, Any] = {"values": {}, "skipped": {}, "normalizing": set()}
     start: dict[str, int] = {}
     running: dict[int, int] = {}  # id(module) -> start number of its call in progress
     numbers = itertools.count()
@@ -133,22 +115,22 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
             tape["normalizing"].add(call.path)
         leaves, treedef = jax.tree_util.tree_flatten(call.output)
         slots = [i for i, leaf in enumerate(leaves) if _is_float_array(leaf)]
-        keys = [call.path if len(slots) == 1 else f"{call.path}[{k}]" for k in range(len(slots))]
-        for key, i in zip(keys, slots, strict=True):
-            if perturb is not None:
-                leaves[i] = leaves[i] + perturb[key]
-        found = {key: leaves[i] for key, i in zip(keys, slots, strict=True)}
+        found = {}
+        for k, i in enumerate(slots):
+            key = call.path if len(slots) == 1 else f"{call.path}[{k}]"
+            leaves[i] = leaves[i] if perturb is None else leaves[i] + perturb[key]
+            found[key] = leaves[i]
         if call.args and _is_float_array(call.args[0]):
             found[f"in:{call.path}"] = call.args[0]
-        if call.lifted:
+        if call.lifted:  # inside nn.remat: the values leave through the capture layer
             call.record(**{k.replace("/", "|"): v for k, v in found.items()})
         else:
-            _store(tape, found)
+            tape["values"].update(found)
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
     captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs)
     for record in captured.records.values():
-        _store(tape, {k.replace("|", "/"): v for k, v in record.items()})
+        tape["values"].update({k.replace("|", "/"): v for k, v in record.items()})
     tape["order"] = sorted(start, key=start.get)
     tape["out"] = captured.outputs
     for path in captured.missed:  # containers (nnx.List, ...) are never called themselves
@@ -157,22 +139,10 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
     return tape
 
 
-def _store(tape, found) -> None:
-    for key, value in found.items():
-        is_input = key.startswith("in:")
-        tape["inputs" if is_input else "outputs"][key[3:] if is_input else key] = value
-
-
 def _default_loss(outputs, batch):
     del batch
     leaves = [x for x in jax.tree_util.tree_leaves(outputs) if _is_float_array(x)]
     return sum(jnp.mean(x.astype(jnp.float32)) for x in leaves)
-
-
-def _check_inputs(inputs) -> None:
-    for shape in (getattr(x, "shape", ()) for x in jax.tree_util.tree_leaves(inputs)):
-        if shape and math.prod(shape) == 0:
-            raise ValueError(f"{_FN}: batch holds an empty input of shape {tuple(shape)}")
 
 
 def layer_statistics(
@@ -188,12 +158,10 @@ def layer_statistics(
 ) -> dict[str, jax.Array]:
     """Activation, gradient and weight statistics of every layer, as a flat dict.
 
-    Per module call, in execution order: its output's and input's mean, std, dead and
-    saturated fractions and the norm and std of ``dL/d output`` (from a zero perturbation
-    added to the output); per parameter its mean, std, norm, ``fan_in * Var(W)`` and the norm
-    and std of ``dL/d param``. Keys are ``group/path/stat``; docs/diagnosing.md defines them.
-    Calls inside ``nn.remat`` are recorded; calls inside ``nn.scan``, ``nn.RNN``, ``nn.vmap``
-    or an NNX transform are skipped with one ``InitWarning`` naming their paths.
+    Per module call: its output's and input's mean, std, dead and saturated fractions and
+    ``dL/d output``; per parameter its scale and gradient. Keys ``group/path/stat`` are defined
+    in docs/diagnosing.md; calls inside ``nn.scan``, ``nn.RNN``, ``nn.vmap`` or an NNX
+    transform are skipped with one ``InitWarning`` naming their paths.
 
     Args:
       model: a linen or NNX module, an ``nnx.GraphDef`` (state as ``params``), or
@@ -217,26 +185,22 @@ def layer_statistics(
       ValueError: inputs missing from ``batch`` or empty; ``params`` missing; a BatchNorm in
         eval mode without ``batch_stats``; no layer recorded.
       TypeError: ``model`` is neither a Flax module nor callable.
-
-    Example::
-
-      stats = jax.jit(lambda p, b: layer_statistics(model, p, b, loss))(params, batch)
-      stats["input/Dense_1/dead_frac"]  # dead ReLUs between Dense_0 and Dense_1
     """
     inputs = model_inputs(batch, input_key)
-    _check_inputs(inputs)
+    for shape in (getattr(x, "shape", ()) for x in jax.tree_util.tree_leaves(inputs)):
+        if shape and math.prod(shape) == 0:
+            raise ValueError(f"{_FN}: batch holds an empty input of shape {tuple(shape)}")
     loss_fn = _default_loss if loss_fn is None else loss_fn
     _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
 
     def run(p, x, perturb):
         return _run(model, merge(p), x, perturb, include, rngs, apply_kwargs)
 
-    # Pass 1 (tracing only): which calls happen, and the shapes of their outputs.
     probed: list[dict] = []
 
-    def probe(p, x):
+    def probe(p, x):  # pass 1, tracing only: which calls happen, the shapes of their values
         probed.append(run(p, x, None))
-        return probed[-1]["outputs"]
+        return probed[-1]["values"]
 
     shapes = jax.eval_shape(probe, p0, inputs)
     order, skipped, normalizing = (probed[-1][k] for k in ("order", "skipped", "normalizing"))
@@ -252,32 +216,25 @@ def layer_statistics(
             f"{_FN}: the model call recorded no layer (model is a {type(model).__name__}; "
             "plain-JAX functions have no modules to record, and include= may exclude all)"
         )
-    perturb = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+    outs = {k: i for i, n in enumerate(order) for k in shapes if k == n or k.startswith(n + "[")}
+    perturb = {k: jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in outs}
 
-    # Pass 2: forward and backward with zero perturbations on every recorded output.
-    def loss_with_taps(p, e):
+    def loss_with_taps(p, e):  # pass 2: zero perturbations on every output give dL/d output
         tape = run(p, inputs, e)
         loss = loss_fn(tape["out"], batch)
-        return loss, (loss, tape["inputs"], tape["outputs"])
+        return loss, (loss, tape["values"])
 
-    (g_params, g_out), (loss, ins, outs) = jax.grad(loss_with_taps, argnums=(0, 1), has_aux=True)(
-        p0, perturb
-    )
-
+    (g_params, g_out), (loss, values) = jax.grad(loss_with_taps, (0, 1), has_aux=True)(p0, perturb)
     stats: dict[str, jax.Array] = {}
-    out_keys = []
-    for index, name in enumerate(order):
-        for key in outs:
-            if key == name or key.startswith(name + "["):
-                out_keys.append(key)
-                stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
-        if name in normalizing and name in outs:
-            stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
+    for key, index in outs.items():
+        stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
+    for name in normalizing & set(outs):
+        stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
     params, grads = _flat(p0), _flat(g_params)
     for group, arrays, kind in (
-        ("output", {k: outs[k] for k in out_keys}, "act"),
-        ("output_grad", {k: g_out[k] for k in out_keys}, "grad"),
-        ("input", {n: ins[n] for n in order if n in ins}, "act"),
+        ("output", {k: values[k] for k in outs}, "act"),
+        ("output_grad", {k: g_out[k] for k in outs}, "grad"),
+        ("input", {n: values[f"in:{n}"] for n in order if f"in:{n}" in values}, "act"),
         ("param", params, "param"),
         ("param_grad", grads, "grad"),
     ):
