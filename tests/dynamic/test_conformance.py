@@ -6,11 +6,13 @@ and NNX for the same weights, and a vmapped seed sweep equals separate runs."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jinit
 from tests.dynamic.conftest import KEYS, run_pass
-from tests.dynamic.models import flat, nnx_path
+from tests.dynamic.models import flat, lin_data, linear, mse, nnx_path
 
 METHODS = ("gradinit", "metainit")
 FAMILIES = ("cnn", "mlp", "rnn")
@@ -96,3 +98,21 @@ def test_vmapped_seed_sweep_equals_separate_linen_runs(conformance, method):
             jax.tree.leaves(runs.linen_out[i]), jax.tree.leaves(out["params"]), strict=True
         ):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "fn, kw, field",
+    [(jinit.gradinit, {"iters": 3}, "lookahead_loss"), (jinit.metainit, {"steps": 2}, "quotient")],
+    ids=["gradinit", "metainit"],
+)
+def test_jit_eager_scan_python_agree(fn, kw, field):
+    # A linear least-squares model: the eager run compiles every primitive it dispatches, so
+    # few primitives (no softmax, no tanh, through third-order autodiff) keep it fast.
+    params = {"w": jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)}
+    runs = [
+        fn(linear, params, lin_data(), mse, **kw, loop=loop, jit=jit)[1]
+        for loop, jit in (("scan", True), ("python", True), ("python", False))
+    ]
+    for r in runs[1:]:
+        np.testing.assert_allclose(r.trajectory, runs[0].trajectory, rtol=1e-5)
+        np.testing.assert_allclose(getattr(r, field), getattr(runs[0], field), rtol=1e-5)

@@ -129,22 +129,6 @@ def test_rescales_only_in_forward_order():
     np.testing.assert_array_equal(np.asarray(r_all.multiplier)[1::2], 1.0)
 
 
-def test_jit_eager_scan_python_agree():
-    # A linear least-squares model: the eager run compiles every primitive it dispatches, so
-    # few primitives (no softmax, no tanh, through third-order autodiff) keep it fast.
-    params, batch = (
-        {"w": jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)},
-        lin_data(),
-    )
-    runs = [
-        jinit.gradinit(linear, params, batch, mse, iters=3, loop=loop, jit=jit)[1]
-        for loop, jit in (("scan", True), ("python", True), ("python", False))
-    ]
-    for r in runs[1:]:
-        np.testing.assert_allclose(r.trajectory, runs[0].trajectory, rtol=1e-5)
-        np.testing.assert_allclose(r.lookahead_loss, runs[0].lookahead_loss, rtol=1e-5)
-
-
 def test_non_finite_names_the_block_and_iteration():
     with pytest.raises(ValueError, match=r"non-finite .*iteration 0"):
         jinit.gradinit(chain, OVERFLOWING_CHAIN, data(), xent, iters=1)

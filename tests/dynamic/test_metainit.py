@@ -21,7 +21,6 @@ from tests.dynamic.models import (
     data,
     dead_relu,
     families,
-    lin_data,
     linear,
     mse,
     nnx_twin,
@@ -106,22 +105,6 @@ def test_rescales_only_and_lowers_the_quotient():
         )
     assert r.trajectory.shape == (STEPS, 4) and r.quotient.shape == (STEPS,)
     assert "gradient quotient" in r.summary()
-
-
-def test_jit_eager_scan_python_agree():
-    # A linear least-squares model: the eager run compiles every primitive it dispatches, so
-    # few primitives (no softmax, no tanh, through third-order autodiff) keep it fast.
-    params, batch = (
-        {"w": jnp.asarray(np.random.default_rng(5).normal(size=(4, 3)), jnp.float32)},
-        lin_data(),
-    )
-    runs = [
-        jinit.metainit(linear, params, batch, mse, steps=2, loop=loop, jit=jit)[1]
-        for loop, jit in (("scan", True), ("python", True), ("python", False))
-    ]
-    for r in runs[1:]:
-        np.testing.assert_allclose(r.trajectory, runs[0].trajectory, rtol=1e-5)
-        np.testing.assert_allclose(r.quotient, runs[0].quotient, rtol=1e-5)
 
 
 def test_graphdef_with_state_equals_the_module():
