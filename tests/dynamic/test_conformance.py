@@ -12,7 +12,19 @@ import pytest
 
 import jinit
 from tests.dynamic.conftest import KEYS, run_pass
-from tests.dynamic.models import flat, lin_data, linear, mse, nnx_path
+from tests.dynamic.models import (
+    DEAD_PARAMS,
+    OVERFLOWING_CHAIN,
+    chain,
+    data,
+    dead_relu,
+    flat,
+    lin_data,
+    linear,
+    mse,
+    nnx_path,
+    xent,
+)
 
 METHODS = ("gradinit", "metainit")
 FAMILIES = ("cnn", "mlp", "rnn")
@@ -116,3 +128,17 @@ def test_jit_eager_scan_python_agree(fn, kw, field):
     for r in runs[1:]:
         np.testing.assert_allclose(r.trajectory, runs[0].trajectory, rtol=1e-5)
         np.testing.assert_allclose(getattr(r, field), getattr(runs[0], field), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fn, kw",
+    [(jinit.gradinit, {"iters": 1}), (jinit.metainit, {"steps": 1})],
+    ids=["gradinit", "metainit"],
+)
+def test_degenerate_starts_are_errors(fn, kw):
+    # A linear chain with kernels of norm ~1e20 overflows float32 at the first iteration.
+    with pytest.raises(ValueError, match=r"non-finite .*iteration 0.*'a'"):
+        fn(chain, OVERFLOWING_CHAIN, data(), xent, **kw)
+    # A dead ReLU net (all kernels and biases zero): every gradient is exactly zero.
+    with pytest.raises(ValueError, match="exactly zero"):
+        fn(dead_relu, DEAD_PARAMS, data(), xent, **kw)

@@ -13,13 +13,9 @@ from flax import nnx
 import jinit
 from jinit._src.dynamic.metainit import gradient_quotient
 from tests.dynamic.models import (
-    DEAD_PARAMS,
-    OVERFLOWING_CHAIN,
     DenseBNDropout,
     LinenMLP,
-    chain,
     data,
-    dead_relu,
     families,
     linear,
     mse,
@@ -130,20 +126,6 @@ def test_constant_quotient_warns_it_did_not_decrease():
         jinit.metainit(
             lambda p, x: p["w"], p, jnp.ones((1, 1)), lambda o, b: 0.5 * jnp.sum(o**2), steps=3
         )
-
-
-def test_non_finite_names_the_block_and_iteration():
-    """A linear chain with kernels of norm ~1e20 overflows float32 at the first step."""
-
-    with pytest.raises(ValueError, match=r"non-finite .*iteration 0.*'a'"):
-        jinit.metainit(chain, OVERFLOWING_CHAIN, data(), xent, steps=1)
-
-
-def test_all_zero_gradients_are_an_error():
-    """A dead ReLU net (all kernels and biases zero): every gradient is exactly zero."""
-
-    with pytest.raises(ValueError, match="exactly zero"):
-        jinit.metainit(dead_relu, DEAD_PARAMS, data(), xent, steps=1)
 
 
 def test_batchnorm_train_mode_and_dropout():
