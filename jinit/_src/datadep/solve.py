@@ -1,21 +1,16 @@
-"""Verified per-layer solves: one closed-form step, re-measured on the layer's real output.
+"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output.
 
-Each solve gets ``run`` (the layer alone on its captured input, with rescaled params) and the
-layer's output. The closed-form step (``s = sqrt(target / v)``, exact for a layer linear in
-its kernel) is re-run and measured; when it misses the tolerance the paper's loop continues on
-the captured input (bounded by ``max_iters``). A layer whose output variance does not move
-when its kernel is rescaled is ``scale_invariant`` and left unchanged. Python loops when the
-values are concrete (eager pass), ``lax.while_loop`` when traced (jitted pass).
+One implementation for both executions: Python control flow on concrete values (eager pass),
+``lax`` control flow when traced (jitted pass). The algorithm, the fallback loop and the
+``scale_invariant`` test: docs/lsuv.md ("Verified solves").
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jinit._src.datadep import report as rep
 
@@ -27,6 +22,11 @@ def traced(*trees) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
 
 
+def _go(flag) -> bool:
+    """Whether to compute a branch: always when traced, else only if ``flag`` holds."""
+    return traced(flag) or bool(flag)
+
+
 def while_loop(cond, body, init):
     """``lax.while_loop`` when traced; a Python loop on concrete values (nothing to compile)."""
     if traced(init):
@@ -36,15 +36,18 @@ def while_loop(cond, body, init):
     return init
 
 
-def _sd(dtype):
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+def _pick(c, a, b):
+    """``a`` where ``c`` else ``b`` (leafwise); a Python branch on a concrete ``c``."""
+    if not traced(c):
+        return a if bool(c) else b
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def unit_moments(y: jax.Array, n: int = 0):
     """Mean and variance over all leading axes (``n`` trailing unit axes; 0: pooled), and the
     zero-variance threshold ``(4 eps)^2 E[y^2]`` (rounding noise of the output's dtype)."""
-    yf = y.astype(_sd(y.dtype))
+    yf = y.astype(jnp.float64 if y.dtype == jnp.float64 else jnp.float32)
     red = tuple(range(y.ndim - n))
     mean = jnp.mean(yf, axis=red)
     var = jnp.mean(jnp.square(yf - jnp.mean(yf, axis=red, keepdims=True)), axis=red)
@@ -57,13 +60,56 @@ def _finite(*xs):
     return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
 
 
+def _inert(v0, v1, c1):
+    """The variance did not move although the factor did: the kernel's scale is inert."""
+    return (jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (jnp.abs(c1 * c1 - 1) > 1e-2)
+
+
 def _record(*values):
     """The report's arrays for one layer (:data:`report.ARRAY_FIELDS` without ``converged``)."""
     return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
 
 
-def _pick(c, a, b):
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
+# The scalar decisions of :func:`pooled`, jitted so that an eager pass dispatches one program
+# per decision (compiled once per dtype) instead of a dozen small ops. ``c``: (target, tol,
+# max_iters), static.
+_static = functools.partial(jax.jit, static_argnums=0)
+
+
+@_static
+def _start(c, v0, mu0, thr, in_ok):
+    t, tol, iters = c
+    finite = in_ok & _finite(v0, mu0)
+    live = finite & (v0 > thr)
+    need = live & (jnp.abs(v0 - t) >= tol) & (iters > 0)
+    return finite, live, need, jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
+
+
+@_static
+def _again(c, go, s, v, it):
+    t, tol, iters = c
+    return go & (it < iters) & (jnp.abs(v - t) >= tol) & jnp.isfinite(v) & (v > 0)
+
+
+@_static
+def _status(c, finite, bad, live, inv, v):
+    t, tol, _ = c
+    return jnp.select(
+        [~finite | bad, ~live, inv, jnp.abs(v - t) < tol],
+        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
+        rep.NOT_CONVERGED,
+    ).astype(jnp.int32)
+
+
+@jax.jit
+def _verify(need, v0, v1, s1):
+    return need & _inert(v0, v1, s1)
+
+
+@jax.jit
+def _settle(need, inv, s, v):
+    bad = need & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
+    return bad, ~need | inv | bad
 
 
 def pooled(cfg, run, y0, in_ok, center: bool):
@@ -72,92 +118,31 @@ def pooled(cfg, run, y0, in_ok, center: bool):
     Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
     (re-run, never predicted) and the report's arrays for the layer.
     """
-    if not traced(y0, in_ok):
-        return _pooled_eager(cfg, run, y0, bool(in_ok), center)
     m = cfg.activation if cfg.measure == "post" else (lambda y: y)
-    t, tol = cfg.target, cfg.tol
+    c = (cfg.target, cfg.tol, cfg.max_iters)
     mu0, v0, thr = unit_moments(m(y0))
-    finite = in_ok & _finite(v0, mu0)
-    live = finite & (v0 > thr)
-    need = live & (jnp.abs(v0 - t) >= tol) & (cfg.max_iters > 0)
-    s1 = jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
-    y1 = run(s1, 0.0) if traced(need) or bool(need) else y0
+    finite, live, need, s1 = _start(c, v0, mu0, thr, in_ok)
+    y1 = run(s1, 0.0) if _go(need) else y0
     mu1, v1, _ = unit_moments(m(y1))
-    inv = need & (jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (jnp.abs(s1 * s1 - 1) > 1e-2)
-
-    def cond(st):
-        s, _, v, _, it = st
-        go = need & ~inv & (it < cfg.max_iters) & (jnp.abs(v - t) >= tol)
-        return go & jnp.isfinite(v) & (v > 0)
+    inv = _verify(need, v0, v1, s1)
+    go = need & ~inv
 
     def body(st):
         s, _, v, _, it = st
-        s = s * jnp.sqrt(t / v)
-        y = run(s, 0.0)
-        mu, v, _ = unit_moments(m(y))
+        s = s * jnp.sqrt(cfg.target / v)
+        mu, v, _ = unit_moments(m(y := run(s, 0.0)))
         return s, y, v, mu, it + 1
 
-    st = while_loop(cond, body, (s1, y1, v1, mu1, need.astype(jnp.int32)))
-    s, y, v, mu, it = st
-    bad = need & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
-    keep = ~need | inv | bad
+    init = (s1, y1, v1, mu1, need.astype(jnp.int32))
+    s, y, v, mu, it = while_loop(lambda st: _again(c, go, st[0], st[2], st[4]), body, init)
+    bad, keep = _settle(need, inv, s, v)
     s, y, v, mu, it = _pick(keep, (jnp.ones_like(s), y0, v0, mu0, 0 * it), (s, y, v, mu, it))
     shift = jnp.zeros_like(v)
-    if center:
+    if center and _go(live & ~inv):
         shift = jnp.where(live & ~inv, jnp.mean(y.astype(v.dtype)), 0.0)
-        y = run(s, shift) if traced(shift) or bool(shift != 0) else y
-        mu, v, _ = unit_moments(m(y))
-    status = jnp.select(
-        [~finite | bad, ~live, inv, jnp.abs(v - t) < tol],
-        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
-        rep.NOT_CONVERGED,
-    )
-    return (
-        s,
-        shift,
-        y,
-        _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok),
-    )
-
-
-def _pooled_eager(cfg, run, y0, in_ok: bool, center: bool):
-    """:func:`pooled` on concrete values: Python control flow, nothing new to compile."""
-    m = cfg.activation if cfg.measure == "post" else (lambda y: y)
-    t, tol = cfg.target, cfg.tol
-
-    def stats(y):
-        return tuple(float(a) for a in unit_moments(m(y)))
-
-    mu0, v0, thr = stats(y0)
-    finite = in_ok and math.isfinite(v0) and math.isfinite(mu0)
-    live = finite and v0 > thr
-    s, y, mu, v, it, inv, bad = 1.0, y0, mu0, v0, 0, False, False
-    if live and abs(v0 - t) >= tol and cfg.max_iters > 0:
-        s, it = math.sqrt(t / v0), 1
-        y = run(s, 0.0)
-        mu, v, _ = stats(y)
-        inv = abs(v - v0) <= INVARIANT_RTOL * v0 and abs(s * s - 1) > 1e-2
-        while not inv and it < cfg.max_iters and abs(v - t) >= tol and v > 0:
-            s, it = s * math.sqrt(t / v), it + 1
-            y = run(s, 0.0)
-            mu, v, _ = stats(y)
-        bad = not (math.isfinite(v) and math.isfinite(s) and s > 0)
-        if inv or bad:
-            s, y, mu, v, it = 1.0, y0, mu0, v0, 0
-    shift = 0.0
-    if center and live and not inv:
-        shift = float(jnp.mean(y.astype(jnp.float32)))
-        y = run(s, shift)
-        mu, v, _ = stats(y)
-    status = (
-        rep.NON_FINITE if not finite or bad else rep.ZERO_VARIANCE if not live
-        else rep.SCALE_INVARIANT if inv else rep.CONVERGED if abs(v - t) < tol
-        else rep.NOT_CONVERGED
-    )  # fmt: skip
-    f32 = np.float32
-    rec = _record(np.int32(it), f32(s), f32(v0), f32(v), f32(mu), np.int32(status), np.int32(0),
-                  np.bool_(in_ok))  # fmt: skip
-    return np.float32(s), np.float32(shift), y, rec
+        mu, v, _ = unit_moments(m(y := run(s, shift)))
+    status = _status(c, finite, bad, live, inv, v)
+    return s, shift, y, _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok)
 
 
 def per_unit(cfg, run, y0, in_ok, n: int, b0):
@@ -185,7 +170,7 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
 
     c1, b1 = rescale(c0, bf, mu0, v0)
     go = jnp.any(live)
-    y1 = run(c1, b1) if traced(go) or bool(go) else y0
+    y1 = run(c1, b1) if _go(go) else y0
     mu1, v1, _ = unit_moments(y1, n)
     inv = go & jnp.all(jnp.where(live, jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0, True))
     inv = inv & jnp.any(live & (jnp.abs(c1 * c1 - 1) > 1e-2))
@@ -206,7 +191,7 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
     keep = ~go | inv | bad | ~finite
     c, y, it = _pick(keep, (c0, y0, 0 * it), (c, y, it))
     if b0 is not None:
-        b = jnp.where(keep, bf, b)
+        b = _pick(keep, bf, b)
     pmu, pv, _ = unit_moments(y)
     dead = jnp.sum(~live & finite)
     status = jnp.select(
@@ -214,11 +199,6 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )
-    _, pv0, _ = unit_moments(y0)
     rms = jnp.sqrt(jnp.mean(jnp.square(c)))
-    return (
-        c,
-        b,
-        y,
-        _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok),
-    )
+    pv0 = unit_moments(y0)[1]
+    return c, b, y, _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok)
