@@ -20,7 +20,13 @@ from flax import nnx
 from jinit._src.checks import check_key
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
-from jinit._src.datadep.capture import Marked, capture, model_inputs, replace_leaves
+from jinit._src.datadep.capture import (
+    Marked,
+    capture,
+    check_model,
+    model_inputs,
+    replace_leaves,
+)
 from jinit._src.paths import path_key, path_string
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
@@ -103,6 +109,7 @@ def make_config(fn: str, **kw: Any) -> Config:
     return Config(**kw)
 
 
+@jax.jit
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
     """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
     c = jnp.asarray(c, p.dtype)
@@ -186,10 +193,9 @@ class _Pass:
                 f"(output shape {y0.shape}); estimating a variance needs at least "
                 f"{self.cfg.min_values}. Use a larger (non-empty) batch."
             )
-        in_ok = _finite_inputs(args)
         if self.cfg.per_unit:
             c, b2, y, rec = solve.per_unit(
-                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, in_ok, n, b
+                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, _finite_inputs(args), n, b
             )
             b2 = None if b is None else b2.astype(b.dtype)
         else:
@@ -198,7 +204,7 @@ class _Pass:
             def run_s(s, shift):
                 return run(_scaled(k, s), None if not center else b - jnp.asarray(shift, b.dtype))
 
-            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, in_ok, center)
+            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, args, center)
             b2 = (b - jnp.asarray(shift, b.dtype)) if center else None
         call.record(**{tag + f: v for f, v in rec.items()})
         self.rows.append((path, "", (call.path, tag)))
@@ -380,19 +386,10 @@ def batch_inputs(fn: str, batch: Any, input_key: str | int | None) -> Any:
 
 def run_pass(fn, cfg, model, params, batch, *, method, apply_kwargs, key, jit, input_key, rngs):
     """Checks the arguments, runs the pass (eager or jitted), checks and warns."""
-    if isinstance(model, type):
-        raise TypeError(
-            f"{fn}: model must be a module instance, got the class {model.__name__} (build it "
-            f"first, e.g. {model.__name__}(...))"
-        )
+    check_model(model, fn)
     if isinstance(model, nnx.Module):
         model, state = nnx.split(model)
         params = state if params is None else params
-    if not isinstance(model, nn.Module | nnx.GraphDef) and not callable(model):
-        raise TypeError(
-            f"{fn}: model must be a flax.linen Module, an nnx GraphDef or Module, or a callable "
-            f"apply(params, batch); got {type(model).__name__}"
-        )
     for name, value in (("method", method), ("rngs", rngs)):
         if value is not None and not isinstance(model, nn.Module):
             raise ValueError(f"{fn}: {name}= is only for linen modules, got {name}={value!r}")

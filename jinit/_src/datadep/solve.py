@@ -70,79 +70,81 @@ def _record(*values):
     return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
 
 
-# The scalar decisions of :func:`pooled`, jitted so that an eager pass dispatches one program
-# per decision (compiled once per dtype) instead of a dozen small ops. ``c``: (target, tol,
-# max_iters), static.
+# The decisions of :func:`pooled`, each one jitted program: an eager pass compiles each once
+# per shape (a first call is dominated by compiling), a jitted pass inlines them. ``c``:
+# (target, tol, max_iters, measure function or None), static.
 _static = functools.partial(jax.jit, static_argnums=0)
 
 
+def _moments(c, y):
+    return unit_moments(y if c[3] is None else c[3](y))
+
+
 @_static
-def _start(c, v0, mu0, thr, in_ok):
-    t, tol, iters = c
+def _open(c, y0, inputs):
+    t, tol, iters, _ = c
+    leaves = [a for a in jax.tree_util.tree_leaves(inputs) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    in_ok = _finite(*leaves) if leaves else jnp.asarray(True)
+    mu0, v0, thr = _moments(c, y0)
     finite = in_ok & _finite(v0, mu0)
     live = finite & (v0 > thr)
     need = live & (jnp.abs(v0 - t) >= tol) & (iters > 0)
-    return finite, live, need, jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
+    s1 = jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
+    return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1)
 
 
 @_static
-def _again(c, go, s, v, it):
-    t, tol, iters = c
-    return go & (it < iters) & (jnp.abs(v - t) >= tol) & jnp.isfinite(v) & (v > 0)
+def _measure(c, o, y, s, it, inv=None):
+    """Moments of ``y`` (the output with factor ``s`` after ``it`` rescalings), whether the loop
+    goes on and its next factor; ``out``: what the layer ends with if the loop stops here (the
+    original when the result is not kept). ``inv``: None on the first step (then measured)."""
+    t, tol, iters, _ = c
+    mu, v, _ = _moments(c, y)
+    inv = o["need"] & _inert(o["v0"], v, s) if inv is None else inv
+    again = o["need"] & ~inv & (it < iters) & (jnp.abs(v - t) >= tol) & jnp.isfinite(v) & (v > 0)
+    bad = o["need"] & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
+    keep = ~o["need"] | inv | bad
+    out = _pick(keep, (jnp.ones_like(s), 0 * it, o["v0"], o["mu0"]), (s, it, v, mu))
+    return dict(inv=inv, again=again, next=s * jnp.sqrt(t / v), bad=bad, keep=keep, out=out)
 
 
 @_static
-def _status(c, finite, bad, live, inv, v):
-    t, tol, _ = c
-    return jnp.select(
-        [~finite | bad, ~live, inv, jnp.abs(v - t) < tol],
+def _close(c, o, r, s, it, v, mu):
+    """The report's arrays of a layer from its last measurement ``r`` and final statistics."""
+    status = jnp.select(
+        [~o["finite"] | r["bad"], ~o["live"], r["inv"], jnp.abs(v - c[0]) < c[1]],
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
-    ).astype(jnp.int32)
+    )
+    return _record(it, s, o["v0"], v, mu, status, jnp.zeros((), jnp.int32), o["in_ok"])
 
 
-@jax.jit
-def _verify(need, v0, v1, s1):
-    return need & _inert(v0, v1, s1)
-
-
-@jax.jit
-def _settle(need, inv, s, v):
-    bad = need & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
-    return bad, ~need | inv | bad
-
-
-def pooled(cfg, run, y0, in_ok, center: bool):
-    """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``.
+def pooled(cfg, run, y0, inputs, center: bool):
+    """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``;
+    ``inputs``: the layer's inputs (their finiteness is reported).
 
     Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
     (re-run, never predicted) and the report's arrays for the layer.
     """
-    m = cfg.activation if cfg.measure == "post" else (lambda y: y)
-    c = (cfg.target, cfg.tol, cfg.max_iters)
-    mu0, v0, thr = unit_moments(m(y0))
-    finite, live, need, s1 = _start(c, v0, mu0, thr, in_ok)
-    y1 = run(s1, 0.0) if _go(need) else y0
-    mu1, v1, _ = unit_moments(m(y1))
-    inv = _verify(need, v0, v1, s1)
-    go = need & ~inv
+    c = (cfg.target, cfg.tol, cfg.max_iters, cfg.activation if cfg.measure == "post" else None)
+    o = _open(c, y0, inputs)
+    y = run(o["s1"], 0.0) if _go(o["need"]) else y0
+    it = o["need"].astype(jnp.int32)
 
     def body(st):
-        s, _, v, _, it = st
-        s = s * jnp.sqrt(cfg.target / v)
-        mu, v, _ = unit_moments(m(y := run(s, 0.0)))
-        return s, y, v, mu, it + 1
+        _, _, it, r = st
+        y = run(r["next"], 0.0)
+        return r["next"], y, it + 1, _measure(c, o, y, r["next"], it + 1, r["inv"])
 
-    init = (s1, y1, v1, mu1, need.astype(jnp.int32))
-    s, y, v, mu, it = while_loop(lambda st: _again(c, go, st[0], st[2], st[4]), body, init)
-    bad, keep = _settle(need, inv, s, v)
-    s, y, v, mu, it = _pick(keep, (jnp.ones_like(s), y0, v0, mu0, 0 * it), (s, y, v, mu, it))
+    init = (o["s1"], y, it, _measure(c, o, y, o["s1"], it))
+    _, y, _, r = while_loop(lambda st: st[3]["again"], body, init)
+    y = _pick(r["keep"], y0, y)
+    s, it, v, mu = r["out"]
     shift = jnp.zeros_like(v)
-    if center and _go(live & ~inv):
-        shift = jnp.where(live & ~inv, jnp.mean(y.astype(v.dtype)), 0.0)
-        mu, v, _ = unit_moments(m(y := run(s, shift)))
-    status = _status(c, finite, bad, live, inv, v)
-    return s, shift, y, _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok)
+    if center and _go(o["live"] & ~r["inv"]):
+        shift = jnp.where(o["live"] & ~r["inv"], jnp.mean(y.astype(v.dtype)), 0.0)
+        mu, v, _ = _moments(c, y := run(s, shift))
+    return s, shift, y, _close(c, o, r, s, it, v, mu)
 
 
 def per_unit(cfg, run, y0, in_ok, n: int, b0):
