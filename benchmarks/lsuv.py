@@ -7,13 +7,13 @@ Architectures (ReLU, batch 256, as in the issue):
 
 Implementations:
 
-* ``jinit``: ``jinit.lsuv(model, variables, x)`` (one jitted program). ``first_s`` is the first
-  call (trace + compile + run), ``steady_s`` the median of later calls (already compiled, as in
-  a seed sweep), ``compile_s = first_s - steady_s``.
-* ``jinit_eager``: ``jinit.lsuv(..., jit=False)``: the forward pass eagerly, layer by layer
-  (``compile_s`` as for ``jinit``). This is what the default ``jit=None`` chooses for a call on
-  concrete arrays whose jitted program is not compiled yet (every first call), so it is the
-  "jinit default" column of the goals.
+* ``jinit_auto``: ``jinit.lsuv(model, variables, x)`` with the default ``jit=None`` (the
+  automatic choice; ``execution`` records what ran: eager on a first call with concrete arrays).
+* ``jinit``: ``jit=True`` (one jitted program, what runs inside an outer ``jit``/``vmap``).
+* ``jinit_eager``: ``jit=False`` (the forward pass eagerly, layer by layer).
+
+  For each, ``first_s`` is the first call in a fresh process (trace + compile + run),
+  ``steady_s`` the median of later calls, ``compile_s = first_s - steady_s``.
 * ``forward``: the first call of a plain ``jax.jit(model.apply)`` (no LSUV), the floor of any
   jitted pass.
 * ``naive``: the same algorithm written the straightforward way in the same JAX: one jitted
@@ -30,7 +30,7 @@ machine is shared: the load average before and after is recorded with the number
 
 Usage::
 
-    python benchmarks/lsuv.py [--depths 8 16 32 64] [--repeats 3] [--naive-cnn-max-depth 32]
+    python benchmarks/lsuv.py [--archs mlp cnn] [--depths 16 32] [--repeats 3] [--only cnn/lsuv_pkg]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -96,9 +97,16 @@ def timed(fn):
 
 
 def bench_jinit(arch: str, depth: int, repeats: int, jit: bool | None = True) -> dict:
+    """In a fresh process (a true first call: nothing compiled by an earlier row is reused)."""
+    impl = {None: "jinit_auto", True: "jinit", False: "jinit_eager"}[jit]
+    cmd = [sys.executable, __file__, "--child", arch, impl, str(depth), str(repeats)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _bench_jinit_here(arch: str, depth: int, repeats: int, jit: bool | None) -> dict:
     model, variables, x = make(arch, depth)
     jax.block_until_ready((variables, x))
-    jax.clear_caches()  # a true first call: nothing compiled by an earlier depth is reused
     first, (v2, report) = timed(lambda: jinit.lsuv(model, variables, x, jit=jit))
     steady = [timed(lambda: jinit.lsuv(model, variables, x, jit=jit))[0] for _ in range(repeats)]
     med = statistics.median(steady)
@@ -336,7 +344,7 @@ def goals(res: dict) -> list[str]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.add_argument("--depths", type=int, nargs="+", default=[16, 32])
     p.add_argument("--archs", nargs="+", default=["mlp", "cnn"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--naive-cnn-max-depth", type=int, default=32)
@@ -355,7 +363,13 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--merge", action="store_true", help="keep other results in --out/lsuv.json")
     p.add_argument("--render", action="store_true", help="only rewrite lsuv.md from lsuv.json")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        arch, impl, d, reps = args.child
+        jit = {"jinit_auto": None, "jinit": True, "jinit_eager": False}[impl]
+        print(json.dumps(_bench_jinit_here(arch, int(d), int(reps), jit)))
+        return {}
     if args.render:
         res = json.loads((pathlib.Path(args.out) / "lsuv.json").read_text())
         res["goals"] = goals(res)

@@ -116,16 +116,6 @@ def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
     return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
 
 
-def _finite_inputs(args: Any) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(args)
-    return _all_finite([a for a in leaves if jnp.issubdtype(a.dtype, jnp.inexact)])
-
-
-@jax.jit
-def _all_finite(leaves):
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves] or [True]))
-
-
 class _Pass:
     """The hook of one pass: solves each selected layer when the forward pass reaches it."""
 
@@ -195,7 +185,7 @@ class _Pass:
             )
         if self.cfg.per_unit:
             c, b2, y, rec = solve.per_unit(
-                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, _finite_inputs(args), n, b
+                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, solve.finite_inputs(args), n, b
             )
             b2 = None if b is None else b2.astype(b.dtype)
         else:

@@ -11,6 +11,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jinit._src.datadep import report as rep
 
@@ -77,29 +78,49 @@ _static = functools.partial(jax.jit, static_argnums=0)
 
 
 def _moments(c, y):
-    return unit_moments(y if c[3] is None else c[3](y))
+    """:func:`unit_moments` of the measured tensor; on concrete values computed on the host
+    (float64 sums, the dtype of :func:`unit_moments`), so an eager pass compiles no reduction."""
+    y = y if c[3] is None else c[3](y)
+    if traced(y):
+        return unit_moments(y)
+    yf = np.asarray(y).astype(np.float64)
+    mean, var = yf.mean(), yf.var()
+    sd = np.float64 if y.dtype == jnp.float64 else np.float32
+    eps = float(jnp.finfo(y.dtype).eps)
+    thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
+    return sd(mean), sd(var), sd(thr)
+
+
+def finite_inputs(inputs) -> jax.Array:
+    """Whether every floating leaf of ``inputs`` is finite (on the host when concrete)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(inputs) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    if not traced(leaves):
+        return np.bool_(all(np.isfinite(np.asarray(a)).all() for a in leaves))
+    return _finite(*leaves) if leaves else jnp.asarray(True)
 
 
 @_static
-def _open(c, y0, inputs):
+def _open(c, mu0, v0, thr, in_ok):
     t, tol, iters, _ = c
-    leaves = [a for a in jax.tree_util.tree_leaves(inputs) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    in_ok = _finite(*leaves) if leaves else jnp.asarray(True)
-    mu0, v0, thr = _moments(c, y0)
     finite = in_ok & _finite(v0, mu0)
     live = finite & (v0 > thr)
     need = live & (jnp.abs(v0 - t) >= tol) & (iters > 0)
     s1 = jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
-    return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1)
+    it = need.astype(jnp.int32)
+    return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1, it=it)
 
 
-@_static
 def _measure(c, o, y, s, it, inv=None):
     """Moments of ``y`` (the output with factor ``s`` after ``it`` rescalings), whether the loop
     goes on and its next factor; ``out``: what the layer ends with if the loop stops here (the
     original when the result is not kept). ``inv``: None on the first step (then measured)."""
-    t, tol, iters, _ = c
     mu, v, _ = _moments(c, y)
+    return _decide(c, o, mu, v, s, it, inv)
+
+
+@_static
+def _decide(c, o, mu, v, s, it, inv):
+    t, tol, iters, _ = c
     inv = o["need"] & _inert(o["v0"], v, s) if inv is None else inv
     again = o["need"] & ~inv & (it < iters) & (jnp.abs(v - t) >= tol) & jnp.isfinite(v) & (v > 0)
     bad = o["need"] & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
@@ -127,9 +148,9 @@ def pooled(cfg, run, y0, inputs, center: bool):
     (re-run, never predicted) and the report's arrays for the layer.
     """
     c = (cfg.target, cfg.tol, cfg.max_iters, cfg.activation if cfg.measure == "post" else None)
-    o = _open(c, y0, inputs)
+    o = _open(c, *_moments(c, y0), finite_inputs(inputs))
     y = run(o["s1"], 0.0) if _go(o["need"]) else y0
-    it = o["need"].astype(jnp.int32)
+    it = o["it"]
 
     def body(st):
         _, _, it, r = st
