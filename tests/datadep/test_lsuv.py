@@ -687,8 +687,20 @@ def test_eager_pass_compiles_nothing_per_layer():
     jinit.lsuv(deep, deep.init(jax.random.key(0), x), x, jit=False)  # warm
     n = solve.unit_moments._cache_size()
     deeper = MLP(widths=(16,) * 20)
-    _, report = jinit.lsuv(deeper, deeper.init(jax.random.key(1), x), x, jit=False)
-    assert solve.unit_moments._cache_size() == n  # 20 layers, nothing new compiled
+    v = deeper.init(jax.random.key(1), x)
+    compiled = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        _, report = jinit.lsuv(deeper, v, x, jit=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []  # 20 layers, no program compiled (not even the statistics)
+    assert solve.unit_moments._cache_size() == n
     assert len(report.paths) == 20 and bool(jnp.all(report.converged))
     assert report.execution == "eager"
 

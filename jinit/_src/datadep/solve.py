@@ -57,13 +57,13 @@ def unit_moments(y: jax.Array, n: int = 0):
     return mean, var, thr
 
 
-def _finite(*xs):
-    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
+def _finite(*xs, xp=jnp):
+    return functools.reduce(xp.logical_and, [xp.all(xp.isfinite(x)) for x in xs])
 
 
-def _inert(v0, v1, c1):
+def _inert(v0, v1, c1, xp=jnp):
     """The variance did not move although the factor did: the kernel's scale is inert."""
-    return (jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (jnp.abs(c1 * c1 - 1) > 1e-2)
+    return (xp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (xp.abs(c1 * c1 - 1) > 1e-2)
 
 
 def _record(*values):
@@ -71,42 +71,46 @@ def _record(*values):
     return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
 
 
-# The decisions of :func:`pooled`, each one jitted program: an eager pass compiles each once
-# per shape (a first call is dominated by compiling), a jitted pass inlines them. ``c``:
-# (target, tol, max_iters, measure function or None), static.
-_static = functools.partial(jax.jit, static_argnums=0)
+# The steps of :func:`pooled` are written once against an array namespace ``xp``: numpy on
+# concrete values (an eager pass: the layer runs are the only programs compiled, a first call
+# is otherwise dominated by compiling), jax.numpy when traced (the jitted pass). ``c``:
+# (target, tol, max_iters, measure function or None).
+
+
+def _xp(*trees):
+    return jnp if traced(*trees) else np
 
 
 def _moments(c, y):
-    """:func:`unit_moments` of the measured tensor; on concrete values computed on the host
-    (float64 sums, the dtype of :func:`unit_moments`), so an eager pass compiles no reduction."""
+    """:func:`unit_moments` of the measured tensor (on the host, in float64 sums, when
+    concrete; returned in the dtype of :func:`unit_moments`)."""
     y = y if c[3] is None else c[3](y)
     if traced(y):
         return unit_moments(y)
-    yf = np.asarray(y).astype(np.float64)
-    mean, var = yf.mean(), yf.var()
     sd = np.float64 if y.dtype == jnp.float64 else np.float32
     eps = float(jnp.finfo(y.dtype).eps)
-    thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
-    return sd(mean), sd(var), sd(thr)
+    with np.errstate(all="ignore"):  # inf/NaN outputs give non-finite moments (non_finite)
+        yf = np.asarray(y).astype(np.float64)
+        mean, var = yf.mean(), yf.var()
+        thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
+        return sd(mean), sd(var), sd(thr)
 
 
 def finite_inputs(inputs) -> jax.Array:
     """Whether every floating leaf of ``inputs`` is finite (on the host when concrete)."""
     leaves = [a for a in jax.tree_util.tree_leaves(inputs) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    if not traced(leaves):
-        return np.bool_(all(np.isfinite(np.asarray(a)).all() for a in leaves))
-    return _finite(*leaves) if leaves else jnp.asarray(True)
+    xp = _xp(leaves)
+    return _finite(*leaves, xp=xp) if leaves else xp.asarray(True)
 
 
-@_static
 def _open(c, mu0, v0, thr, in_ok):
     t, tol, iters, _ = c
-    finite = in_ok & _finite(v0, mu0)
+    xp = _xp(mu0, v0, in_ok)
+    finite = in_ok & _finite(v0, mu0, xp=xp)
     live = finite & (v0 > thr)
-    need = live & (jnp.abs(v0 - t) >= tol) & (iters > 0)
-    s1 = jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
-    it = need.astype(jnp.int32)
+    need = live & (xp.abs(v0 - t) >= tol) & (iters > 0)
+    s1 = xp.where(need, xp.sqrt(t / xp.where(live, v0, 1.0)), 1.0).astype(v0.dtype)
+    it = need.astype(np.int32)
     return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1, it=it)
 
 
@@ -114,30 +118,27 @@ def _measure(c, o, y, s, it, inv=None):
     """Moments of ``y`` (the output with factor ``s`` after ``it`` rescalings), whether the loop
     goes on and its next factor; ``out``: what the layer ends with if the loop stops here (the
     original when the result is not kept). ``inv``: None on the first step (then measured)."""
-    mu, v, _ = _moments(c, y)
-    return _decide(c, o, mu, v, s, it, inv)
-
-
-@_static
-def _decide(c, o, mu, v, s, it, inv):
     t, tol, iters, _ = c
-    inv = o["need"] & _inert(o["v0"], v, s) if inv is None else inv
-    again = o["need"] & ~inv & (it < iters) & (jnp.abs(v - t) >= tol) & jnp.isfinite(v) & (v > 0)
-    bad = o["need"] & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
+    mu, v, _ = _moments(c, y)
+    xp = _xp(mu, v, s, it, o)
+    inv = o["need"] & _inert(o["v0"], v, s, xp=xp) if inv is None else inv
+    again = o["need"] & ~inv & (it < iters) & (xp.abs(v - t) >= tol) & xp.isfinite(v) & (v > 0)
+    bad = o["need"] & ~(xp.isfinite(v) & xp.isfinite(s) & (s > 0))
     keep = ~o["need"] | inv | bad
-    out = _pick(keep, (jnp.ones_like(s), 0 * it, o["v0"], o["mu0"]), (s, it, v, mu))
-    return dict(inv=inv, again=again, next=s * jnp.sqrt(t / v), bad=bad, keep=keep, out=out)
+    out = _pick(keep, (xp.ones_like(s), 0 * it, o["v0"], o["mu0"]), (s, it, v, mu))
+    nxt = (s * xp.sqrt(t / xp.where(v > 0, v, t))).astype(s.dtype)  # used while v > 0
+    return dict(inv=inv, again=again, next=nxt, bad=bad, keep=keep, out=out)
 
 
-@_static
 def _close(c, o, r, s, it, v, mu):
     """The report's arrays of a layer from its last measurement ``r`` and final statistics."""
-    status = jnp.select(
-        [~o["finite"] | r["bad"], ~o["live"], r["inv"], jnp.abs(v - c[0]) < c[1]],
+    xp = _xp(o, r, s, v, mu)
+    status = xp.select(
+        [~o["finite"] | r["bad"], ~o["live"], r["inv"], xp.abs(v - c[0]) < c[1]],
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )
-    return _record(it, s, o["v0"], v, mu, status, jnp.zeros((), jnp.int32), o["in_ok"])
+    return _record(it, s, o["v0"], v, mu, status, xp.zeros((), np.int32), o["in_ok"])
 
 
 def pooled(cfg, run, y0, inputs, center: bool):
@@ -150,20 +151,20 @@ def pooled(cfg, run, y0, inputs, center: bool):
     c = (cfg.target, cfg.tol, cfg.max_iters, cfg.activation if cfg.measure == "post" else None)
     o = _open(c, *_moments(c, y0), finite_inputs(inputs))
     y = run(o["s1"], 0.0) if _go(o["need"]) else y0
-    it = o["it"]
 
     def body(st):
         _, _, it, r = st
         y = run(r["next"], 0.0)
         return r["next"], y, it + 1, _measure(c, o, y, r["next"], it + 1, r["inv"])
 
-    init = (o["s1"], y, it, _measure(c, o, y, o["s1"], it))
+    init = (o["s1"], y, o["it"], _measure(c, o, y, o["s1"], o["it"]))
     _, y, _, r = while_loop(lambda st: st[3]["again"], body, init)
     y = _pick(r["keep"], y0, y)
     s, it, v, mu = r["out"]
-    shift = jnp.zeros_like(v)
+    xp = _xp(s, v, y)
+    shift = xp.zeros_like(v)
     if center and _go(o["live"] & ~r["inv"]):
-        shift = jnp.where(o["live"] & ~r["inv"], jnp.mean(y.astype(v.dtype)), 0.0)
+        shift = xp.where(o["live"] & ~r["inv"], xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
         mu, v, _ = _moments(c, y := run(s, shift))
     return s, shift, y, _close(c, o, r, s, it, v, mu)
 
