@@ -763,3 +763,14 @@ def test_sequential_built_from_a_list_runs_eagerly_and_jit_true_says_why():
     )
     with pytest.raises(TypeError, match="jit=True needs a hashable model"):
         jinit.lsuv(m, v, x, jit=True)
+
+
+def test_eager_pass_on_large_outputs_equals_the_jitted_pass():
+    # Outputs above solve.HOST_MAX values take the compiled statistics in an eager pass.
+    x = normal(1, (4200, 8))
+    model = MLP(widths=(256, 4), act="relu")
+    v = model.init(jax.random.key(0), x[:1])
+    assert 4200 * 256 > solve.HOST_MAX > 4200 * 4
+    eager = jinit.lsuv(model, v, x, jit=False)
+    _assert_same_pass(jinit.lsuv(model, v, x, jit=True), eager)
+    assert eager[1].execution == "eager" and bool(jnp.all(eager[1].converged))

@@ -20,13 +20,7 @@ from flax import nnx
 from jinit._src.checks import check_key
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
-from jinit._src.datadep.capture import (
-    Marked,
-    capture,
-    check_model,
-    model_inputs,
-    replace_leaves,
-)
+from jinit._src.datadep.capture import Marked, capture, check_model, model_inputs, replace_leaves
 from jinit._src.paths import path_key, path_string
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)

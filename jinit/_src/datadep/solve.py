@@ -81,11 +81,16 @@ def _xp(*trees):
     return jnp if traced(*trees) else np
 
 
+HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
+
+
 def _moments(c, y):
-    """:func:`unit_moments` of the measured tensor (on the host, in float64 sums, when
-    concrete; returned in the dtype of :func:`unit_moments`)."""
+    """:func:`unit_moments` of the measured tensor. Concrete outputs up to :data:`HOST_MAX`
+    values: on the host in float64 sums (compiling the reduction would cost more than it saves:
+    the eager pass then compiles nothing but the layers); larger ones: the compiled reduction
+    (compiled once per shape, many times faster than numpy on millions of values)."""
     y = y if c[3] is None else c[3](y)
-    if traced(y):
+    if traced(y) or y.size > HOST_MAX:
         return unit_moments(y)
     sd = np.float64 if y.dtype == jnp.float64 else np.float32
     eps = float(jnp.finfo(y.dtype).eps)
