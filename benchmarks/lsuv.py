@@ -7,13 +7,13 @@ Architectures (ReLU, batch 256, as in the issue):
 
 Implementations:
 
-* ``jinit``: ``jinit.lsuv(model, variables, x)`` (one jitted program). ``first_s`` is the first
-  call (trace + compile + run), ``steady_s`` the median of later calls (already compiled, as in
-  a seed sweep), ``compile_s = first_s - steady_s``.
-* ``jinit_eager``: ``jinit.lsuv(..., jit=False)``: the forward pass eagerly, layer by layer
-  (``compile_s`` as for ``jinit``). This is what the default ``jit=None`` chooses for a call on
-  concrete arrays whose jitted program is not compiled yet (every first call), so it is the
-  "jinit default" column of the goals.
+* ``jinit_auto``: ``jinit.lsuv(model, variables, x)`` with the default ``jit=None`` (the
+  automatic choice; ``execution`` records what ran: eager on a first call with concrete arrays).
+* ``jinit``: ``jit=True`` (one jitted program, what runs inside an outer ``jit``/``vmap``).
+* ``jinit_eager``: ``jit=False`` (the forward pass eagerly, layer by layer).
+
+  For each, ``first_s`` is the first call in a fresh process (trace + compile + run),
+  ``steady_s`` the median of later calls, ``compile_s = first_s - steady_s``.
 * ``forward``: the first call of a plain ``jax.jit(model.apply)`` (no LSUV), the floor of any
   jitted pass.
 * ``naive``: the same algorithm written the straightforward way in the same JAX: one jitted
@@ -30,7 +30,7 @@ machine is shared: the load average before and after is recorded with the number
 
 Usage::
 
-    python benchmarks/lsuv.py [--depths 8 16 32 64] [--repeats 3] [--naive-cnn-max-depth 32]
+    python benchmarks/lsuv.py [--archs mlp cnn] [--depths 16 32] [--repeats 3] [--only cnn/lsuv_pkg]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -93,10 +94,17 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def bench_jinit(arch: str, depth: int, repeats: int, jit: bool = True) -> dict:
+def bench_jinit(arch: str, depth: int, repeats: int, jit: bool | None = True) -> dict:
+    """In a fresh process (a true first call: nothing compiled by an earlier row is reused)."""
+    impl = {None: "jinit_auto", True: "jinit", False: "jinit_eager"}[jit]
+    cmd = [sys.executable, __file__, "--child", arch, impl, str(depth), str(repeats)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _bench_jinit_here(arch: str, depth: int, repeats: int, jit: bool | None) -> dict:
     model, variables, x = make(arch, depth)
     jax.block_until_ready((variables, x))
-    jax.clear_caches()  # a true first call: nothing compiled by an earlier depth is reused
     first, (v2, report) = timed(lambda: jinit.lsuv(model, variables, x, jit=jit))
     steady = [timed(lambda: jinit.lsuv(model, variables, x, jit=jit))[0] for _ in range(repeats)]
     med = statistics.median(steady)
@@ -105,6 +113,7 @@ def bench_jinit(arch: str, depth: int, repeats: int, jit: bool = True) -> dict:
         "steady_s": med,
         "steady_runs_s": steady,
         "compile_s": first - med,
+        "execution": report.execution,
         "converged": bool(np.all(np.asarray(report.converged))),
         "iterations": int(np.sum(np.asarray(report.iterations))),
     }
@@ -231,6 +240,10 @@ def bench_lsuv_pkg(arch: str, depth: int) -> dict | None:
     }
 
 
+def _torch_version() -> str | None:
+    return None if _import_lsuv_package() is None else sys.modules["torch"].__version__
+
+
 def fmt(v, nd=3):
     return "—" if v is None else f"{v:.{nd}f}" if v < 100 else f"{v:.0f}"
 
@@ -239,89 +252,85 @@ def ratio(a, b):
     return None if (a is None or b is None or b == 0) else a / b
 
 
+COLUMNS = [  # (impl, field, header)
+    ("jinit_auto", "first_s", "default (`jit=None`) first (s)"),
+    ("jinit_auto", "execution", "default ran"),
+    ("jinit", "first_s", "`jit=True` first (s)"),
+    ("jinit", "compile_s", "`jit=True` compile (s)"),
+    ("jinit", "steady_s", "`jit=True` steady (s)"),
+    ("jinit_eager", "first_s", "`jit=False` first (s)"),
+    ("jinit_eager", "steady_s", "`jit=False` steady (s)"),
+    ("forward", "first_s", "plain jitted forward, first (s)"),
+    ("naive", "first_s", "naive first (s)"),
+    ("lsuv_pkg", "first_s", "`lsuv` pkg (s)"),
+]
+RATIOS = [  # (numerator impl, denominator impl, field, header)
+    ("lsuv_pkg", "jinit_auto", "first_s", "pkg / default"),
+    ("lsuv_pkg", "jinit", "first_s", "pkg / `jit=True` first"),
+    ("lsuv_pkg", "jinit_eager", "first_s", "pkg / `jit=False` first"),
+    ("lsuv_pkg", "jinit", "steady_s", "pkg / `jit=True` steady"),
+]
+
+
 def write_markdown(res: dict, path: pathlib.Path) -> None:
     rows = res["results"]
     get = lambda arch, impl, d, k: (rows.get(f"{arch}/{impl}/{d}") or {}).get(k)
     lines = [
         f"Machine: {res['machine']['cpu_count']} CPU cores, {res['machine']['platform']}, "
-        f"jax {res['machine']['jax']} ({res['machine']['backend']}); load average before/after: "
-        f"{res['load_before']} / {res['load_after']} (the machine is shared with other jobs, so "
-        "absolute times are noisy; ratios measured in the same run are the signal)"
+        f"jax {res['machine']['jax']} ({res['machine']['backend']})"
+        + (f", torch {res['machine']['torch']}" if res["machine"].get("torch") else "")
+        + f"; load average before/after: {res['load_before']} / {res['load_after']} (the "
+        "machine is shared with other jobs, so absolute times are noisy; ratios measured in the "
+        "same run are the signal)"
         + (
             f"; rows rerun later with `--merge` (load {res['load_rerun'][0]} / "
             f"{res['load_rerun'][1]}): {', '.join(res.get('rerun', []))}. "
             if res.get("load_rerun")
             else ". "
         )
-        + "Generated by `python benchmarks/lsuv.py`: jinit.lsuv vs a re-run-everything LSUV in "
-        "the same JAX vs the `lsuv` package (PyTorch CPU).",
+        + f"Generated by `{res.get('command', 'python benchmarks/lsuv.py')}` on {res.get('date')}.",
         "",
-        "ReLU networks, batch 256, target variance 1, tol 0.1, at most 10 iterations. "
-        "`first` = first call (jinit: trace + compile + run; `jit=False`: eager pass, compiling "
-        "the eager ops once, which is what the default `jit=None` runs on a first call; naive: "
-        "forward compile + loop; "
-        "`lsuv` pkg: one call, no compilation, best of torch's default thread count and 1 thread), "
-        "`steady` = already compiled (as in a sweep). The CNN's naive and `lsuv` pkg runs stop "
-        "at depth 32 (quadratic: minutes each).",
+        "ReLU networks, batch 256, target variance 1, tol 0.1, at most 10 iterations. `first` = "
+        "first call in a fresh process (trace + compile + run); `steady` = "
+        "median of later calls. `default` is `jinit.lsuv(model, variables, x)` with `jit=None`: "
+        "it runs eagerly on a first call with concrete arrays (`default ran` says what ran); "
+        "`jit=True` is one compiled program (what runs inside an outer `jit`/`vmap`). `lsuv` "
+        "pkg: `lsuv_with_singlebatch` of the PyPI package on the same architecture in PyTorch "
+        "on CPU, one call (no compilation), best of torch's default thread count and 1 thread.",
         "",
     ]
     for arch, title in (
         ("mlp", "MLP, Dense(256) x depth"),
         ("cnn", "CNN, 3x3 conv 32 ch x depth, 32x32x3"),
     ):
-        if not any(k.startswith(arch + "/") for k in rows):
+        cols = [c for c in COLUMNS if any(k.startswith(f"{arch}/{c[0]}/") for k in rows)]
+        rats = [
+            r
+            for r in RATIOS
+            if any(k.startswith(f"{arch}/{r[0]}/") for k in rows)
+            and any(k.startswith(f"{arch}/{r[1]}/") for k in rows)
+        ]
+        if not cols:
             continue
         lines += [
             f"### {title}",
             "",
-            "| depth | jinit first (s) | jinit compile (s) | jinit steady (s) | "
-            "`jit=False` first (s) | `jit=False` steady (s) | naive first (s) | "
-            "naive steady (s) | naive full passes | `lsuv` pkg (s) | pkg / jinit first | "
-            "pkg / `jit=False` first | pkg / jinit steady | naive / jinit first | "
-            "naive / jinit steady |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| depth | " + " | ".join([c[2] for c in cols] + [r[3] for r in rats]) + " |",
+            "|---:|" + "---:|" * len(cols + rats),
         ]
         for d in res["depths"]:
             if not any(k.startswith(f"{arch}/") and k.endswith(f"/{d}") for k in rows):
                 continue
-            jf, jc, js = (get(arch, "jinit", d, k) for k in ("first_s", "compile_s", "steady_s"))
-            nf, ns, npass = (
-                get(arch, "naive", d, k) for k in ("first_s", "steady_s", "full_forward_passes")
-            )
-            ef, es = (get(arch, "jinit_eager", d, k) for k in ("first_s", "steady_s"))
-            pf = get(arch, "lsuv_pkg", d, "first_s")
-            r = [ratio(pf, jf), ratio(pf, ef), ratio(pf, js), ratio(nf, jf), ratio(ns, js)]
-            lines.append(
-                f"| {d} | {fmt(jf)} | {fmt(jc)} | {fmt(js)} | {fmt(ef)} | {fmt(es)} | "
-                f"{fmt(nf)} | {fmt(ns)} | "
-                f"{'—' if npass is None else npass} | {fmt(pf)} | "
-                + " | ".join("—" if x is None else f"{x:.1f}x" for x in r)
-                + " |"
-            )
-        fwd = [(d, get(arch, "forward", d, "first_s")) for d in res["depths"]]
-        if any(v is not None for _, v in fwd):
-            lines += [
-                "",
-                "For reference, the first call of a plain `jax.jit(model.apply)` forward pass (no "
-                "LSUV; the floor of any jitted pass): "
-                + ", ".join(f"depth {d}: {v:.3f} s" for d, v in fwd if v is not None)
-                + ".",
-            ]
-        growth = []
-        for impl in ("jinit", "jinit_eager", "naive", "lsuv_pkg"):
-            for k in ("first_s", "steady_s"):
-                a, b = get(arch, impl, 64, k), get(arch, impl, 32, k)
-                if a is not None and b is not None and not (impl == "lsuv_pkg" and k == "steady_s"):
-                    growth.append(f"{impl} {k.split('_')[0]}: {a / b:.2f}")
-        if growth:
-            lines += [
-                "",
-                "Growth from depth 32 to 64 (2.0 = linear, 4.0 = quadratic): "
-                + "; ".join(growth)
-                + ".",
-            ]
+            cells = []
+            for impl, field, _ in cols:
+                v = get(arch, impl, d, field)
+                cells.append(v if isinstance(v, str) else fmt(v))
+            for num, den, field, _ in rats:
+                r = ratio(get(arch, num, d, "first_s"), get(arch, den, d, field))
+                cells.append("—" if r is None else f"{r:.1f}x")
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Goals (issue 4)", ""] + [f"- {g}" for g in res["goals"]] + [""]
+    lines += ["### Goals (issue 14, item 6)", ""] + [f"- {g}" for g in res["goals"]] + [""]
     path.write_text("\n".join(lines))
 
 
@@ -329,54 +338,20 @@ def goals(res: dict) -> list[str]:
     rows = res["results"]
     get = lambda arch, impl, d, k: (rows.get(f"{arch}/{impl}/{d}") or {}).get(k)
     out = []
-    for arch in ("mlp", "cnn"):
-        for impl in ("jinit", "jinit_eager"):
-            for k in ("first_s", "steady_s"):
-                a, b = get(arch, impl, 64, k), get(arch, impl, 32, k)
-                if a and b:
-                    out.append(
-                        f"{arch} {impl} {k}: depth64/depth32 = {a / b:.2f} (goal <= 2.2): "
-                        f"{'met' if a / b <= 2.2 else 'NOT met'}"
-                    )
-    pf, jf = get("cnn", "lsuv_pkg", 32, "first_s"), get("cnn", "jinit", 32, "first_s")
-    if pf and jf:
-        out.append(
-            f"cnn depth 32, total incl. compilation: lsuv pkg / jinit = {pf / jf:.1f}x "
-            f"(goal >= 10x): {'met' if pf / jf >= 10 else 'NOT met'}"
-        )
-    for d in res["depths"]:
-        pf, jf, js = (
-            get("mlp", i, d, k)
-            for i, k in (("lsuv_pkg", "first_s"), ("jinit", "first_s"), ("jinit", "steady_s"))
-        )
-        ef = get("mlp", "jinit_eager", d, "first_s")
-        if pf and jf and js:
-            eager = (
-                f", with jit=False {pf / ef:.2f}x ({'met' if pf >= ef else 'NOT met'})"
-                if ef
-                else ""
-            )
+    for arch, d, goal in [("cnn", 32, 10.0)] + [("mlp", d, 1.0) for d in res["depths"] if d >= 16]:
+        pf, af = get(arch, "lsuv_pkg", d, "first_s"), get(arch, "jinit_auto", d, "first_s")
+        if pf and af:
+            ex = get(arch, "jinit_auto", d, "execution")
             out.append(
-                f"mlp depth {d}: total pkg / jinit = {pf / jf:.2f}x (goal >= 1x: "
-                f"{'met' if pf >= jf else 'NOT met'}{eager}); steady pkg / jinit = {pf / js:.0f}x "
-                f"(goal >= 10x: {'met' if pf / js >= 10 else 'NOT met'})"
-            )
-    for arch in ("mlp", "cnn"):
-        nf, jf = get(arch, "naive", 32, "first_s"), get(arch, "jinit", 32, "first_s")
-        ns, js = get(arch, "naive", 32, "steady_s"), get(arch, "jinit", 32, "steady_s")
-        if nf and jf:
-            lo, hi = min(nf / jf, ns / js), max(nf / jf, ns / js)
-            verdict = "met" if lo >= 10 else "partly met" if hi >= 10 else "NOT met"
-            out.append(
-                f"{arch} depth 32 vs naive: total {nf / jf:.1f}x, steady {ns / js:.1f}x "
-                f"(goal >= 10x): {verdict}"
+                f"{arch} depth {d}, including compilation: lsuv pkg / jinit default ({ex}) = "
+                f"{pf / af:.2f}x (goal >= {goal:g}x): {'met' if pf / af >= goal else 'NOT met'}"
             )
     return out
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32, 64])
+    p.add_argument("--depths", type=int, nargs="+", default=[16, 32])
     p.add_argument("--archs", nargs="+", default=["mlp", "cnn"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--naive-cnn-max-depth", type=int, default=32)
@@ -384,11 +359,24 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     p.add_argument("--quick", action="store_true", help="depths 4 and 8 only, 1 repeat")
     p.add_argument(
-        "--impls", nargs="+", default=["jinit", "jinit_eager", "naive", "lsuv_pkg", "forward"]
+        "--impls",
+        nargs="+",
+        default=["jinit_auto", "jinit", "jinit_eager", "lsuv_pkg", "forward"],
+        help="jinit_auto (jit=None, the default), jinit (jit=True), jinit_eager (jit=False), "
+        "lsuv_pkg, forward, naive",
+    )
+    p.add_argument(
+        "--only", nargs="+", help="rows to run: arch/impl/depth prefixes, e.g. cnn/lsuv_pkg/32"
     )
     p.add_argument("--merge", action="store_true", help="keep other results in --out/lsuv.json")
     p.add_argument("--render", action="store_true", help="only rewrite lsuv.md from lsuv.json")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        arch, impl, d, reps = args.child
+        jit = {"jinit_auto": None, "jinit": True, "jinit_eager": False}[impl]
+        print(json.dumps(_bench_jinit_here(arch, int(d), int(reps), jit)))
+        return {}
     if args.render:
         res = json.loads((pathlib.Path(args.out) / "lsuv.json").read_text())
         res["goals"] = goals(res)
@@ -404,7 +392,11 @@ def main(argv=None) -> dict:
             "platform": platform.platform(),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
+            "torch": _torch_version(),
         },
+        "command": "python benchmarks/lsuv.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_before": [round(v, 2) for v in os.getloadavg()],
         "results": {},
     }
@@ -415,7 +407,13 @@ def main(argv=None) -> dict:
                     continue
                 if impl == "lsuv_pkg" and arch == "cnn" and d > args.pkg_cnn_max_depth:
                     continue
-                if impl == "jinit":
+                if args.only and not any(
+                    f"{arch}/{impl}/{d}".startswith(o) or o in (arch, impl) for o in args.only
+                ):
+                    continue
+                if impl == "jinit_auto":
+                    r = bench_jinit(arch, d, args.repeats, jit=None)
+                elif impl == "jinit":
                     r = bench_jinit(arch, d, args.repeats)
                 elif impl == "jinit_eager":
                     r = bench_jinit(arch, d, args.repeats, jit=False)

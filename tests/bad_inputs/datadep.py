@@ -128,4 +128,35 @@ ROWS = [
         ValueError,
         ("max_iters", "-1"),
     ),
+    Row(
+        "datadep/lsuv/mapping-batch-without-inputs",
+        lambda: jinit.lsuv(_M, _V, {"image": _X, "label": _X[:, 0]}),
+        ValueError,
+        ("lsuv", "image", "input_key"),
+    ),
+    Row(
+        "datadep/weight_norm_init/input_key=3",
+        lambda: jinit.weight_norm_init(_M, _V, (_X, _X), input_key=3),
+        ValueError,
+        ("weight_norm_init", "input_key=3", "length 2"),
+    ),
+    Row(
+        "datadep/lsuv/rngs-for-a-plain-function",
+        lambda: jinit.lsuv(lambda p, x: x @ p["kernel"], _V["params"], _X, rngs={}),
+        ValueError,
+        ("rngs", "linen"),
+    ),
+    Row(
+        "datadep/between_layer_scaling/input_key=y",
+        lambda: jinit.between_layer_scaling(
+            _M.apply,
+            _V,
+            {"x": _X},
+            jax.random.key(0),
+            layers=[(("params", "kernel"), None)],
+            input_key="y",
+        ),
+        ValueError,
+        ("between_layer_scaling", "input_key='y'"),
+    ),
 ]

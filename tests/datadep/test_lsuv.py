@@ -687,8 +687,20 @@ def test_eager_pass_compiles_nothing_per_layer():
     jinit.lsuv(deep, deep.init(jax.random.key(0), x), x, jit=False)  # warm
     n = solve.unit_moments._cache_size()
     deeper = MLP(widths=(16,) * 20)
-    _, report = jinit.lsuv(deeper, deeper.init(jax.random.key(1), x), x, jit=False)
-    assert solve.unit_moments._cache_size() == n  # 20 layers, nothing new compiled
+    v = deeper.init(jax.random.key(1), x)
+    compiled = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        _, report = jinit.lsuv(deeper, v, x, jit=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []  # 20 layers, no program compiled (not even the statistics)
+    assert solve.unit_moments._cache_size() == n
     assert len(report.paths) == 20 and bool(jnp.all(report.converged))
     assert report.execution == "eager"
 
@@ -751,3 +763,14 @@ def test_sequential_built_from_a_list_runs_eagerly_and_jit_true_says_why():
     )
     with pytest.raises(TypeError, match="jit=True needs a hashable model"):
         jinit.lsuv(m, v, x, jit=True)
+
+
+def test_eager_pass_on_large_outputs_equals_the_jitted_pass():
+    # Outputs above solve.HOST_MAX values take the compiled statistics in an eager pass.
+    x = normal(1, (4200, 8))
+    model = MLP(widths=(256, 4), act="relu")
+    v = model.init(jax.random.key(0), x[:1])
+    assert 4200 * 256 > solve.HOST_MAX > 4200 * 4
+    eager = jinit.lsuv(model, v, x, jit=False)
+    _assert_same_pass(jinit.lsuv(model, v, x, jit=True), eager)
+    assert eager[1].execution == "eager" and bool(jnp.all(eager[1].converged))

@@ -1,9 +1,7 @@
 r"""Krähenbühl et al.'s between-layer scaling: equal relative update rates for every layer.
 
-The derivation, the bias rule and the choice of ``samples`` are in docs/lsuv.md
-("Between-layer scaling"). Source: Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent
-Initializations of Convolutional Neural Networks", ICLR 2016, arXiv:1511.06856; reference
-implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
+The derivation, the bias rule and the choice of ``samples``: docs/lsuv.md ("Between-layer
+scaling").
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import numpy as np
 
 from jinit._src.checks import check_key
 from jinit._src.datadep.capture import replace_leaves
-from jinit._src.datadep.lsuv import _check_batch
+from jinit._src.datadep.lsuv import batch_inputs
 from jinit._src.paths import path_string
 
 _FN = "between_layer_scaling"
@@ -61,22 +59,19 @@ class BetweenLayerReport:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _first(self, name: str) -> np.ndarray:
+        """The field for member 0 of a stacked report (per layer, or a scalar)."""
+        a = np.asarray(getattr(self, name))
+        return a.reshape(-1, len(self.paths))[0] if name in _PER_LAYER else a.reshape(-1)[0]
+
     def summary(self) -> str:
         """A fixed-width table, one row per layer (first member of a stacked report)."""
-        n = len(self.paths)
-
-        def first(name):
-            a = np.asarray(getattr(self, name))
-            return a.reshape(-1, n)[0] if a.ndim and n else a.reshape(-1)[0]
-
-        rb, ra, sc = first("ratio_before"), first("ratio_after"), first("scale")
-        iters = int(np.asarray(self.iterations).reshape(-1)[0])
-        conv = bool(np.asarray(self.converged).reshape(-1)[0])
-        sb = float(np.asarray(self.output_std_before).reshape(-1)[0])
-        sa = float(np.asarray(self.output_std_after).reshape(-1)[0])
+        rb, ra, sc = (self._first(f) for f in _PER_LAYER)
         lines = [
-            f"between_layer: iterations={iters}/{self.max_iters} converged={conv} "
-            f"tol={self.tol:g} output_std {sb:.4g} -> {sa:.4g}",
+            f"between_layer: iterations={int(self._first('iterations'))}/{self.max_iters} "
+            f"converged={bool(self._first('converged'))} tol={self.tol:g} output_std "
+            f"{float(self._first('output_std_before')):.4g} -> "
+            f"{float(self._first('output_std_after')):.4g}",
             f"{'path':<32} {'ratio_before':>12} {'ratio_after':>12} {'scale':>10}",
         ]
         for i, path in enumerate(self.paths):
@@ -86,33 +81,31 @@ class BetweenLayerReport:
     def check(self) -> None:
         """Raises ``ValueError`` for a zero or non-finite rate (naming the first layer and the
         member of a stacked report) or output std; called by the pass unless traced."""
-        n = len(self.paths)
-        for name in ("ratio_before", "ratio_after"):
-            r = np.asarray(getattr(self, name), np.float64).reshape(-1, n)
-            bad = ~(np.isfinite(r) & (r > 0))
-            if bad.any():
-                m, k = (int(i) for i in np.argwhere(bad)[0])
-                member = f" (member {m} of the stacked report)" if r.shape[0] > 1 else ""
+        for name in ARRAY_FIELDS[:2] + ARRAY_FIELDS[-2:]:
+            a = np.asarray(getattr(self, name), np.float64)
+            a = a.reshape(-1, len(self.paths)) if name in _PER_LAYER else a.reshape(-1, 1)
+            bad = np.argwhere(~(np.isfinite(a) & (a > 0)))
+            if not len(bad):
+                continue
+            m, k = (int(i) for i in bad[0])
+            if name.startswith("output"):
                 raise ValueError(
-                    f"{_FN}: layer {self.paths[k]!r} has rate {float(r[m, k])} in {name}{member}: "
-                    "its gradient or kernel is zero or not finite (a dead or zero layer, NaN "
-                    "parameters, or NaN/inf produced inside the network); nothing was rescaled "
-                    "from that point on."
+                    f"{_FN}: the network output's standard deviation is {float(a[m, k])} "
+                    f"({name}): the output is constant or not finite on this batch."
                 )
-        for name in ("output_std_before", "output_std_after"):
-            sd = np.asarray(getattr(self, name), np.float64).reshape(-1)
-            bad = ~(np.isfinite(sd) & (sd > 0))
-            if bad.any():
-                m = int(np.argwhere(bad)[0][0])
-                raise ValueError(
-                    f"{_FN}: the network output's standard deviation is {float(sd[m])} ({name}): the "
-                    "output is constant or not finite on this batch."
-                )
+            member = f" (member {m} of the stacked report)" if a.shape[0] > 1 else ""
+            raise ValueError(
+                f"{_FN}: layer {self.paths[k]!r} has rate {float(a[m, k])} in {name}{member}: "
+                "its gradient or kernel is zero or not finite (a dead or zero layer, NaN "
+                "parameters, or NaN/inf produced inside the network); nothing was rescaled "
+                "from that point on."
+            )
 
     def __repr__(self) -> str:
         return f"BetweenLayerReport(layers={len(self.paths)})"
 
 
+_PER_LAYER = ARRAY_FIELDS[:3]
 jax.tree_util.register_dataclass(
     BetweenLayerReport,
     data_fields=list(ARRAY_FIELDS),
@@ -179,6 +172,7 @@ def between_layer_scaling(
     max_iters: int = 10,
     tol: float = 0.01,
     samples: int = 16,
+    input_key: str | int | None = None,
 ) -> tuple[Any, BetweenLayerReport]:
     r"""Krähenbühl et al.'s between-layer scaling: every layer learns at the same relative rate.
 
@@ -194,7 +188,8 @@ def between_layer_scaling(
       apply_fn: ``apply_fn(params, batch) -> array`` (for linen: ``model.apply`` with the
         variables dict; BatchNorm in train mode must drop its mutated statistics).
       params: a pytree of arrays; only the listed kernels and biases change.
-      batch: the network input (concrete floating leaves must be finite and non-empty).
+      batch: real data: the network inputs, a tuple or list starting with them, or a mapping
+        holding them under ``"inputs"``/``"x"`` (concrete floating leaves finite, non-empty).
       key: a JAX PRNG key.
       layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``
         of key tuples into ``params`` (``("params", "Dense_0", "kernel")``); floating kernels
@@ -202,6 +197,7 @@ def between_layer_scaling(
       max_iters: the most rescaling iterations (``>= 0``; the reference's 10).
       tol: the reference's relative tolerance on :math:`\log r_k` (1%).
       samples: random top gradients per iteration, averaged (``1`` is the reference).
+      input_key: key or index of the inputs in ``batch`` (as for :func:`jinit.lsuv`).
 
     Returns:
       ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
@@ -229,7 +225,7 @@ def between_layer_scaling(
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
         raise ValueError(f"{_FN}: samples must be an integer >= 1, got {samples!r}.")
     check_key(_FN, "key", key)
-    _check_batch(_FN, batch)
+    inputs = batch_inputs(_FN, batch, input_key)
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = [leaf for _, leaf in flat]
@@ -260,7 +256,7 @@ def between_layer_scaling(
     def measure(scale, it):
         """Rates ``r[L]`` and the output std for the params with total kernel ``scale``."""
         kernels = scaled_kernels(scale)
-        out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), batch), kernels)
+        out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), inputs), kernels)
         if not isinstance(out, jax.Array | np.ndarray) or not jnp.issubdtype(
             out.dtype, jnp.floating
         ):

@@ -1,25 +1,10 @@
 """The one capture layer: run a user's model and observe or replace every layer call.
 
 :func:`capture` runs a linen module, an NNX module (or ``GraphDef`` + state) or a plain
-``apply_fn`` and calls ``hook(call)`` for every selected layer call in forward execution order
-(a call is reported when it returns, so children before their parent). A :class:`Call` gives
-the layer's path (:func:`jinit.path_string` of its module path; the k-th repeated call of a
-module gets ``"@k"``), the module and its class name, its inputs, its own params (flat
-``{"kernel": ..., "cell/ii/kernel": ...}``), its output, ``run(params)`` (the layer alone on the
-captured inputs with replaced params), ``update(params)`` (written into the returned tree;
-later calls see them) and ``record(**arrays)`` (returned in ``Captured.records``). The hook may
-return a value to REPLACE the layer's output. :func:`as_apply` and :func:`model_inputs` are the
-model-as-a-function adapter and the batch-unpacking rule used by every pass.
-
-Mechanisms: linen through ``nn.intercept_methods`` (also for linen modules called inside a
-plain ``apply_fn``); NNX by giving each selected module of a private copy of the model a
-per-pass subclass (no class is patched); plain functions through :func:`lsuv_layer` marks.
-Lifted transforms: a call traced inside one has ``call.lifted`` set (the reason) and the hook
-must not keep its arrays. ``call.addressable`` says whether ``update``/``record`` work there:
-at the top level, and inside linen transforms that carry every collection (``nn.remat``,
-``nn.jit``: values leave through ``put_variable``/``sow``); not inside ``nn.scan``/``nn.vmap``
-(stacked or shared params) nor inside any NNX lifted transform (those calls are reported in
-``Captured.missed`` by path instead). See docs/lsuv.md ("How the capture layer works").
+``apply_fn`` and hands each layer call, in forward execution order, to a hook as a
+:class:`Call`; :func:`as_apply` and :func:`model_inputs` are the model-as-a-function adapter and
+the batch rule of every pass. How it works and what lifted transforms allow: docs/lsuv.md
+("How the capture layer works").
 """
 
 from __future__ import annotations
@@ -52,7 +37,14 @@ class Marked(NamedTuple):
 
 @dataclasses.dataclass
 class Call:
-    """One layer call, as the hook sees it (see the module docstring)."""
+    """One layer call, as the hook sees it.
+
+    ``path`` is :func:`jinit.path_string` of the module path (the k-th repeated call of a module
+    gets ``"@k"``); ``params`` the layer's own params by flat name (``"kernel"``,
+    ``"cell/ii/kernel"``); ``lifted`` why the call is inside a lifted transform (``""``: it is
+    not); ``addressable`` whether :meth:`update` and :meth:`record` work there; ``enclosing``
+    the modules whose calls are in progress.
+    """
 
     index: int
     path: str
@@ -319,16 +311,13 @@ def _nnx_params(node: Any) -> dict[str, Any]:
     ``nnx.WeightNorm``'s scales), by flat name."""
     st = nnx.state(node)
     out = {}
-    for kp, v in jax.tree_util.tree_flatten_with_path(st, is_leaf=_is_var)[0]:
+    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    for kp, v in jax.tree_util.tree_flatten_with_path(st, is_leaf=is_var)[0]:
         if isinstance(v, nnx.Param):
             out[path_string(kp)] = v.get_value()
         elif not isinstance(v, nnx.Variable) and hasattr(v, "dtype"):
             out[path_string(kp)] = v
     return out
-
-
-def _is_var(x: Any) -> bool:
-    return isinstance(x, nnx.Variable)
 
 
 def _nnx_set(node: Any, name: str, value: Any) -> None:
@@ -352,6 +341,21 @@ def _hooked(cls: type, p: _Pass, paths: dict) -> type:
         return p.nnx_call(self, cls, paths, args, kwargs)
 
     return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+
+
+def check_model(model: Any, fn: str = "") -> None:
+    """Raises ``TypeError`` unless ``model`` is a kind :func:`capture` and :func:`as_apply` run."""
+    where = f"{fn}: " if fn else ""
+    if isinstance(model, type):
+        raise TypeError(
+            f"{where}model must be a module instance, got the class {model.__name__} (build it "
+            f"first, e.g. {model.__name__}(...))"
+        )
+    if not isinstance(model, nn.Module | nnx.Module | nnx.GraphDef) and not callable(model):
+        raise TypeError(
+            f"{where}model must be a flax.linen.Module, a flax.nnx.Module, an nnx.GraphDef or "
+            f"apply_fn(params, inputs); got {type(model).__name__}"
+        )
 
 
 def lsuv_layer(
@@ -433,11 +437,7 @@ def capture(
       TypeError: ``model`` is a class, or none of the kinds above.
     """
     kwargs = dict(apply_kwargs or {})
-    if isinstance(model, type):
-        raise TypeError(
-            f"model must be a module instance, got the class {model.__name__} (build it first, "
-            f"e.g. {model.__name__}(...))"
-        )
+    check_model(model)
     if isinstance(model, nnx.Module | nnx.GraphDef):
         if isinstance(model, nnx.Module):
             graphdef, state = nnx.split(model)
@@ -482,11 +482,6 @@ def capture(
             updates = {f"params/{k}": v for k, v in updates.items()}
         out = replace_leaves(params, updates)
         return Captured(outputs, out, tuple(p.order), p.records, (), updates)
-    if not callable(model):
-        raise TypeError(
-            "model must be a flax.linen.Module, a flax.nnx.Module, an nnx.GraphDef or "
-            f"apply_fn(params, inputs); got {type(model).__name__}"
-        )
     p = _Pass(hook, select, no_dropout, jax.tree_util.tree_flatten_with_path(params)[0])
     token = _ACTIVE.set(p)
     try:
@@ -539,9 +534,13 @@ def model_inputs(batch: Any, input_key: str | int | None = None) -> Any:
         try:
             return batch[input_key]
         except (KeyError, IndexError, TypeError):
-            raise ValueError(
-                f"input_key={input_key!r} is not in the batch ({_describe(batch)})"
-            ) from None
+            what = (
+                f"keys {sorted(map(str, batch))}"
+                if isinstance(batch, Mapping)
+                else f"a {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
+            )
+            raise ValueError(f"input_key={input_key!r} is not in the batch ({what})") from None
     if isinstance(batch, Mapping):
         for key in ("inputs", "x"):
             if key in batch:
@@ -553,14 +552,6 @@ def model_inputs(batch: Any, input_key: str | int | None = None) -> Any:
     if isinstance(batch, (tuple, list)):
         return batch[0]
     return batch
-
-
-def _describe(batch: Any) -> str:
-    if isinstance(batch, Mapping):
-        return f"keys {sorted(map(str, batch))}"
-    if isinstance(batch, (tuple, list)):
-        return f"a {type(batch).__name__} of length {len(batch)}"
-    return f"a {type(batch).__name__}"
 
 
 def fresh_variables(state):
@@ -600,6 +591,7 @@ def as_apply(
       ValueError: ``params`` is ``None`` for a linen module, GraphDef or apply_fn.
       TypeError: ``model`` is none of the above.
     """
+    check_model(model)
     kwargs = dict(apply_kwargs or {})
     if isinstance(model, nnx.Module):
         graphdef, own, rest = nnx.split(model, nnx.Param, ...)
@@ -615,7 +607,8 @@ def as_apply(
             "carries its own parameters)"
         )
     if isinstance(model, nnx.GraphDef):
-        p0, rest = _split_state(params)
+        state = params if isinstance(params, nnx.State) else nnx.State(params)
+        p0, rest = state.split(nnx.Param, ...)
 
         def apply(p, x):
             return nnx.merge(model, p, fresh_variables(rest))(x, **kwargs)
@@ -641,18 +634,8 @@ def as_apply(
             )
 
         return apply, p0, merge
-    if not callable(model):
-        raise TypeError(
-            "model must be a flax.linen.Module, a flax.nnx.Module, an nnx.GraphDef or "
-            f"apply_fn(params, inputs); got {type(model).__name__}"
-        )
 
     def apply(p, x):
         return model(p, x, **kwargs)
 
     return apply, params, lambda p: p
-
-
-def _split_state(state: Any) -> tuple[Any, Any]:
-    state = state if isinstance(state, nnx.State) else nnx.State(state)
-    return state.split(nnx.Param, ...)

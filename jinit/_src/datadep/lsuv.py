@@ -1,9 +1,7 @@
-"""LSUV (Mishkin & Matas 2015) and the per-unit passes, on the capture layer.
+"""LSUV (Mishkin & Matas 2015) and the pass shared by the per-unit methods, on the capture layer.
 
-One forward pass through :func:`capture`: each selected layer is solved when the pass reaches
-it, on its real input (the prefix before it is already corrected), by a verified solve
-(:mod:`solve`); its corrected output is what later layers see. How it works, the statuses and
-the eager/jit choice: docs/lsuv.md.
+Each selected layer is solved by a verified solve (:mod:`solve`) when the forward pass reaches
+it, on its real input. How it works, the statuses and the eager/jit rule: docs/lsuv.md.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from flax import nnx
 from jinit._src.checks import check_key
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
-from jinit._src.datadep.capture import Marked, capture, replace_leaves
+from jinit._src.datadep.capture import Marked, capture, check_model, model_inputs, replace_leaves
 from jinit._src.paths import path_key, path_string
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
@@ -77,8 +75,9 @@ def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
 
 def make_config(fn: str, **kw: Any) -> Config:
     """Validates the static settings of a pass, naming the argument, the value and the choices."""
-    if kw["measure"] not in ("pre", "post"):
-        raise ValueError(f"{fn}: measure must be one of ('pre', 'post'), got {kw['measure']!r}")
+    for name, choices in (("measure", ("pre", "post")), ("on_zero_variance", ("raise", "skip"))):
+        if kw[name] not in choices:
+            raise ValueError(f"{fn}: {name} must be one of {choices}, got {kw[name]!r}")
     if kw["measure"] == "post" and not callable(kw["activation"]):
         raise ValueError(
             f"{fn}: measure='post' needs the activation that follows each layer, e.g. "
@@ -86,15 +85,11 @@ def make_config(fn: str, **kw: Any) -> Config:
         )
     if kw["activation"] is not None and kw["measure"] != "post":
         raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
-    if kw["on_zero_variance"] not in ("raise", "skip"):
-        raise ValueError(
-            f"{fn}: on_zero_variance must be one of ('raise', 'skip'), got "
-            f"{kw['on_zero_variance']!r}"
-        )
     for name in ("target", "tol", "target_mean"):
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
             raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
+        kw[name] = float(v)
     if kw["target"] <= 0:
         raise ValueError(f"{fn}: target (the target variance) must be > 0, got {kw['target']!r}")
     if kw["tol"] < 0:
@@ -105,24 +100,14 @@ def make_config(fn: str, **kw: Any) -> Config:
             raise ValueError(f"{fn}: {name} must be an int >= {low}, got {v!r}")
     for name in ("include", "exclude"):
         kw[name] = _patterns(fn, name, kw[name])
-    floats = {k: float(kw[k]) for k in ("target", "tol", "target_mean")}
-    return Config(**{**kw, **floats})
+    return Config(**kw)
 
 
+@jax.jit
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
     """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
     c = jnp.asarray(c, p.dtype)
     return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
-
-
-def _finite_inputs(args: Any) -> jax.Array:
-    leaves = [a for a in jax.tree_util.tree_leaves(args) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    return _all_finite(leaves)
-
-
-@jax.jit
-def _all_finite(leaves):
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves] or [True]))
 
 
 class _Pass:
@@ -171,21 +156,18 @@ class _Pass:
     def solve(self, call, tag, path, k, b, run, y0, args):
         """One layer: returns the new kernel (``None``: unchanged), bias and output."""
         self.done.add(path)
-        if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
-            self.rows.append((path, "the output is not one floating array", None))
-            return None, None, y0
         n = (b.ndim if b is not None else 1) if self.cfg.per_unit else 0
-        if self.cfg.per_unit and not (
+        if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
+            note = "the output is not one floating array"
+        elif self.cfg.per_unit and not (
             0 < n <= min(k.ndim, y0.ndim) and k.shape[k.ndim - n :] == y0.shape[y0.ndim - n :]
         ):
-            self.rows.append(
-                (
-                    path,
-                    f"{self.cfg.method} needs output units on the last axes "
-                    "of the kernel and the output (Dense/Conv-like)",
-                    None,
-                )
-            )
+            note = f"{self.cfg.method} needs output units on the last axes of the kernel and the "
+            note += "output (Dense/Conv-like)"
+        else:
+            note = ""
+        if note:
+            self.skip(path, note)
             return None, None, y0
         per = y0.size // max(1, int(np.prod(y0.shape[y0.ndim - n :])))
         if per < self.cfg.min_values:
@@ -195,10 +177,9 @@ class _Pass:
                 f"(output shape {y0.shape}); estimating a variance needs at least "
                 f"{self.cfg.min_values}. Use a larger (non-empty) batch."
             )
-        in_ok = _finite_inputs(args)
         if self.cfg.per_unit:
             c, b2, y, rec = solve.per_unit(
-                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, in_ok, n, b
+                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, solve.finite_inputs(args), n, b
             )
             b2 = None if b is None else b2.astype(b.dtype)
         else:
@@ -207,7 +188,7 @@ class _Pass:
             def run_s(s, shift):
                 return run(_scaled(k, s), None if not center else b - jnp.asarray(shift, b.dtype))
 
-            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, in_ok, center)
+            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, args, center)
             b2 = (b - jnp.asarray(shift, b.dtype)) if center else None
         call.record(**{tag + f: v for f, v in rec.items()})
         self.rows.append((path, "", (call.path, tag)))
@@ -311,60 +292,39 @@ def _selects(m: Any) -> bool:
     return "kernel" in p or "embedding" in p
 
 
+_FIELDS = {  # report field: (value for a layer skipped before solving, dtype)
+    "iterations": (0, np.int32),
+    "scale": (1.0, np.float32),
+    "var_before": (np.nan, np.float32),
+    "var_after": (np.nan, np.float32),
+    "mean_after": (np.nan, np.float32),
+    "status": (rep.SKIPPED, np.int32),
+    "units_skipped": (0, np.int32),
+    "input_finite": (True, bool),
+}
+
+
 def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVReport:
-    defaults = dict(zip(rep.ARRAY_FIELDS, (0, 1.0, np.nan, np.nan, np.nan, False, rep.SKIPPED, 0,
-                                           True), strict=True))  # fmt: skip
-    del defaults["converged"]
-    dtypes = dict(iterations=np.int32, status=np.int32, units_skipped=np.int32, input_finite=bool)
-    recs = [None if r[2] is None else records[r[2][0]] for r in rows]
-    xp = jnp if solve.traced(recs) else np
-    arrays = {
-        f: xp.asarray(
-            [
-                d if rec is None else xp.asarray(rec[r[2][1] + f])
-                for r, rec in zip(rows, recs, strict=False)
-            ],
-            dtypes.get(f, np.float32),
-        ).reshape(len(rows))
-        for f, d in defaults.items()
-    }
+    xp = jnp if solve.traced(records) else np
+
+    def column(f, d):
+        return [d if r[2] is None else xp.asarray(records[r[2][0]][r[2][1] + f]) for r in rows]
+
+    arrays = {f: xp.asarray(column(f, d), t).reshape(len(rows)) for f, (d, t) in _FIELDS.items()}
     arrays["converged"] = arrays["status"] == rep.CONVERGED
     meta = (cfg.method, cfg.measure, cfg.target, cfg.tol, cfg.on_zero_variance, execution,
             tuple(r[0] for r in rows), tuple(r[1] for r in rows))  # fmt: skip
     return rep.LSUVReport(**dict(zip(rep.META_FIELDS, meta, strict=True)), **arrays)
 
 
-def _split_kwargs(fn: str, kwargs: Mapping[str, Any] | None):
-    leaves, treedef = jax.tree_util.tree_flatten(dict(kwargs or {}))
-    is_arr = tuple(isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves)
-    static = tuple(None if a else x for x, a in zip(leaves, is_arr, strict=True))
-    try:
-        hash(static)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: apply_kwargs values must be arrays (traced) or hashable Python values (static)"
-        ) from None
-    return (treedef, is_arr, static), [x for x, a in zip(leaves, is_arr, strict=True) if a]
-
-
-def _body(fn, cfg, spec, static_kw, execution, params, batch, dyn, key):
+def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
     model, method = spec
-    treedef, is_arr, static = static_kw
+    treedef, static = static_kw
     it = iter(dyn)
-    kwargs = jax.tree_util.tree_unflatten(
-        treedef, [next(it) if a else s for a, s in zip(is_arr, static, strict=True)]
-    )
+    kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if a else s for a, s in static])
     p = _Pass(fn, cfg, key)
-    out = capture(
-        model,
-        params,
-        batch,
-        p.hook,
-        select=_selects,
-        method=method,
-        apply_kwargs=kwargs,
-        no_dropout=True,
-    )
+    out = capture(model, params, inputs, p.hook, select=_selects, rngs=rngs, method=method,
+                  apply_kwargs=kwargs, no_dropout=True)  # fmt: skip
     for path in out.missed:
         if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
             p.skip(
@@ -398,49 +358,47 @@ def _check_batch(fn: str, batch: Any) -> None:
             )
 
 
-def run_pass(fn, cfg, model, params, batch, method, apply_kwargs, key, jit):
+def batch_inputs(fn: str, batch: Any, input_key: str | int | None) -> Any:
+    """The model inputs in ``batch`` (:func:`capture.model_inputs`), checked; errors name ``fn``."""
+    try:
+        inputs = model_inputs(batch, input_key)
+    except ValueError as e:
+        raise ValueError(f"{fn}: {e}") from None
+    _check_batch(fn, inputs)
+    return inputs
+
+
+def run_pass(fn, cfg, model, params, batch, *, method, apply_kwargs, key, jit, input_key, rngs):
     """Checks the arguments, runs the pass (eager or jitted), checks and warns."""
-    if isinstance(model, type):
-        raise TypeError(
-            f"{fn}: model must be a module instance, got the class {model.__name__} (build it "
-            f"first, e.g. {model.__name__}(...))"
-        )
+    check_model(model, fn)
     if isinstance(model, nnx.Module):
         model, state = nnx.split(model)
         params = state if params is None else params
-    if not isinstance(model, nn.Module | nnx.GraphDef) and not callable(model):
-        raise TypeError(
-            f"{fn}: model must be a flax.linen Module, an nnx GraphDef or Module, or a callable "
-            f"apply(params, batch); got {type(model).__name__}"
-        )
-    if method is not None and not isinstance(model, nn.Module):
-        raise ValueError(f"{fn}: method= is only for linen modules, got method={method!r}")
+    for name, value in (("method", method), ("rngs", rngs)):
+        if value is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"{fn}: {name}= is only for linen modules, got {name}={value!r}")
     if params is None:
         raise ValueError(f"{fn}: params is None (only an nnx Module may omit its state)")
     if jit is not None and not isinstance(jit, bool):
         raise TypeError(f"{fn}: jit must be True, False or None (automatic), got {jit!r}")
     if key is not None:
         check_key(fn, "orthogonal_key", key)
-    _check_batch(fn, batch)
-    static_kw, dyn = _split_kwargs(fn, apply_kwargs)
-    args = (params, batch, dyn, key)
-    sig = (
-        fn,
-        cfg,
-        model,
-        method,
-        static_kw,
-        jax.tree_util.tree_structure(args),
-        tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)),
-    )
+    inputs = batch_inputs(fn, batch, input_key)
+    leaves, treedef = jax.tree_util.tree_flatten(dict(apply_kwargs or {}))
+    arr = [(isinstance(x, jax.Array | np.ndarray | np.generic), x) for x in leaves]
+    static_kw = (treedef, tuple((a, None if a else x) for a, x in arr))
+    args = (params, inputs, [x for a, x in arr if a], key, rngs)
+    shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
+    sig = (fn, cfg, model, method, static_kw, jax.tree_util.tree_structure(args), shapes)
     try:  # a model holding a list (nn.Sequential([...])) cannot key a compiled program
         hash(sig)
     except TypeError:
         if jit:
             raise TypeError(
-                f"{fn}: jit=True needs a hashable model and settings, and this "
-                f"{type(model).__name__} is not (a list attribute?); pass jit=None or False to "
-                "run the pass eagerly, or build the model from tuples"
+                f"{fn}: jit=True needs a hashable model and settings (apply_kwargs values: arrays "
+                f"or hashable Python values), and this {type(model).__name__} is not (a list "
+                "attribute?); pass jit=None or False to run the pass eagerly, or build the "
+                "model from tuples"
             ) from None
         jit = False
     use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
@@ -487,6 +445,8 @@ def lsuv(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     jit: bool | None = None,
+    input_key: str | int | None = None,
+    rngs: Mapping[str, jax.Array] | None = None,
 ) -> tuple[Any, rep.LSUVReport]:
     r"""Layer-sequential unit-variance initialization: new params and a measured report.
 
@@ -507,7 +467,9 @@ def lsuv(
         **apply_kwargs)``.
       params: linen: the variables dict or the ``params`` collection; NNX: the state; plain:
         the params pytree.
-      batch: the model's first positional input, real data (any pytree, non-empty, finite).
+      batch: real data: the model inputs, a tuple or list starting with them (``(x, y)``), or
+        a mapping holding them under ``"inputs"`` or ``"x"`` (see ``input_key``); the inputs
+        (any pytree) are the model's first positional argument, non-empty and finite.
       target: target variance :math:`\tau` (a variance, not a standard deviation).
       tol: stop when :math:`|v - \tau| <` ``tol``.
       max_iters: the most rescalings per layer.
@@ -527,6 +489,9 @@ def lsuv(
       jit: ``True``: one cached ``jax.jit`` program; ``False``: eager, layer by layer;
         ``None``: jitted if the call is traced or that program is already compiled, else eager
         (``report.execution`` says which).
+      input_key: key or index of the model inputs in ``batch`` (the rule of ``jinit.fit`` and
+        ``jinit.layer_statistics``).
+      rngs: linen only: PRNG keys passed to ``apply`` (``{"noise": key}``; dropout is off).
 
     Returns:
       ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
@@ -534,10 +499,10 @@ def lsuv(
       :class:`jinit.LSUVReport`.
 
     Raises:
-      ValueError: bad settings; an empty batch or NaN/inf in it; a layer with fewer than
-        ``min_values`` output values; non-finite values in a layer; zero variance with
-        ``on_zero_variance="raise"``; a BatchNorm without its batch_stats; include/exclude
-        selecting nothing. Under an outer ``jit``/``vmap``: call ``report.check()``.
+      ValueError: bad settings; a batch without the model inputs (see ``input_key``); an empty
+        batch or NaN/inf in the inputs; a layer with fewer than ``min_values`` output values;
+        non-finite values in a layer; zero variance with ``on_zero_variance="raise"``; a
+        BatchNorm without its batch_stats; include/exclude selecting nothing. Under an outer ``jit``/``vmap``: call ``report.check()``.
       TypeError: ``model`` is not a supported kind, or is unhashable.
 
     References:
@@ -560,4 +525,5 @@ def lsuv(
         min_values=min_values,
         orthogonal=orthogonal_key is not None,
     )
-    return run_pass("lsuv", cfg, model, params, batch, method, apply_kwargs, orthogonal_key, jit)
+    return run_pass("lsuv", cfg, model, params, batch, method=method, apply_kwargs=apply_kwargs,
+                    key=orthogonal_key, jit=jit, input_key=input_key, rngs=rngs)  # fmt: skip

@@ -1,9 +1,7 @@
 r"""Per-unit data-dependent initializations (within-layer, weight-norm), on the LSUV pass.
 
-Every output unit :math:`u` (feature, channel) of every selected layer is normalised on the
-batch, in forward execution order: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
-:math:`b_u \leftarrow \beta - c_u(\mu_u - b_u)`, :math:`c_u = \sqrt{\tau}/\sigma_u`, verified
-by re-running the layer (see docs/lsuv.md, "Per-unit methods").
+Every output unit of every selected layer is normalised on the batch, in forward execution
+order, verified by re-running the layer (docs/lsuv.md, "Per-unit methods").
 """
 
 from __future__ import annotations
@@ -19,18 +17,11 @@ from jinit._src.datadep.lsuv import make_config, run_pass
 from jinit._src.datadep.report import LSUVReport
 
 
-def _per_unit(fn, name, model, params, batch, orthogonal_key, method, apply_kwargs, jit, **kw):
-    cfg = make_config(
-        fn,
-        method=name,
-        max_iters=1,
-        measure="pre",
-        activation=None,
-        center=False,
-        orthogonal=orthogonal_key is not None,
-        **kw,
-    )
-    return run_pass(fn, cfg, model, params, batch, method, apply_kwargs, orthogonal_key, jit)
+def _per_unit(fn, name, model, params, batch, *, orthogonal_key=None, **kw):
+    run = {k: kw.pop(k) for k in ("method", "apply_kwargs", "jit", "input_key", "rngs")}
+    cfg = make_config(fn, method=name, max_iters=1, measure="pre", activation=None,
+                      center=False, orthogonal=orthogonal_key is not None, **kw)  # fmt: skip
+    return run_pass(fn, cfg, model, params, batch, key=orthogonal_key, **run)
 
 
 def within_layer_init(
@@ -49,28 +40,35 @@ def within_layer_init(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     jit: bool | None = None,
+    input_key: str | int | None = None,
+    rngs: Mapping[str, jax.Array] | None = None,
 ) -> tuple[Any, LSUVReport]:
     r"""Krähenbühl et al.'s within-layer data-dependent initialization (per-unit normalization).
 
-    Every output unit of every selected layer gets variance ``target`` (:math:`\tau`) and mean
-    ``target_mean`` (:math:`\beta`, needs a bias) on ``batch``, measured after the pass.
+    Every output unit :math:`u` of every selected layer, in forward execution order, gets
+    variance ``target`` (:math:`\tau`) and mean ``target_mean`` (:math:`\beta`, needs a bias)
+    on ``batch``: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
+    :math:`b_u \leftarrow \beta - c_u(\mu_u - b_u)`, :math:`c_u = \sqrt{\tau}/\sigma_u`,
+    measured after the pass.
 
     Args:
       model: as for :func:`jinit.lsuv`.
       params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv`.
+      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
+      target: per-unit target variance :math:`\tau` of the pre-activation output.
+      target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
+      tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
       include: as for :func:`jinit.lsuv`.
       exclude: as for :func:`jinit.lsuv`.
+      on_zero_variance: ``"raise"``, or ``"skip"``: constant units are left unchanged, counted
+        in ``report.units_skipped``, and the layer's status is ``zero_variance``.
       min_values: as for :func:`jinit.lsuv`.
       orthogonal_key: as for :func:`jinit.lsuv`.
       method: as for :func:`jinit.lsuv`.
       apply_kwargs: as for :func:`jinit.lsuv`.
       jit: as for :func:`jinit.lsuv`.
-      target: per-unit target variance :math:`\tau` of the pre-activation output.
-      target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
-      tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
-      on_zero_variance: ``"raise"``, or ``"skip"``: constant units are left unchanged, counted
-        in ``report.units_skipped``, and the layer's status is ``zero_variance``.
+      input_key: as for :func:`jinit.lsuv`.
+      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method ==
@@ -83,24 +81,11 @@ def within_layer_init(
       Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
       Neural Networks", arXiv:1511.06856, 2015 (within-layer initialization).
     """
-    return _per_unit(
-        "within_layer_init",
-        "within_layer",
-        model,
-        params,
-        batch,
-        orthogonal_key,
-        method,
-        apply_kwargs,
-        jit,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-    )
+    return _per_unit("within_layer_init", "within_layer", model, params, batch, target=target,
+                     target_mean=target_mean, tol=tol, include=include, exclude=exclude,
+                     on_zero_variance=on_zero_variance, min_values=min_values,
+                     orthogonal_key=orthogonal_key, method=method, apply_kwargs=apply_kwargs,
+                     jit=jit, input_key=input_key, rngs=rngs)  # fmt: skip
 
 
 def weight_norm_init(
@@ -118,6 +103,8 @@ def weight_norm_init(
     method: str | Callable[..., Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     jit: bool | None = None,
+    input_key: str | int | None = None,
+    rngs: Mapping[str, jax.Array] | None = None,
 ) -> tuple[Any, LSUVReport]:
     r"""Salimans & Kingma's data-dependent initialization of weight-normalized layers.
 
@@ -129,17 +116,19 @@ def weight_norm_init(
     Args:
       model: as for :func:`jinit.lsuv`.
       params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv`.
+      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
+      target: per-unit target variance :math:`\tau`.
+      target_mean: per-unit target mean :math:`\beta`.
+      tol: tolerance of the ``converged`` status.
       include: as for :func:`jinit.lsuv`.
       exclude: as for :func:`jinit.lsuv`.
+      on_zero_variance: as for :func:`jinit.within_layer_init`.
       min_values: as for :func:`jinit.lsuv`.
       method: as for :func:`jinit.lsuv`.
       apply_kwargs: as for :func:`jinit.lsuv`.
       jit: as for :func:`jinit.lsuv`.
-      target: per-unit target variance :math:`\tau`.
-      target_mean: per-unit target mean :math:`\beta`.
-      tol: tolerance of the ``converged`` status.
-      on_zero_variance: as for :func:`jinit.within_layer_init`.
+      input_key: as for :func:`jinit.lsuv`.
+      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "weight_norm"``).
@@ -151,21 +140,7 @@ def weight_norm_init(
       Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate
       Training of Deep Neural Networks", arXiv:1602.07868, 2016 (Section 3).
     """
-    return _per_unit(
-        "weight_norm_init",
-        "weight_norm",
-        model,
-        params,
-        batch,
-        None,
-        method,
-        apply_kwargs,
-        jit,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-    )
+    return _per_unit("weight_norm_init", "weight_norm", model, params, batch, target=target,
+                     target_mean=target_mean, tol=tol, include=include, exclude=exclude,
+                     on_zero_variance=on_zero_variance, min_values=min_values, method=method,
+                     apply_kwargs=apply_kwargs, jit=jit, input_key=input_key, rngs=rngs)  # fmt: skip

@@ -1,11 +1,7 @@
 """The report of every data-dependent pass (LSUV, within-layer, weight-norm): measured numbers.
 
-A pytree: per-layer arrays (one entry per layer, forward execution order; ``vmap`` stacks them)
-plus static metadata. Contract used by tests/zoo: ``paths``, ``statuses`` (names from
-:data:`STATUS_NAMES`, first member of a stacked report), ``reasons()``, ``var_before`` and
-``var_after`` (both MEASURED on the layer's real output, never predicted), ``summary()``,
-``check()`` and ``warn()`` (one :class:`jinit.InitWarning` naming every skipped, unconverged or
-scale-invariant layer).
+A pytree of per-layer arrays (forward execution order; ``vmap`` stacks them) and static
+metadata; ``var_before``/``var_after`` are measured on the layer's real output.
 """
 
 from __future__ import annotations
@@ -95,12 +91,12 @@ class LSUVReport:
         out = []
         for i, st in enumerate(self.statuses):
             vb, va = float(self._first("var_before")[i]), float(self._first("var_after")[i])
-            units = int(self._first("units_skipped")[i])
+            units, iters = int(self._first("units_skipped")[i]), int(self._first("iterations")[i])
             out.append(
                 {
                     "converged": "",
-                    "not_converged": f"variance {va:.4g} after {int(self._first('iterations')[i])} "
-                    f"rescaling(s), target {self.target:g} +- {self.tol:g}",
+                    "not_converged": f"variance {va:.4g} after {iters} rescaling(s), target "
+                    f"{self.target:g} +- {self.tol:g}",
                     "skipped": self.notes[i],
                     "scale_invariant": "the output does not change with the kernel's scale "
                     "(normalised kernel or output); left unchanged",
@@ -119,39 +115,33 @@ class LSUVReport:
         if not self.paths:
             return []
         status = np.asarray(self.status).reshape(-1, len(self.paths))
+        field = {f: np.asarray(getattr(self, f)).reshape(status.shape) for f in ARRAY_FIELDS}
         msgs = []
-        for m, row in enumerate(status):
-            where = f" (member {m} of the vmapped pass)" if status.shape[0] > 1 else ""
-            for i, st in enumerate(row):
-                path = self.paths[i]
-                if st == NON_FINITE:
-                    fin = np.asarray(self.input_finite).reshape(status.shape)[m, i]
-                    origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
-                    msgs.append(
-                        f"non-finite values (NaN/inf) first appear in the input of layer {path!r}"
-                        f"{where}: they come from {origin}."
-                        if not fin
-                        else f"non-finite values (NaN/inf) first appear in the output of layer "
-                        f"{path!r}{where} (its input is finite: check its parameters, or the "
-                        "output overflows)."
-                    )
-                    break
-                if st == ZERO_VARIANCE and self.on_zero_variance == "raise":
-                    v = float(np.asarray(self.var_before).reshape(status.shape)[m, i])
-                    n = int(np.asarray(self.units_skipped).reshape(status.shape)[m, i])
-                    what = (
-                        f"{n} unit(s) of layer {path!r} have zero output variance"
-                        if n
-                        else f"layer {path!r} has zero output variance (measured variance {v!r})"
-                    )
-                    msgs.append(
-                        f"{what}{where}: the part of its output that depends on the kernel is "
-                        "constant on this batch (dead units upstream, a constant input), so no "
-                        "rescaling can reach the target. Pass on_zero_variance='skip' to leave "
-                        "it unchanged and report it."
-                    )
-                    break
-        return msgs
+        for m, i in zip(*np.nonzero(_failing(status, self.on_zero_variance)), strict=True):
+            if msgs and msgs[-1][0] == m:
+                continue  # the first failing layer of each member
+            path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
+            if status[m, i] == NON_FINITE and not field["input_finite"][m, i]:
+                origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
+                msg = f"non-finite values (NaN/inf) first appear in the input of layer {path!r}"
+                msg += f"{where}: they come from {origin}."
+            elif status[m, i] == NON_FINITE:
+                msg = f"non-finite values (NaN/inf) first appear in the output of layer {path!r}"
+                msg += f"{where} (its input is finite: check its parameters, or the output "
+                msg += "overflows)."
+            else:
+                n, v = int(field["units_skipped"][m, i]), float(field["var_before"][m, i])
+                msg = (
+                    f"{n} unit(s) of layer {path!r} have zero output variance"
+                    if n
+                    else (f"layer {path!r} has zero output variance (measured variance {v!r})")
+                )
+                msg += f"{where}: the part of its output that depends on the kernel is constant"
+                msg += " on this batch (dead units upstream, a constant input), so no rescaling "
+                msg += "can reach the target. Pass on_zero_variance='skip' to leave it unchanged"
+                msg += " and report it."
+            msgs.append((m, msg))
+        return [msg for _, msg in msgs]
 
     def check(self) -> LSUVReport:
         """Raises ``ValueError`` for the first failing layer (see :meth:`errors`); called by the
@@ -217,6 +207,11 @@ class LSUVReport:
 
     def __repr__(self) -> str:
         return f"LSUVReport(method={self.method!r}, layers={len(self.paths)})"
+
+
+def _failing(status: np.ndarray, on_zero_variance: str) -> np.ndarray:
+    zero = status == ZERO_VARIANCE if on_zero_variance == "raise" else False
+    return (status == NON_FINITE) | zero
 
 
 jax.tree_util.register_dataclass(LSUVReport, list(ARRAY_FIELDS), META_FIELDS)

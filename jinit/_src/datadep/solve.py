@@ -1,17 +1,13 @@
-"""Verified per-layer solves: one closed-form step, re-measured on the layer's real output.
+"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output.
 
-Each solve gets ``run`` (the layer alone on its captured input, with rescaled params) and the
-layer's output. The closed-form step (``s = sqrt(target / v)``, exact for a layer linear in
-its kernel) is re-run and measured; when it misses the tolerance the paper's loop continues on
-the captured input (bounded by ``max_iters``). A layer whose output variance does not move
-when its kernel is rescaled is ``scale_invariant`` and left unchanged. Python loops when the
-values are concrete (eager pass), ``lax.while_loop`` when traced (jitted pass).
+One implementation for both executions: Python control flow on concrete values (eager pass),
+``lax`` control flow when traced (jitted pass). The algorithm, the fallback loop and the
+``scale_invariant`` test: docs/lsuv.md ("Verified solves").
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +23,11 @@ def traced(*trees) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
 
 
+def _go(flag) -> bool:
+    """Whether to compute a branch: always when traced, else only if ``flag`` holds."""
+    return traced(flag) or bool(flag)
+
+
 def while_loop(cond, body, init):
     """``lax.while_loop`` when traced; a Python loop on concrete values (nothing to compile)."""
     if traced(init):
@@ -36,15 +37,18 @@ def while_loop(cond, body, init):
     return init
 
 
-def _sd(dtype):
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+def _pick(c, a, b):
+    """``a`` where ``c`` else ``b`` (leafwise); a Python branch on a concrete ``c``."""
+    if not traced(c):
+        return a if bool(c) else b
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def unit_moments(y: jax.Array, n: int = 0):
     """Mean and variance over all leading axes (``n`` trailing unit axes; 0: pooled), and the
     zero-variance threshold ``(4 eps)^2 E[y^2]`` (rounding noise of the output's dtype)."""
-    yf = y.astype(_sd(y.dtype))
+    yf = y.astype(jnp.float64 if y.dtype == jnp.float64 else jnp.float32)
     red = tuple(range(y.ndim - n))
     mean = jnp.mean(yf, axis=red)
     var = jnp.mean(jnp.square(yf - jnp.mean(yf, axis=red, keepdims=True)), axis=red)
@@ -53,8 +57,13 @@ def unit_moments(y: jax.Array, n: int = 0):
     return mean, var, thr
 
 
-def _finite(*xs):
-    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
+def _finite(*xs, xp=jnp):
+    return functools.reduce(xp.logical_and, [xp.all(xp.isfinite(x)) for x in xs])
+
+
+def _inert(v0, v1, c1, xp=jnp):
+    """The variance did not move although the factor did: the kernel's scale is inert."""
+    return (xp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (xp.abs(c1 * c1 - 1) > 1e-2)
 
 
 def _record(*values):
@@ -62,102 +71,107 @@ def _record(*values):
     return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
 
 
-def _pick(c, a, b):
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
+# The steps of :func:`pooled` are written once against an array namespace ``xp``: numpy on
+# concrete values (an eager pass: the layer runs are the only programs compiled, a first call
+# is otherwise dominated by compiling), jax.numpy when traced (the jitted pass). ``c``:
+# (target, tol, max_iters, measure function or None).
 
 
-def pooled(cfg, run, y0, in_ok, center: bool):
-    """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``.
+def _xp(*trees):
+    return jnp if traced(*trees) else np
+
+
+HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
+
+
+def _moments(c, y):
+    """:func:`unit_moments` of the measured tensor. Concrete outputs up to :data:`HOST_MAX`
+    values: on the host in float64 sums (compiling the reduction would cost more than it saves:
+    the eager pass then compiles nothing but the layers); larger ones: the compiled reduction
+    (compiled once per shape, many times faster than numpy on millions of values)."""
+    y = y if c[3] is None else c[3](y)
+    if traced(y) or y.size > HOST_MAX:
+        return unit_moments(y)
+    sd = np.float64 if y.dtype == jnp.float64 else np.float32
+    eps = float(jnp.finfo(y.dtype).eps)
+    with np.errstate(all="ignore"):  # inf/NaN outputs give non-finite moments (non_finite)
+        yf = np.asarray(y).astype(np.float64)
+        mean, var = yf.mean(), yf.var()
+        thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
+        return sd(mean), sd(var), sd(thr)
+
+
+def finite_inputs(inputs) -> jax.Array:
+    """Whether every floating leaf of ``inputs`` is finite (on the host when concrete)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(inputs) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    xp = _xp(leaves)
+    return _finite(*leaves, xp=xp) if leaves else xp.asarray(True)
+
+
+def _open(c, mu0, v0, thr, in_ok):
+    t, tol, iters, _ = c
+    xp = _xp(mu0, v0, in_ok)
+    finite = in_ok & _finite(v0, mu0, xp=xp)
+    live = finite & (v0 > thr)
+    need = live & (xp.abs(v0 - t) >= tol) & (iters > 0)
+    s1 = xp.where(need, xp.sqrt(t / xp.where(live, v0, 1.0)), 1.0).astype(v0.dtype)
+    it = need.astype(np.int32)
+    return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1, it=it)
+
+
+def _measure(c, o, y, s, it, inv=None):
+    """Moments of ``y`` (the output with factor ``s`` after ``it`` rescalings), whether the loop
+    goes on and its next factor; ``out``: what the layer ends with if the loop stops here (the
+    original when the result is not kept). ``inv``: None on the first step (then measured)."""
+    t, tol, iters, _ = c
+    mu, v, _ = _moments(c, y)
+    xp = _xp(mu, v, s, it, o)
+    inv = o["need"] & _inert(o["v0"], v, s, xp=xp) if inv is None else inv
+    again = o["need"] & ~inv & (it < iters) & (xp.abs(v - t) >= tol) & xp.isfinite(v) & (v > 0)
+    bad = o["need"] & ~(xp.isfinite(v) & xp.isfinite(s) & (s > 0))
+    keep = ~o["need"] | inv | bad
+    out = _pick(keep, (xp.ones_like(s), 0 * it, o["v0"], o["mu0"]), (s, it, v, mu))
+    nxt = (s * xp.sqrt(t / xp.where(v > 0, v, t))).astype(s.dtype)  # used while v > 0
+    return dict(inv=inv, again=again, next=nxt, bad=bad, keep=keep, out=out)
+
+
+def _close(c, o, r, s, it, v, mu):
+    """The report's arrays of a layer from its last measurement ``r`` and final statistics."""
+    xp = _xp(o, r, s, v, mu)
+    status = xp.select(
+        [~o["finite"] | r["bad"], ~o["live"], r["inv"], xp.abs(v - c[0]) < c[1]],
+        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
+        rep.NOT_CONVERGED,
+    )
+    return _record(it, s, o["v0"], v, mu, status, xp.zeros((), np.int32), o["in_ok"])
+
+
+def pooled(cfg, run, y0, inputs, center: bool):
+    """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``;
+    ``inputs``: the layer's inputs (their finiteness is reported).
 
     Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
     (re-run, never predicted) and the report's arrays for the layer.
     """
-    if not traced(y0, in_ok):
-        return _pooled_eager(cfg, run, y0, bool(in_ok), center)
-    m = cfg.activation if cfg.measure == "post" else (lambda y: y)
-    t, tol = cfg.target, cfg.tol
-    mu0, v0, thr = unit_moments(m(y0))
-    finite = in_ok & _finite(v0, mu0)
-    live = finite & (v0 > thr)
-    need = live & (jnp.abs(v0 - t) >= tol) & (cfg.max_iters > 0)
-    s1 = jnp.where(need, jnp.sqrt(t / jnp.where(live, v0, 1.0)), 1.0)
-    y1 = run(s1, 0.0) if traced(need) or bool(need) else y0
-    mu1, v1, _ = unit_moments(m(y1))
-    inv = need & (jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (jnp.abs(s1 * s1 - 1) > 1e-2)
-
-    def cond(st):
-        s, _, v, _, it = st
-        go = need & ~inv & (it < cfg.max_iters) & (jnp.abs(v - t) >= tol)
-        return go & jnp.isfinite(v) & (v > 0)
+    c = (cfg.target, cfg.tol, cfg.max_iters, cfg.activation if cfg.measure == "post" else None)
+    o = _open(c, *_moments(c, y0), finite_inputs(inputs))
+    y = run(o["s1"], 0.0) if _go(o["need"]) else y0
 
     def body(st):
-        s, _, v, _, it = st
-        s = s * jnp.sqrt(t / v)
-        y = run(s, 0.0)
-        mu, v, _ = unit_moments(m(y))
-        return s, y, v, mu, it + 1
+        _, _, it, r = st
+        y = run(r["next"], 0.0)
+        return r["next"], y, it + 1, _measure(c, o, y, r["next"], it + 1, r["inv"])
 
-    st = while_loop(cond, body, (s1, y1, v1, mu1, need.astype(jnp.int32)))
-    s, y, v, mu, it = st
-    bad = need & ~(jnp.isfinite(v) & jnp.isfinite(s) & (s > 0))
-    keep = ~need | inv | bad
-    s, y, v, mu, it = _pick(keep, (jnp.ones_like(s), y0, v0, mu0, 0 * it), (s, y, v, mu, it))
-    shift = jnp.zeros_like(v)
-    if center:
-        shift = jnp.where(live & ~inv, jnp.mean(y.astype(v.dtype)), 0.0)
-        y = run(s, shift) if traced(shift) or bool(shift != 0) else y
-        mu, v, _ = unit_moments(m(y))
-    status = jnp.select(
-        [~finite | bad, ~live, inv, jnp.abs(v - t) < tol],
-        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
-        rep.NOT_CONVERGED,
-    )
-    return (
-        s,
-        shift,
-        y,
-        _record(it, s, v0, v, mu, status, jnp.zeros((), jnp.int32), in_ok),
-    )
-
-
-def _pooled_eager(cfg, run, y0, in_ok: bool, center: bool):
-    """:func:`pooled` on concrete values: Python control flow, nothing new to compile."""
-    m = cfg.activation if cfg.measure == "post" else (lambda y: y)
-    t, tol = cfg.target, cfg.tol
-
-    def stats(y):
-        return tuple(float(a) for a in unit_moments(m(y)))
-
-    mu0, v0, thr = stats(y0)
-    finite = in_ok and math.isfinite(v0) and math.isfinite(mu0)
-    live = finite and v0 > thr
-    s, y, mu, v, it, inv, bad = 1.0, y0, mu0, v0, 0, False, False
-    if live and abs(v0 - t) >= tol and cfg.max_iters > 0:
-        s, it = math.sqrt(t / v0), 1
-        y = run(s, 0.0)
-        mu, v, _ = stats(y)
-        inv = abs(v - v0) <= INVARIANT_RTOL * v0 and abs(s * s - 1) > 1e-2
-        while not inv and it < cfg.max_iters and abs(v - t) >= tol and v > 0:
-            s, it = s * math.sqrt(t / v), it + 1
-            y = run(s, 0.0)
-            mu, v, _ = stats(y)
-        bad = not (math.isfinite(v) and math.isfinite(s) and s > 0)
-        if inv or bad:
-            s, y, mu, v, it = 1.0, y0, mu0, v0, 0
-    shift = 0.0
-    if center and live and not inv:
-        shift = float(jnp.mean(y.astype(jnp.float32)))
-        y = run(s, shift)
-        mu, v, _ = stats(y)
-    status = (
-        rep.NON_FINITE if not finite or bad else rep.ZERO_VARIANCE if not live
-        else rep.SCALE_INVARIANT if inv else rep.CONVERGED if abs(v - t) < tol
-        else rep.NOT_CONVERGED
-    )  # fmt: skip
-    f32 = np.float32
-    rec = _record(np.int32(it), f32(s), f32(v0), f32(v), f32(mu), np.int32(status), np.int32(0),
-                  np.bool_(in_ok))  # fmt: skip
-    return np.float32(s), np.float32(shift), y, rec
+    init = (o["s1"], y, o["it"], _measure(c, o, y, o["s1"], o["it"]))
+    _, y, _, r = while_loop(lambda st: st[3]["again"], body, init)
+    y = _pick(r["keep"], y0, y)
+    s, it, v, mu = r["out"]
+    xp = _xp(s, v, y)
+    shift = xp.zeros_like(v)
+    if center and _go(o["live"] & ~r["inv"]):
+        shift = xp.where(o["live"] & ~r["inv"], xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
+        mu, v, _ = _moments(c, y := run(s, shift))
+    return s, shift, y, _close(c, o, r, s, it, v, mu)
 
 
 def per_unit(cfg, run, y0, in_ok, n: int, b0):
@@ -185,7 +199,7 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
 
     c1, b1 = rescale(c0, bf, mu0, v0)
     go = jnp.any(live)
-    y1 = run(c1, b1) if traced(go) or bool(go) else y0
+    y1 = run(c1, b1) if _go(go) else y0
     mu1, v1, _ = unit_moments(y1, n)
     inv = go & jnp.all(jnp.where(live, jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0, True))
     inv = inv & jnp.any(live & (jnp.abs(c1 * c1 - 1) > 1e-2))
@@ -206,7 +220,7 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
     keep = ~go | inv | bad | ~finite
     c, y, it = _pick(keep, (c0, y0, 0 * it), (c, y, it))
     if b0 is not None:
-        b = jnp.where(keep, bf, b)
+        b = _pick(keep, bf, b)
     pmu, pv, _ = unit_moments(y)
     dead = jnp.sum(~live & finite)
     status = jnp.select(
@@ -214,11 +228,6 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )
-    _, pv0, _ = unit_moments(y0)
     rms = jnp.sqrt(jnp.mean(jnp.square(c)))
-    return (
-        c,
-        b,
-        y,
-        _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok),
-    )
+    pv0 = unit_moments(y0)[1]
+    return c, b, y, _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok)
