@@ -481,6 +481,8 @@ def run_study(
 
 
 def print_study(results: dict[str, Any], out) -> None:
+    if jax.process_index() != 0:  # under jax.distributed, process 0 reports
+        return
     for name, r in results["initializers"].items():
         accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
         print(
