@@ -78,6 +78,7 @@ def add_distributed_args(parser) -> None:
         ("--num-processes", "JAX_NUM_PROCESSES", positive_int),
         ("--process-id", "JAX_PROCESS_ID", nonnegative_int),
     ):
+        # argparse converts a string default with ``type``: a bad value names the flag
         g.add_argument(flag, type=typ, default=env(var), help=f"(default: ${var})")
     g.add_argument(
         "--distributed",
@@ -101,10 +102,6 @@ def init_distributed(args) -> bool:
     }
     if not args.distributed and all(v is None for v in given.values()):
         return False
-    if isinstance(given["num_processes"], str):  # defaults from the environment
-        given["num_processes"] = int(given["num_processes"])
-    if isinstance(given["process_id"], str):
-        given["process_id"] = int(given["process_id"])
     n, i = given["num_processes"], given["process_id"]
     if n is not None and i is not None and not 0 <= i < n:
         raise SystemExit(f"error: argument --process-id: {i} is not in [0, --num-processes={n})")

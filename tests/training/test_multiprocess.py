@@ -145,3 +145,36 @@ def test_two_process_sweep_equals_one_process_and_resumes_after_a_kill(
 
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
+
+
+def test_distributed_flags_default_to_jax_environment_variables(monkeypatch):
+    import argparse
+
+    from experiments import common
+
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "head:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    p = argparse.ArgumentParser()
+    common.add_distributed_args(p)
+    args = p.parse_args([])
+    assert (args.coordinator, int(args.num_processes), int(args.process_id)) == ("head:1234", 4, 3)
+    args = p.parse_args(["--process-id", "1"])
+    assert args.process_id == 1
+
+
+def test_process_id_outside_the_process_count_names_the_flag(monkeypatch):
+    import argparse
+
+    from experiments import common
+
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    p = argparse.ArgumentParser()
+    common.add_distributed_args(p)
+    args = p.parse_args(
+        ["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"]
+    )
+    with pytest.raises(SystemExit, match=r"--process-id: 2 is not in \[0, --num-processes=2\)"):
+        common.init_distributed(args)  # fails before jax.distributed starts
+    assert common.init_distributed(p.parse_args([])) is False  # no flags: one process
