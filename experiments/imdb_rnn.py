@@ -9,6 +9,8 @@ are compared paired, seed by seed.
 
     python experiments/imdb_rnn.py --data-dir ../shared/data            # full study
     python experiments/imdb_rnn.py --data-dir ../shared/data --quick    # smoke run
+    python experiments/imdb_rnn.py --coordinator HOST:PORT --num-processes N --process-id I
+                                   # one sweep over N processes' devices (docs/sweeps.md)
 
 Writes ``results.json`` and ``val_accuracy.png`` to ``--out`` (default ``runs/imdb_rnn``) and
 checkpoints after every epoch there: stopped and restarted with the same arguments, it resumes
@@ -40,7 +42,9 @@ def parse_args(argv=None):
         epochs=d.epochs,
         batch_size=d.batch_size,
     )
+    common.add_distributed_args(p)
     args = p.parse_args(argv)
+    common.init_distributed(args)  # before check_host_devices, which starts jax's backend
     common.check_host_devices(args)
     cfg = config.get_config(
         args.inits, args.seeds, quick=args.quick, epochs=args.epochs, batch_size=args.batch_size

@@ -51,6 +51,8 @@ from experiments.common.small_nets import stack as stack
 from experiments.common.small_nets import stream_keys as stream_keys
 from experiments.common.small_nets import train_models as train_models
 from experiments.common.sweep import WallClock as WallClock
+from experiments.common.sweep import add_distributed_args as add_distributed_args
+from experiments.common.sweep import init_distributed as init_distributed
 from experiments.common.sweep import keras_split as keras_split
 from experiments.common.sweep import model_keys as model_keys
 from experiments.common.sweep import print_study as print_study

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import shutil
 import sys
 import time
 import warnings
@@ -11,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 import jinit
 from experiments.common.checkpoints import EpochCheckpoints
@@ -56,6 +59,56 @@ class WallClock:
             "wall_time_s_this_run": runs[-1],
             "wall_time_s_per_run": runs,
         }
+
+
+def add_distributed_args(parser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id`` and ``--distributed``: one sweep
+    over the devices of several processes (``jax.distributed``); see docs/sweeps.md."""
+    from experiments.common.cli import nonnegative_int, positive_int
+
+    g = parser.add_argument_group("several processes (jax.distributed; docs/sweeps.md)")
+    env = os.environ.get
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=env("JAX_COORDINATOR_ADDRESS"),
+        help="address of process 0's coordinator (default: $JAX_COORDINATOR_ADDRESS)",
+    )
+    for flag, var, typ in (
+        ("--num-processes", "JAX_NUM_PROCESSES", positive_int),
+        ("--process-id", "JAX_PROCESS_ID", nonnegative_int),
+    ):
+        # argparse converts a string default with ``type``: a bad value names the flag
+        g.add_argument(flag, type=typ, default=env(var), help=f"(default: ${var})")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="start jax.distributed with what the flags leave open detected by JAX "
+        "(SLURM, a Cloud TPU pod, Open MPI, Kubernetes)",
+    )
+
+
+def init_distributed(args) -> bool:
+    """Starts ``jax.distributed`` if ``args`` ask for it; call before any other jax use.
+
+    Returns whether it started. Every process then sees all processes' devices in
+    ``jax.devices()``; a sweep's model axis is sharded over all of them. On CPUs the
+    collectives go through gloo.
+    """
+    given = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    if not args.distributed and all(v is None for v in given.values()):
+        return False
+    n, i = given["num_processes"], given["process_id"]
+    if n is not None and i is not None and not 0 <= i < n:
+        raise SystemExit(f"error: argument --process-id: {i} is not in [0, --num-processes={n})")
+    # Harmless on GPUs and TPUs: it only picks the CPU client's cross-process collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**given)
+    return True
 
 
 def model_keys(inits, seeds):
@@ -272,6 +325,11 @@ def _train_chunk(
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
 
+    if restart and jax.process_count() > 1:  # process 0 deletes; the others wait for it
+        if jax.process_index() == 0 and pathlib.Path(ckpt_dir).exists():
+            shutil.rmtree(ckpt_dir)
+        multihost_utils.sync_global_devices(f"restart {ckpt_dir}")
+        restart = False
     ckpt = EpochCheckpoints(ckpt_dir, config, restart=restart)
     history: list[dict] = []
     start_epoch = 0
@@ -296,9 +354,9 @@ def _train_chunk(
                 **{f"val_{k}": v[:n].tolist() for k, v in result.val.items()},
             }
         )
-        ckpt.save(
+        ckpt.save(  # every process takes part; process 0 alone writes (the state is gathered)
             result.epoch,
-            real(state),
+            real(gathered(state)),
             {"history": history, "wall_time_s_per_run": clock.per_run()},
         )
 
@@ -326,7 +384,7 @@ def _train_chunk(
         ckpt.close()
         raise SystemExit(130) from None
     train_s = time.perf_counter() - t1
-    test_m = real(jax.tree.map(np.asarray, programs["evaluate"](state, test)))
+    test_m = real(gathered(programs["evaluate"](state, test)))
     ckpt.close()
     return {
         "history": history,
@@ -335,6 +393,18 @@ def _train_chunk(
         "train_s": train_s,
         "start_epoch": start_epoch,
     }
+
+
+def gathered(tree):
+    """``tree`` as numpy on every process: a global array whose model axis is sharded over
+    several processes' devices (``jax.distributed``) is gathered from all of them."""
+
+    def get(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(get, tree)
 
 
 def run_study(
@@ -394,6 +464,8 @@ def run_study(
             **(extra or {}),
         }
     )
+    if jax.process_index() != 0:  # under jax.distributed, process 0 writes the results
+        return results
     write_json_atomic(out / "results.json", results)
     curves = {n: np.array(r["val_accuracy_per_epoch"]) for n, r in results["initializers"].items()}
     plot_curves(
@@ -406,6 +478,8 @@ def run_study(
 
 
 def print_study(results: dict[str, Any], out) -> None:
+    if jax.process_index() != 0:  # under jax.distributed, process 0 reports
+        return
     for name, r in results["initializers"].items():
         accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
         print(

@@ -320,7 +320,7 @@ def fit(
                     break
                 global_step = epoch * steps + s
                 if stats_prog is not None and (global_step % stats_every) < per_call:
-                    stats.append((global_step, jax.tree.map(np.asarray, stats_prog(state.params))))
+                    stats.append((global_step, _host(stats_prog(state.params))))
                 state, guard, m = progs["train"](state, guard, train_data, idx, per_call)
                 parts.append(m)
                 s += per_call
@@ -338,7 +338,7 @@ def fit(
             if on_nonfinite == "raise":
                 _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved)
             train_m = _epoch_means(parts)
-            bad = np.asarray(guard.nonfinite)
+            bad = _host(guard.nonfinite)
             if bad.any():
                 warnings.warn(
                     f"fit: {int(bad.sum())} non-finite step(s) in epoch {epoch} "
@@ -350,7 +350,7 @@ def fit(
                 )
             val_m = None
             if val_data is not None:
-                val_m = jax.tree.map(np.asarray, progs["evaluate"](state, val_data))
+                val_m = _host(progs["evaluate"](state, val_data))
             jax.block_until_ready(state)
             seconds = time.perf_counter() - t0
             result = EpochResult(
@@ -381,6 +381,19 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
+def _host(tree):
+    """``tree`` as numpy on the host; under ``jax.distributed`` a global array (model axis
+    sharded over several processes' devices) is gathered from all processes first."""
+    from jax.experimental import multihost_utils
+
+    def get(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(get, tree)
+
+
 @jax.jit
 def _stack(parts):
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
@@ -392,7 +405,7 @@ def _epoch_means(parts: list) -> dict[str, np.ndarray]:
     The parts are fetched to the host in one batch and joined with numpy: ``jnp.concatenate``
     of one small array per step converts every operand on the host, step by step.
     """
-    host = jax.device_get(parts)
+    host = _host(parts)
     return {k: _finite_mean(np.concatenate([p[k] for p in host], -1)) for k in host[0]}
 
 
@@ -453,7 +466,7 @@ def _last_checkpoint(saved: int | None, checkpoint: str | None, saving: bool) ->
 
 
 def _raise_if_bad(guard, state, epoch, steps, num_models, checkpoint, history, saved):
-    first_bad = np.asarray(guard.first_bad)
+    first_bad = _host(guard.first_bad)
     if not (first_bad >= 0).any():
         return
     g = int(first_bad[first_bad >= 0].min())

@@ -130,6 +130,11 @@ def pad_models(tree: PyTree, size: int) -> PyTree:
 def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
     """Places every leaf's leading (model) axis across ``mesh``; a no-op for ``mesh=None``.
 
+    Under ``jax.distributed`` (a mesh over several processes' devices) every process passes
+    the same whole tree and puts the slices of its own devices
+    (``jax.make_array_from_callback``); read results back with
+    ``jax.experimental.multihost_utils.process_allgather``.
+
     Raises:
       TypeError: ``mesh`` is not a ``jax.sharding.Mesh``.
       ValueError: a leaf's model axis is not divisible by the mesh's device count.
@@ -147,4 +152,12 @@ def shard_models(tree: PyTree, mesh: Mesh | None) -> PyTree:
                 f"is not divisible by the mesh's {mesh.size} devices; pad it (jinit.pad_models)"
             )
     sharding = NamedSharding(mesh, PartitionSpec(MODEL_AXIS))
-    return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+    if sharding.is_fully_addressable:
+        return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+    # Under jax.distributed every process holds the whole (identical) tree and places only the
+    # slices of its own devices; the result is one global array over all processes' devices.
+    def put(a):
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree.map(put, tree)
