@@ -74,7 +74,7 @@ SIZES = {
         "lsuv_batch": 8,
     },
 }
-BUDGET_S = {"peak": 60, "sweep_imdb": 150, "sweep_cnn": 120, "throughput": 60, "lsuv": 90}
+BUDGET_S = {"peak": 45, "sweep_imdb": 140, "sweep_cnn": 120, "throughput": 60, "lsuv": 90}
 
 
 def _bench(name: str):
@@ -502,6 +502,8 @@ def main(argv=None) -> int:
         worker(args.worker.split(","), args.mode, args.allow_cpu)
         return 0
     parts = [x for x in args.only.split(",") if x]
+    if not args.budget_scale > 0:
+        p.error(f"--budget-scale: expected a positive number, got {args.budget_scale}")
     bad = [x for x in parts if x not in PARTS]
     if bad:
         p.error(f"--only: unknown part(s) {bad}; expected some of {list(PARTS)}")

@@ -36,6 +36,7 @@ def quick_run(tmp_path_factory):
     return r, out
 
 
+@pytest.mark.slow  # one end-to-end run of every part (about 40 s quiet, 2 cores)
 def test_quick_run_measures_every_part(quick_run):
     r, out = quick_run
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -66,6 +67,7 @@ def test_quick_run_measures_every_part(quick_run):
     assert all(x["converged"] for x in rows["lsuv"]["rows"])
 
 
+@pytest.mark.slow
 def test_quick_run_renders_the_table(quick_run):
     r, out = quick_run
     md = (out / "gpu_check.md").read_text()
