@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_check.sh --install       # first: pip install the CUDA jax wheels, i.e.
 #                                                #   pip install -U "jax[cuda12]"
 # Other options go to benchmarks/gpu_check.py (--only peak,lsuv; --budget-scale 1.5; --allow-cpu).
+# PYTHON=/path/to/venv/bin/python picks the interpreter (default: python on PATH).
 #
 # Installs nothing unless --install. Non-interactive; every part has its own time budget and the
 # whole run a global `timeout` (GPU_CHECK_TIMEOUT seconds, default 470). Results are rewritten
