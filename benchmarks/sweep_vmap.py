@@ -39,7 +39,8 @@ def worker(num_models: int, steps: int, strategy: str) -> dict:
     import optax
 
     import jinit
-    from experiments.imdb_rnn import Config, make_functions
+    from experiments.imdb.config import Config
+    from experiments.imdb.train import make_functions
 
     cfg = Config()
     loss_fn, _, init_params = make_functions(cfg)
