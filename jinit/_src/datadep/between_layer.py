@@ -135,8 +135,9 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
             leaf, low = leaves[index[name]], 2 if role == "kernel" else 0
             if not _is_float(leaf) or leaf.ndim < low:
                 raise ValueError(
-                    f"{_FN}: layers[{i}] {role} {name!r} must be a floating array with at least "
-                    f"{low} dimensions, got dtype {getattr(leaf, 'dtype', None)} and shape "
+                    f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
+                    + (" with at least 2 dimensions" if low else "")
+                    + f", got dtype {getattr(leaf, 'dtype', None)} and shape "
                     f"{getattr(leaf, 'shape', None)}."
                 )
             if index[name] in used:
