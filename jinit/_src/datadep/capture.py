@@ -167,7 +167,8 @@ class _Pass:
         k = self.count.get(base, 0)
         self.count[base] = k + 1
         path = base if k == 0 else f"{base}@{k}"
-        call = Call(len(self.order), path, module, _kind(module), args, kwargs, params, y,
+        kind = module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
+        call = Call(len(self.order), path, module, kind, args, kwargs, params, y,
                     reason, ok, tuple(self.stack), run, update, record)  # fmt: skip
         self.order.append(path)
         out = self.hook(call)
@@ -300,10 +301,6 @@ def _attached(mod: nn.Module, path: tuple) -> dict[str, nn.Module]:
             if tuple(sub.scope.path[: len(path)]) != path:
                 out[f.name] = sub
     return out
-
-
-def _kind(module: Any) -> str:
-    return module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
 
 
 def _nnx_params(node: Any) -> dict[str, Any]:
