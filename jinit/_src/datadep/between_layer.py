@@ -16,19 +16,14 @@ import numpy as np
 
 from jinit._src.checks import check_key
 from jinit._src.datadep.capture import replace_leaves
-from jinit._src.datadep.lsuv import batch_inputs
+from jinit._src.datadep.lsuv import batch_inputs, check_float, check_int
+from jinit._src.datadep.solve import traced
 from jinit._src.paths import path_string
 
 _FN = "between_layer_scaling"
 
-ARRAY_FIELDS = (
-    "ratio_before",
-    "ratio_after",
-    "scale",
-    "iterations",
-    "converged",
-    "output_std_before",
-    "output_std_after",
+ARRAY_FIELDS = tuple(
+    "ratio_before ratio_after scale iterations converged output_std_before output_std_after".split()
 )
 
 
@@ -133,25 +128,17 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
             if path is None and role == "bias":
                 pair.append(None)
                 continue
-            if not isinstance(path, tuple | list) or not path:
-                raise ValueError(f"{_FN}: layers[{i}] {role} path must be a non-empty tuple of "
-                                 f"keys into params, got {path!r}.")  # fmt: skip
-            name = path_string(tuple(path))
-            if name not in index:
-                raise ValueError(
-                    f"{_FN}: layers[{i}] {role} path {name!r} is not a leaf of params."
-                )
-            leaf = leaves[index[name]]
-            dtype = getattr(leaf, "dtype", None)
-            if (
-                dtype is None
-                or not jnp.issubdtype(dtype, jnp.floating)
-                or (role == "kernel" and leaf.ndim < 2)
-            ):
+            name = path_string(tuple(path)) if isinstance(path, tuple | list) and path else None
+            if name is None or name not in index:
+                raise ValueError(f"{_FN}: layers[{i}] {role} path {name or path!r} is not a leaf of "
+                                 "params (a non-empty tuple of keys into params).")  # fmt: skip
+            leaf, low = leaves[index[name]], 2 if role == "kernel" else 0
+            if not _is_float(leaf) or leaf.ndim < low:
                 raise ValueError(
                     f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
-                    + (" with at least 2 dimensions" if role == "kernel" else "")
-                    + f", got dtype {dtype} and shape {getattr(leaf, 'shape', None)}."
+                    + (" with at least 2 dimensions" if low else "")
+                    + f", got dtype {getattr(leaf, 'dtype', None)} and shape "
+                    f"{getattr(leaf, 'shape', None)}."
                 )
             if index[name] in used:
                 raise ValueError(f"{_FN}: path {name!r} appears twice in layers (first as "
@@ -160,6 +147,10 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
             pair.append(index[name])
         out.append(tuple(pair))
     return out
+
+
+def _is_float(x: Any) -> bool:
+    return hasattr(x, "ndim") and jnp.issubdtype(getattr(x, "dtype", None), jnp.floating)
 
 
 def between_layer_scaling(
@@ -176,13 +167,11 @@ def between_layer_scaling(
 ) -> tuple[Any, BetweenLayerReport]:
     r"""Krähenbühl et al.'s between-layer scaling: every layer learns at the same relative rate.
 
-    Each iteration measures, with one ``jax.vjp`` (``samples`` random top gradients
-    :math:`g \sim \mathcal N(0,1)` from ``fold_in(key, iteration)``),
-    :math:`r_k = \sqrt{\operatorname{mean}(G_k^2)/\operatorname{mean}(W_k^2)}` and
-    :math:`t = \exp(\operatorname{mean}_k \log r_k)\,\sigma_{\text{out}}^{1/L}`; it stops when
-    every :math:`|\log r_k / \log t - 1| <` ``tol`` and otherwise multiplies kernel :math:`k` by
-    :math:`c_k = \sqrt{r_k / t}` and its bias by :math:`c_1 \cdots c_k`. At most ``max_iters``
-    iterations, in a ``lax.while_loop``: pure, jittable, vmappable. See docs/lsuv.md.
+    Each iteration measures the rates
+    :math:`r_k = \sqrt{\operatorname{mean}(G_k^2)/\operatorname{mean}(W_k^2)}` with one
+    ``jax.vjp`` and rescales kernel :math:`k` by :math:`\sqrt{r_k / t}` (its bias by the product
+    of the factors so far) until every :math:`|\log r_k / \log t - 1| <` ``tol``; at most
+    ``max_iters`` iterations in a ``lax.while_loop`` (jittable, vmappable). See docs/lsuv.md.
 
     Args:
       apply_fn: ``apply_fn(params, batch) -> array`` (for linen: ``model.apply`` with the
@@ -214,16 +203,9 @@ def between_layer_scaling(
       Krähenbühl, Doersch, Donahue & Darrell, arXiv:1511.06856, 2015 (Section 3); reference
       implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
     """
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 0:
-        raise ValueError(f"{_FN}: max_iters must be an integer >= 0, got {max_iters!r}.")
-    try:
-        tol = float(tol)
-    except TypeError:
-        raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.") from None
-    if not tol >= 0:
-        raise ValueError(f"{_FN}: tol must be a number >= 0, got {tol!r}.")
-    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-        raise ValueError(f"{_FN}: samples must be an integer >= 1, got {samples!r}.")
+    max_iters = check_int(_FN, "max_iters", max_iters, 0)
+    tol = check_float(_FN, "tol", tol, low=0.0)
+    samples = check_int(_FN, "samples", samples, 1)
     check_key(_FN, "key", key)
     inputs = batch_inputs(_FN, batch, input_key)
 
@@ -316,18 +298,7 @@ def between_layer_scaling(
     new = jax.tree_util.tree_leaves(build(scaled_kernels(scale), scale))
     changed = {i for pair in idx for i in pair if i is not None}
     new_params = replace_leaves(params, {path_string(flat[i][0]): new[i] for i in changed})
-    report = BetweenLayerReport(
-        paths=paths,
-        max_iters=int(max_iters),
-        tol=tol,
-        ratio_before=r0,
-        ratio_after=r,
-        scale=scale,
-        iterations=it,
-        converged=converged,
-        output_std_before=std0,
-        output_std_after=std,
-    )
-    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(report)):
+    report = BetweenLayerReport(paths, max_iters, tol, r0, r, scale, it, converged, std0, std)
+    if not traced(report):
         report.check()
     return new_params, report

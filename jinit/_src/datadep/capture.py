@@ -167,7 +167,8 @@ class _Pass:
         k = self.count.get(base, 0)
         self.count[base] = k + 1
         path = base if k == 0 else f"{base}@{k}"
-        call = Call(len(self.order), path, module, _kind(module), args, kwargs, params, y,
+        kind = module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
+        call = Call(len(self.order), path, module, kind, args, kwargs, params, y,
                     reason, ok, tuple(self.stack), run, update, record)  # fmt: skip
         self.order.append(path)
         out = self.hook(call)
@@ -302,10 +303,6 @@ def _attached(mod: nn.Module, path: tuple) -> dict[str, nn.Module]:
     return out
 
 
-def _kind(module: Any) -> str:
-    return module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
-
-
 def _nnx_params(node: Any) -> dict[str, Any]:
     """A NNX module's own trainable arrays: its ``nnx.Param``s and raw arrays (e.g.
     ``nnx.WeightNorm``'s scales), by flat name."""
@@ -410,31 +407,15 @@ def capture(
     method: Any = None,
     no_dropout: bool = False,
 ) -> Captured:
-    """Runs ``model`` on ``inputs``, calling ``hook(call)`` for every selected layer call.
+    """Runs ``model`` on ``inputs``, calling ``hook(call) -> None | new_output`` for every layer
+    call that ``select(module)`` accepts (a :class:`Marked` for :func:`lsuv_layer` marks).
 
-    Args:
-      model: a ``flax.linen.Module``, a ``flax.nnx.Module``, an ``nnx.GraphDef`` (with its full
-        state as ``params``) or a plain ``apply_fn(params, inputs, **apply_kwargs)``.
-      params: linen: the variables dict or its ``params`` collection; NNX module: its state or
-        ``None``; GraphDef: its state; apply_fn: its params pytree.
-      inputs: the model's first positional argument.
-      hook: ``hook(call: Call) -> None | new_output`` (see the module docstring).
-      select: ``select(module) -> bool``, which calls are reported (a :class:`Marked` for
-        :func:`lsuv_layer` marks); default every module call.
-      rngs: linen: passed to ``apply``.
-      apply_kwargs: extra keyword arguments of the model call (linen ``mutable=[...]``: more
-        collections to carry).
-      method: linen only: the method to apply instead of ``__call__``.
-      no_dropout: run every ``Dropout`` as the identity.
-
-    Returns:
-      A :class:`Captured` (``params`` has the structure and key order of ``params``).
-
-    Raises:
-      ValueError: the model reads a collection ``params`` does not hold (a BatchNorm without
-        its batch_stats); ``params`` is ``None`` where required; an updated parameter of a
-        plain function is not a leaf of its params.
-      TypeError: ``model`` is a class, or none of the kinds above.
+    ``model``, ``params``, ``rngs``, ``apply_kwargs`` and ``method`` are as for :func:`as_apply`
+    (linen ``mutable=[...]``: more collections to carry); ``no_dropout`` runs every ``Dropout``
+    as the identity. Returns a :class:`Captured`. Raises ``ValueError`` for a collection
+    ``params`` does not hold (a BatchNorm without its batch_stats), ``params=None`` where
+    required, or an updated plain-function parameter that is not a leaf of ``params``;
+    ``TypeError`` for a model of no supported kind. See docs/lsuv.md ("How the pass works").
     """
     kwargs = dict(apply_kwargs or {})
     check_model(model)
@@ -457,14 +438,12 @@ def capture(
                 cls = type(node)
                 classes.setdefault(cls, _hooked(cls, p, paths))
                 object.__setattr__(node, "__class__", classes[cls])
-        outputs = copy(inputs, **kwargs)
-        ref = state if params is None else params
+        outputs, updates = copy(inputs, **kwargs), p.updates
+        params = state if params is None else params
         missed = tuple(q for q in paths.values() if q not in p.count)
-        new = replace_leaves(ref, p.updates)
-        return Captured(outputs, new, tuple(p.order), p.records, missed, p.updates)
-    if params is None:
+    elif params is None:
         raise ValueError(f"params is None; it is required for {type(model).__name__}")
-    if isinstance(model, nn.Module):
+    elif isinstance(model, nn.Module):
         is_vars = isinstance(params, Mapping) and "params" in params
         variables = dict(params) if is_vars else {"params": params}
         mutable = kwargs.pop("mutable", False)
@@ -480,18 +459,17 @@ def capture(
         _collect(new.get(PRIVATE, {}), p)
         if is_vars:
             updates = {f"params/{k}": v for k, v in updates.items()}
-        out = replace_leaves(params, updates)
-        return Captured(outputs, out, tuple(p.order), p.records, (), updates)
-    p = _Pass(hook, select, no_dropout, jax.tree_util.tree_flatten_with_path(params)[0])
-    token = _ACTIVE.set(p)
-    try:
-        with nn.intercept_methods(p), _missing_collection():
-            outputs = model(params, inputs, **kwargs)
-    finally:
-        _ACTIVE.reset(token)
-    return Captured(
-        outputs, replace_leaves(params, p.updates), tuple(p.order), p.records, (), p.updates
-    )
+        missed = ()
+    else:
+        p = _Pass(hook, select, no_dropout, jax.tree_util.tree_flatten_with_path(params)[0])
+        token = _ACTIVE.set(p)
+        try:
+            with nn.intercept_methods(p), _missing_collection():
+                outputs, updates, missed = model(params, inputs, **kwargs), p.updates, ()
+        finally:
+            _ACTIVE.reset(token)
+    new = replace_leaves(params, updates)
+    return Captured(outputs, new, tuple(p.order), p.records, missed, updates)
 
 
 def _collect(tree: Any, p: _Pass) -> None:
@@ -593,27 +571,26 @@ def as_apply(
     """
     check_model(model)
     kwargs = dict(apply_kwargs or {})
-    if isinstance(model, nnx.Module):
-        graphdef, own, rest = nnx.split(model, nnx.Param, ...)
-        p0 = own if params is None else params
+    if isinstance(model, nnx.Module | nnx.GraphDef):
+        if isinstance(model, nnx.Module):
+            graphdef, own, rest = nnx.split(model, nnx.Param, ...)
+            p0, merge = (own if params is None else params), (lambda p: p)
+        elif params is None:
+            raise ValueError("params is None; it is required for an nnx.GraphDef (its state)")
+        else:
+            state = params if isinstance(params, nnx.State) else nnx.State(params)
+            (p0, rest), graphdef = state.split(nnx.Param, ...), model
+            merge = lambda p: nnx.merge_state(params, p)  # noqa: E731
 
         def apply(p, x):
             return nnx.merge(graphdef, p, fresh_variables(rest))(x, **kwargs)
 
-        return apply, p0, lambda p: p
+        return apply, p0, merge
     if params is None:
         raise ValueError(
             f"params is None; it is required for {type(model).__name__} (only an nnx.Module "
             "carries its own parameters)"
         )
-    if isinstance(model, nnx.GraphDef):
-        state = params if isinstance(params, nnx.State) else nnx.State(params)
-        p0, rest = state.split(nnx.Param, ...)
-
-        def apply(p, x):
-            return nnx.merge(model, p, fresh_variables(rest))(x, **kwargs)
-
-        return apply, p0, lambda p: nnx.merge_state(params, p)
     if isinstance(model, nn.Module):
         is_variables = isinstance(params, Mapping) and "params" in params
         others = {k: v for k, v in params.items() if k != "params"} if is_variables else {}

@@ -73,6 +73,22 @@ def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
     return out
 
 
+def check_int(fn: str, name: str, v: Any, low: int) -> int:
+    """``v`` as an int, or ``ValueError`` unless it is an integer ``>= low``."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+        raise ValueError(f"{fn}: {name} must be an int >= {low}, got {v!r}")
+    return int(v)
+
+
+def check_float(fn: str, name: str, v: Any, low: float = -np.inf) -> float:
+    """``v`` as a float, or ``ValueError`` unless it is a finite Python number ``>= low``."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+        raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
+    if v < low:
+        raise ValueError(f"{fn}: {name} must be >= {low:g}, got {v!r}")
+    return float(v)
+
+
 def make_config(fn: str, **kw: Any) -> Config:
     """Validates the static settings of a pass, naming the argument, the value and the choices."""
     for name, choices in (("measure", ("pre", "post")), ("on_zero_variance", ("raise", "skip"))):
@@ -86,18 +102,12 @@ def make_config(fn: str, **kw: Any) -> Config:
     if kw["activation"] is not None and kw["measure"] != "post":
         raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
     for name in ("target", "tol", "target_mean"):
-        v = kw[name]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-            raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
-        kw[name] = float(v)
+        kw[name] = check_float(fn, name, kw[name])
     if kw["target"] <= 0:
         raise ValueError(f"{fn}: target (the target variance) must be > 0, got {kw['target']!r}")
-    if kw["tol"] < 0:
-        raise ValueError(f"{fn}: tol must be >= 0, got {kw['tol']!r}")
+    kw["tol"] = check_float(fn, "tol", kw["tol"], low=0.0)
     for name, low in (("max_iters", 0), ("min_values", 2)):
-        v = kw[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{fn}: {name} must be an int >= {low}, got {v!r}")
+        kw[name] = check_int(fn, name, kw[name], low)
     for name in ("include", "exclude"):
         kw[name] = _patterns(fn, name, kw[name])
     return Config(**kw)
@@ -450,16 +460,10 @@ def lsuv(
 ) -> tuple[Any, rep.LSUVReport]:
     r"""Layer-sequential unit-variance initialization: new params and a measured report.
 
-    For each selected layer, in forward execution order, with :math:`v` the variance of its
-    output on ``batch`` (earlier layers already corrected; pooled over batch, positions and
-    units): :math:`W \leftarrow W \sqrt{\tau / v}`, repeated while
-    :math:`|v - \tau| \ge` ``tol``, at most ``max_iters`` times. Each step is re-run and
-    measured (a verified solve); layers whose output ignores the kernel's scale are
-    ``scale_invariant`` and left unchanged. Layers: anything with a ``kernel`` or ``embedding``,
-    ``WeightNorm`` (its scale), recurrent cells and ``nn.RNN``/``nnx.RNN`` (input projections per
-    gate), ``nn.remat`` blocks, :func:`jinit.lsuv_layer` marks; layers inside ``nn.scan``,
-    ``nn.vmap`` or NNX lifted transforms are skipped and named. One :class:`jinit.InitWarning`
-    lists every layer that is not converged. Details: docs/lsuv.md.
+    For each selected layer, in forward execution order: :math:`W \leftarrow W \sqrt{\tau / v}`
+    (:math:`v`: the variance of its output on ``batch``, pooled) until :math:`|v - \tau| <`
+    ``tol``, each step re-run and measured. The layers handled, the statuses and the one
+    :class:`jinit.InitWarning` naming every layer not converged: docs/lsuv.md.
 
     Args:
       model: a ``flax.linen.Module``; an ``nnx.GraphDef`` (state as ``params``); an
@@ -509,21 +513,9 @@ def lsuv(
       Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015 (Algorithm 1).
       Saxe, McClelland & Ganguli, arXiv:1312.6120, 2014 (orthonormal pre-initialisation).
     """
-    cfg = make_config(
-        "lsuv",
-        method="lsuv",
-        target=target,
-        tol=tol,
-        max_iters=max_iters,
-        measure=measure,
-        activation=activation,
-        center=center,
-        target_mean=0.0,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        orthogonal=orthogonal_key is not None,
-    )
+    cfg = make_config("lsuv", method="lsuv", target=target, tol=tol, max_iters=max_iters,
+                      measure=measure, activation=activation, center=center, target_mean=0.0,
+                      include=include, exclude=exclude, on_zero_variance=on_zero_variance,
+                      min_values=min_values, orthogonal=orthogonal_key is not None)  # fmt: skip
     return run_pass("lsuv", cfg, model, params, batch, method=method, apply_kwargs=apply_kwargs,
                     key=orthogonal_key, jit=jit, input_key=input_key, rngs=rngs)  # fmt: skip

@@ -71,13 +71,8 @@ def _record(*values):
     return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
 
 
-# The steps of :func:`pooled` are written once against an array namespace ``xp``: numpy on
-# concrete values (an eager pass: the layer runs are the only programs compiled, a first call
-# is otherwise dominated by compiling), jax.numpy when traced (the jitted pass). ``c``:
-# (target, tol, max_iters, measure function or None).
-
-
 def _xp(*trees):
+    """numpy on concrete values (the eager pass compiles only the layer runs), else jax.numpy."""
     return jnp if traced(*trees) else np
 
 
@@ -85,10 +80,8 @@ HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (no
 
 
 def _moments(c, y):
-    """:func:`unit_moments` of the measured tensor. Concrete outputs up to :data:`HOST_MAX`
-    values: on the host in float64 sums (compiling the reduction would cost more than it saves:
-    the eager pass then compiles nothing but the layers); larger ones: the compiled reduction
-    (compiled once per shape, many times faster than numpy on millions of values)."""
+    """:func:`unit_moments` of the measured tensor; concrete outputs up to :data:`HOST_MAX`
+    values on the host in float64 (cheaper than compiling the reduction; docs/lsuv.md)."""
     y = y if c[3] is None else c[3](y)
     if traced(y) or y.size > HOST_MAX:
         return unit_moments(y)
