@@ -121,8 +121,10 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
     out, used = [], {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
-            raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), "
-                             f"got {layer!r}.")  # fmt: skip
+            raise ValueError(
+                f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), "
+                f"got {layer!r}."
+            )
         pair = []
         for role, path in zip(("kernel", "bias"), layer, strict=True):
             if path is None and role == "bias":
@@ -130,8 +132,10 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
                 continue
             name = path_string(tuple(path)) if isinstance(path, tuple | list) and path else None
             if name is None or name not in index:
-                raise ValueError(f"{_FN}: layers[{i}] {role} path {name or path!r} is not a leaf of "
-                                 "params (a non-empty tuple of keys into params).")  # fmt: skip
+                raise ValueError(
+                    f"{_FN}: layers[{i}] {role} path {name or path!r} is not a leaf of "
+                    "params (a non-empty tuple of keys into params)."
+                )
             leaf, low = leaves[index[name]], 2 if role == "kernel" else 0
             if not _is_float(leaf) or leaf.ndim < low:
                 raise ValueError(
@@ -141,8 +145,9 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
                     f"{getattr(leaf, 'shape', None)}."
                 )
             if index[name] in used:
-                raise ValueError(f"{_FN}: path {name!r} appears twice in layers (first as "
-                                 f"{used[index[name]]}).")  # fmt: skip
+                raise ValueError(
+                    f"{_FN}: path {name!r} appears twice in layers (first as {used[index[name]]})."
+                )
             used[index[name]] = f"layers[{i}]"
             pair.append(index[name])
         out.append(tuple(pair))

@@ -168,8 +168,22 @@ class _Pass:
         self.count[base] = k + 1
         path = base if k == 0 else f"{base}@{k}"
         kind = module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
-        call = Call(len(self.order), path, module, kind, args, kwargs, params, y,
-                    reason, ok, tuple(self.stack), run, update, record)  # fmt: skip
+        call = Call(
+            len(self.order),
+            path,
+            module,
+            kind,
+            args,
+            kwargs,
+            params,
+            y,
+            reason,
+            ok,
+            tuple(self.stack),
+            run,
+            update,
+            record,
+        )
         self.order.append(path)
         out = self.hook(call)
         return y if out is None else out
@@ -260,8 +274,19 @@ class _Pass:
                 self.updates[f"{base}/{k}" if base != type(node).__name__ else k] = v
 
         reason = "inside a lifted transform (NNX variables cannot be updated from there)"
-        return self.report(node, base, args, kwargs, _nnx_params(node), y,
-                           reason if lifted else "", not lifted, run, update, self.record)  # fmt: skip
+        return self.report(
+            node,
+            base,
+            args,
+            kwargs,
+            _nnx_params(node),
+            y,
+            reason if lifted else "",
+            not lifted,
+            run,
+            update,
+            self.record,
+        )
 
     # ---- plain functions ---------------------------------------------------------------
     def mark(self, name, fn, layer_params, args, kwargs):
@@ -279,9 +304,19 @@ class _Pass:
         y = self.enter(mod, run, (self.overrides.get(name, {}),), {})
         reason = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
         lifted = self.lifted()
-        return self.report(mod, name, args, kwargs, {**params, **self.overrides.get(name, {})},
-                           y, reason if lifted else "", not lifted, run,
-                           lambda new: self.by_identity(name, new, params), self.record)  # fmt: skip
+        return self.report(
+            mod,
+            name,
+            args,
+            kwargs,
+            {**params, **self.overrides.get(name, {})},
+            y,
+            reason if lifted else "",
+            not lifted,
+            run,
+            lambda new: self.by_identity(name, new, params),
+            self.record,
+        )
 
 
 _REMAT = "inside a lifted transform that carries every collection (nn.remat)"

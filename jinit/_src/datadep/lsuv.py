@@ -322,8 +322,16 @@ def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVR
 
     arrays = {f: xp.asarray(column(f, d), t).reshape(len(rows)) for f, (d, t) in _FIELDS.items()}
     arrays["converged"] = arrays["status"] == rep.CONVERGED
-    meta = (cfg.method, cfg.measure, cfg.target, cfg.tol, cfg.on_zero_variance, execution,
-            tuple(r[0] for r in rows), tuple(r[1] for r in rows))  # fmt: skip
+    meta = (
+        cfg.method,
+        cfg.measure,
+        cfg.target,
+        cfg.tol,
+        cfg.on_zero_variance,
+        execution,
+        tuple(r[0] for r in rows),
+        tuple(r[1] for r in rows),
+    )
     return rep.LSUVReport(**dict(zip(rep.META_FIELDS, meta, strict=True)), **arrays)
 
 
@@ -333,8 +341,17 @@ def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
     it = iter(dyn)
     kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if a else s for a, s in static])
     p = _Pass(fn, cfg, key)
-    out = capture(model, params, inputs, p.hook, select=_selects, rngs=rngs, method=method,
-                  apply_kwargs=kwargs, no_dropout=True)  # fmt: skip
+    out = capture(
+        model,
+        params,
+        inputs,
+        p.hook,
+        select=_selects,
+        rngs=rngs,
+        method=method,
+        apply_kwargs=kwargs,
+        no_dropout=True,
+    )
     for path in out.missed:
         if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
             p.skip(
@@ -513,9 +530,32 @@ def lsuv(
       Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015 (Algorithm 1).
       Saxe, McClelland & Ganguli, arXiv:1312.6120, 2014 (orthonormal pre-initialisation).
     """
-    cfg = make_config("lsuv", method="lsuv", target=target, tol=tol, max_iters=max_iters,
-                      measure=measure, activation=activation, center=center, target_mean=0.0,
-                      include=include, exclude=exclude, on_zero_variance=on_zero_variance,
-                      min_values=min_values, orthogonal=orthogonal_key is not None)  # fmt: skip
-    return run_pass("lsuv", cfg, model, params, batch, method=method, apply_kwargs=apply_kwargs,
-                    key=orthogonal_key, jit=jit, input_key=input_key, rngs=rngs)  # fmt: skip
+    cfg = make_config(
+        "lsuv",
+        method="lsuv",
+        target=target,
+        tol=tol,
+        max_iters=max_iters,
+        measure=measure,
+        activation=activation,
+        center=center,
+        target_mean=0.0,
+        include=include,
+        exclude=exclude,
+        on_zero_variance=on_zero_variance,
+        min_values=min_values,
+        orthogonal=orthogonal_key is not None,
+    )
+    return run_pass(
+        "lsuv",
+        cfg,
+        model,
+        params,
+        batch,
+        method=method,
+        apply_kwargs=apply_kwargs,
+        key=orthogonal_key,
+        jit=jit,
+        input_key=input_key,
+        rngs=rngs,
+    )
