@@ -911,3 +911,22 @@ def test_orthogonal_under_vmap_factorises_one_matrix_at_a_time_on_cpu():
     assert jnp.array_equal(got[1, 2], want)
     batch = jinit.conv_orthogonal()(keys[0, 0], (3, 3, 8, 8))
     assert batch.shape == (3, 3, 8, 8)
+
+
+def test_eager_orthogonal_compiles_one_program_per_shape():
+    """An eager draw is one program compiled per (shape, dtype), reused for every key and scale:
+    a model's eager init compiles as many orthogonal programs as it has distinct kernel shapes,
+    not one per layer (what makes LSUV's default, eager orthonormal draw cheap)."""
+    from jinit._src.initializers import _orthogonal
+
+    shape = (13, 5)  # drawn eagerly by no other test
+    size = _orthogonal.jit._cache_size
+    before = size()
+    first = jinit.orthogonal()(jax.random.key(1), shape)
+    assert size() == before + 1
+    second = jinit.orthogonal(2.0)(jax.random.key(2), shape)
+    third = jinit.lsuv_ready_orthogonal()(jax.random.key(3), shape)
+    assert size() == before + 1
+    np.testing.assert_allclose(second.T @ second, 4.0 * np.eye(5), atol=1e-5)
+    assert jnp.array_equal(first, jax.random.orthogonal(jax.random.key(1), 13, (), jnp.float32, 5))
+    assert jnp.array_equal(third, jax.random.orthogonal(jax.random.key(3), 13, (), jnp.float32, 5))

@@ -30,7 +30,11 @@ epochs), 5 seeds; the minibatch order depends on the seed only, so arms are pair
 activation, the LSUV models (all seeds) are one vmapped training program and the other four
 arms another (``common.train_models``), so LSUV's training wall time is for exactly its own
 models, compilation included. Final training loss = cross-entropy of the final weights on the
-whole training set.
+whole training set. LSUV is timed as a user runs it by default, seed by seed: an eager
+``init`` with ``jinit.lsuv_ready_orthogonal`` kernels (these are the ``orthonormal`` arm's
+kernels too), then ``jinit.lsuv`` with its automatic eager/jit choice (eager here); until
+2026-12 it was timed as one ``jit(vmap(...))`` draw and one jitted, vmapped pass, whose
+compilation cost more than the eager route (docs/lsuv.md, "The automatic choice").
 
 Criteria (fixed before the run; a claim passes only if it holds for every seed and activation):
 
@@ -140,21 +144,35 @@ def run_activation(cfg: Config, act: str, train, test) -> dict:
     model = DeepMLP(cfg.depth, cfg.width, act)
     keys = common.init_keys(cfg.seeds)
     xb = train["x"][: cfg.lsuv_batch_size]
-    lsuv_pass = jax.jit(
-        jax.vmap(
-            lambda p, x: jinit.lsuv(model, p, x, tol=cfg.lsuv_tol, max_iters=cfg.lsuv_max_iters),
-            in_axes=(0, None),
-        )
-    )
-    t0 = time.perf_counter()
-    params = init_arms(cfg, act, ("orthonormal",), keys, xb[:1])
-    draw_s = time.perf_counter() - t0
-    lsuv_params, report = jax.block_until_ready(lsuv_pass(params["orthonormal"], xb))
-    lsuv_s = time.perf_counter() - t0
-    report.check()  # under vmap lsuv cannot raise; non-finite layers would raise here
-    t0 = time.perf_counter()
-    jax.block_until_ready(lsuv_pass(params["orthonormal"], xb))  # compiled: the pass alone
-    lsuv_pass_steady_s = time.perf_counter() - t0
+    ortho = DeepMLP(cfg.depth, cfg.width, act, kernel_inits(cfg)["lsuv"])
+
+    def lsuv_init():
+        # What a user runs by default, seed by seed: an eager ``init`` (jinit's orthogonal is one
+        # program compiled per kernel shape, so the compile cost grows with the distinct shapes,
+        # not with depth x seeds) and ``jinit.lsuv`` with its automatic choice (eager on a first
+        # call: on the MLP it is several times cheaper than compiling the jitted pass; docs/lsuv.md).
+        t0 = time.perf_counter()
+        drawn = jax.block_until_ready([ortho.init(k, xb[:1]) for k in keys])
+        t1 = time.perf_counter()
+        out = [
+            jinit.lsuv(model, p, xb, tol=cfg.lsuv_tol, max_iters=cfg.lsuv_max_iters) for p in drawn
+        ]
+        jax.block_until_ready([p for p, _ in out])
+        return drawn, out, t1 - t0, time.perf_counter() - t0
+
+    drawn, out, draw_s, lsuv_s = lsuv_init()  # the eager pass raises on a failing layer
+    _, _, _, lsuv_second_s = lsuv_init()  # programs and caches now warm: the work alone
+    stacked = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # (seeds, ...)
+    params = {"orthonormal": stacked(drawn)}  # the orthonormal arm: the very same kernels
+    lsuv_params = stacked([p for p, _ in out])
+    report = {
+        "paths": list(out[0][1].paths),
+        "execution": out[0][1].execution,
+        **{
+            f: np.stack([np.asarray(getattr(r, f)) for _, r in out])  # (seeds, layers)
+            for f in ("iterations", "var_before", "var_after", "converged")
+        },
+    }
     params.update(init_arms(cfg, act, ("gaussian", "glorot", "he"), keys, xb[:1]))
 
     loss_fn = common.softmax_loss(model.apply)
@@ -187,16 +205,9 @@ def run_activation(cfg: Config, act: str, train, test) -> dict:
         "arms": arms,
         "lsuv_s": lsuv_s,
         "orthonormal_draw_s": draw_s,
-        "lsuv_pass_steady_s": lsuv_pass_steady_s,
+        "lsuv_second_call_s": lsuv_second_s,
         "train_s": {"lsuv": r_lsuv["train_s"], "other four arms": r_rest["train_s"]},
-        "report": {
-            "paths": list(report.paths),
-            "iterations": np.asarray(report.iterations),  # (seeds, layers)
-            "var_before": np.asarray(report.var_before),
-            "var_after": np.asarray(report.var_after),
-            "converged": np.asarray(report.converged),
-            "var_after_rest": np.asarray(var_rest),
-        },
+        "report": {**report, "var_after_rest": np.asarray(var_rest)},
     }
 
 
@@ -284,7 +295,7 @@ def plot_timing(runs: dict, cfg: Config, path) -> str:
     x = np.arange(len(acts))
     bars = (
         ("LSUV init, compile included", [runs[a]["lsuv_s"] for a in acts], COLORS["lsuv"]),
-        ("LSUV pass, compiled", [runs[a]["lsuv_pass_steady_s"] for a in acts], "C4"),
+        ("LSUV init, second call", [runs[a]["lsuv_second_call_s"] for a in acts], "C4"),
         ("training, compile included", [runs[a]["train_s"]["lsuv"] for a in acts], "C0"),
     )
     for k, (label, v, color) in enumerate(bars):
@@ -398,7 +409,7 @@ def judge_training(claims: dict, runs: dict, cfg: Config) -> None:
 def judge_cheap(claim: common.Claim, runs: dict, cfg: Config) -> None:
     ok, measured, why, details = [], [], [], {}
     for act, r in runs.items():
-        t_lsuv, t_pass, t_train = r["lsuv_s"], r["lsuv_pass_steady_s"], r["train_s"]["lsuv"]
+        t_lsuv, t_warm, t_train = r["lsuv_s"], r["lsuv_second_call_s"], r["train_s"]["lsuv"]
         ok.append(t_lsuv < cfg.time_fraction * t_train)
         measured.append(
             f"{act}: LSUV {t_lsuv:.2f} s / training {t_train:.2f} s = {t_lsuv / t_train:.1%}"
@@ -407,17 +418,20 @@ def judge_cheap(claim: common.Claim, runs: dict, cfg: Config) -> None:
             "lsuv_s": t_lsuv,
             "orthonormal_draw_s": r["orthonormal_draw_s"],
             "lsuv_pass_first_call_s": t_lsuv - r["orthonormal_draw_s"],
-            "lsuv_pass_steady_s": t_pass,
+            "lsuv_pass_execution": r["report"]["execution"],
+            "lsuv_second_call_s": t_warm,
             "train_s": r["train_s"],
             "ratio": t_lsuv / t_train,
-            "steady_ratio": t_pass / t_train,
+            "second_call_ratio": t_warm / t_train,
         }
         why.append(
-            f"{act}: the compiled LSUV pass takes {t_pass * 1e3:.1f} ms ({t_pass / t_train:.2%} "
-            f"of training); the rest is the orthonormal draw ({r['orthonormal_draw_s']:.1f} s, "
-            f"compilation included) and the tracing and compilation of the pass "
-            f"({t_lsuv - r['orthonormal_draw_s'] - t_pass:.1f} s; one bounded rescaling loop "
-            "per layer)"
+            f"{act}: a second call (draw + pass, everything compiled and cached) takes "
+            f"{t_warm * 1e3:.0f} ms ({t_warm / t_train:.2%} of training); the first call's "
+            f"orthonormal draw takes {r['orthonormal_draw_s']:.2f} s and its "
+            f"{r['report']['execution']} pass {t_lsuv - r['orthonormal_draw_s']:.2f} s; the "
+            f"difference, {t_lsuv - t_warm:.2f} s, is compilation (one program per kernel shape "
+            "for the draw, one per operation and shape for the eager pass) and the rest is the "
+            "eager pass's op-by-op dispatch"
         )
     claim.judge(ok, "; ".join(measured), **details)
     if not claim.passed:
