@@ -23,3 +23,24 @@ def shared_data_dir():
             f"real data not found at {SHARED_DATA} (set JINIT_DATA_DIR or provide ../shared/data)"
         )
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``), keeps the tests sharing an expensive
+    module- or session-scoped fixture of ours on one worker, so it is built once, not once per
+    worker: their group is the fixture's module (or its conftest's folder for a session one).
+    Autouse helpers (named ``_...``) and pytest's own fixtures do not group."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        groups = sorted(
+            d.baseid if d.scope in ("session", "package") else item.nodeid.split("::")[0]
+            for name, defs in info.name2fixturedefs.items()
+            for d in defs[-1:]
+            if d.has_location and d.scope != "function" and not name.startswith("_")
+        )
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
