@@ -20,14 +20,30 @@ are in ``experiments/imdb/``.
 
 from __future__ import annotations
 
-from experiments import default_host_devices, use_host_devices_from_argv
+import sys
 
-if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices N; before jax
-    use_host_devices_from_argv(default=default_host_devices())
+from experiments import _flag_value, default_host_devices, use_host_devices_from_argv
+from experiments.common.sweep import host_devices_for
+from experiments.imdb.config import DEFAULT_INITS, Config
 
-from experiments import common
-from experiments.data import imdb
-from experiments.imdb import config, train
+
+def default_devices(argv) -> int:
+    """XLA CPU devices for the sweep that ``argv`` asks for (:func:`host_devices_for`): no
+    padded models where the cores allow (3 models on 2 cores: 3 devices)."""
+    counts = []
+    for flag, default in (("--inits", len(DEFAULT_INITS)), ("--seeds", len(Config().seeds))):
+        value = _flag_value(argv, flag)
+        counts.append(default if value is None else len([v for v in value.split(",") if v]))
+    return host_devices_for(max(1, counts[0] * counts[1]), default_host_devices())
+
+
+if __name__ == "__main__":  # before jax starts; --host-devices N wins
+    use_host_devices_from_argv(default=default_devices(sys.argv))
+
+from experiments import common  # noqa: E402
+from experiments.common.sweep import use_compilation_cache  # noqa: E402
+from experiments.data import imdb  # noqa: E402
+from experiments.imdb import config, train  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,7 +59,15 @@ def parse_args(argv=None):
         batch_size=d.batch_size,
     )
     common.add_distributed_args(p)
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program afresh (default: jax's persistent compilation cache in "
+        "--cache-dir/xla; a rerun loads the compiled programs)",
+    )
     args = p.parse_args(argv)
+    if not args.no_compile_cache:
+        use_compilation_cache(args.cache_dir or imdb.default_cache_dir())
     common.init_distributed(args)  # before check_host_devices, which starts jax's backend
     common.check_host_devices(args)
     cfg = config.get_config(

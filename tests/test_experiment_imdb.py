@@ -350,3 +350,54 @@ def test_results_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_p
 def test_batch_size_larger_than_the_training_set_names_the_flag(tiny_data_dir, tmp_path):
     with pytest.raises(SystemExit, match="argument --batch-size: 500 exceeds the 240 training"):
         _run(tmp_path / "out", tiny_data_dir, tmp_path / "cache", "--batch-size", "500")
+
+
+def test_host_devices_leave_no_padded_model_where_the_cores_allow():
+    from experiments.common.sweep import host_devices_for
+
+    # 3 models on 2 cores: 3 devices (no copy trained for nothing), not 2 padded to 4
+    assert host_devices_for(3, 2) == 3 and host_devices_for(9, 2) == 3
+    assert host_devices_for(1, 2) == 1 and host_devices_for(2, 2) == 2
+    assert host_devices_for(5, 2) == 2  # 2 and 3 devices both pad to 6: the fewer
+    assert host_devices_for(8, 4) == 4 and host_devices_for(9, 4) == 5  # 5 devices pad to 10
+    for m in range(1, 20):
+        for c in (1, 2, 4):
+            d = host_devices_for(m, c)
+            assert 1 <= d <= 2 * c and -(-m // d) * d <= -(-m // c) * c, (m, c, d)
+
+
+def test_default_devices_count_the_models_the_command_line_asks_for(monkeypatch):
+    monkeypatch.setattr(imdb_rnn, "default_host_devices", lambda: 2)
+    assert imdb_rnn.default_devices(["x", "--seeds", "0"]) == 3  # 3 default inits x 1 seed
+    assert imdb_rnn.default_devices(["x", "--seeds=0,1,2"]) == 3
+    assert imdb_rnn.default_devices(["x", "--inits", "uniform", "--seeds", "0"]) == 1
+    assert imdb_rnn.default_devices(["x", "--inits", "uniform,he_normal", "--seeds", "0"]) == 2
+
+
+def test_second_run_loads_compiled_programs_and_gives_the_same_numbers(tiny_data_dir, tmp_path):
+    """The persistent compilation cache (--cache-dir/xla): filled by a first process, used by
+    a second, which ends with bitwise the same results."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    main = (  # the tiny archive's counts, as the tiny_counts fixture allows them in-process
+        "import functools, sys; from experiments.data import imdb; "
+        "imdb.load_imdb = functools.partial(imdb.load_imdb, per_class=None); "
+        "from experiments import imdb_rnn; imdb_rnn.main(sys.argv[1:])"
+    )
+    cmd = [sys.executable, "-c", main, "--quick", "--no-progress"]
+    cmd += ["--data-dir", str(tiny_data_dir), "--cache-dir", str(cache)]
+    cmd += ["--inits", "uniform", "--seeds", "0", "--restart"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = []
+    for i in range(2):
+        out = tmp_path / f"out{i}"
+        subprocess.run([*cmd, "--out", str(out)], check=True, cwd=root, env=env, timeout=300)
+        results.append(json.loads((out / "results.json").read_text()))
+        if i == 0:
+            entries = set((cache / "xla").iterdir())
+            assert entries, "the first run cached no compiled program"
+    assert set((cache / "xla").iterdir()) == entries  # the second compiled nothing new
+    assert results[1]["initializers"] == results[0]["initializers"]

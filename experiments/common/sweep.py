@@ -111,6 +111,39 @@ def init_distributed(args) -> bool:
     return True
 
 
+def use_compilation_cache(cache_dir: str | os.PathLike) -> pathlib.Path:
+    """Turns on jax's persistent compilation cache in ``<cache_dir>/xla``; call before compiling.
+
+    A later run of the same programs (same shapes, model count, devices and jax version) loads
+    the compiled executables instead of compiling them again. Loaded executables are the ones
+    a compile would produce, so the numbers are unchanged. Every program is cached, however
+    short its compile (jax's default keeps only those over 1 s).
+    """
+    path = pathlib.Path(cache_dir).expanduser() / "xla"
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def host_devices_for(num_models: int, cores: int) -> int:
+    """The CPU device count for a sweep of ``num_models`` models on ``cores`` cores.
+
+    A sweep pads its model axis to a multiple of the device count; every padded copy is
+    trained for nothing. Among ``cores`` to ``2 * cores`` devices this picks the count with the
+    least padded work (then the fewest devices): 3 models on 2 cores run on 3 devices (3 units
+    of work shared by 2 cores) instead of 2 devices padded to 4 models. Fewer models than cores
+    get one device each.
+
+    Examples:
+      >>> host_devices_for(3, 2), host_devices_for(9, 2), host_devices_for(1, 2)
+      (3, 3, 1)
+    """
+    if num_models <= cores:
+        return max(1, num_models)
+    return min(range(cores, 2 * cores + 1), key=lambda d: (-(-num_models // d) * d, d))
+
+
 def model_keys(inits, seeds):
     """Per model (initializer-major order): its init key and its data-order key.
 
@@ -143,6 +176,7 @@ def run_sweep(
     strategy: str | None = None,
     models_per_chunk: int | None = None,
     clock: WallClock | None = None,
+    eager_inits=(),
 ) -> dict[str, Any]:
     """Trains every (initializer, seed) model as one program (`jinit.default_strategy`), resumably.
 
@@ -156,6 +190,8 @@ def run_sweep(
         independent, so the results do not depend on the chunking.
       clock: the study's :class:`WallClock` (default: one started now); checkpoints carry it
         across resumes.
+      eager_inits: initializer names whose ``init_state_fn`` cannot be jitted (it reads values
+        on the host, e.g. LSUV's loop); the others are initialized by one jitted program each.
 
     Returns:
       ``{"initializers": {name: per-seed curves, test metrics, mean, std}, ...timing}``.
@@ -200,7 +236,7 @@ def run_sweep(
         mesh=mesh,
     )
     bounds = [(a, min(a + chunk, num_models)) for a in range(0, num_models, chunk)]
-    parts, init_s, train_s = [], 0.0, 0.0
+    parts, init_s, train_s, ckpt_s, test_s = [], 0.0, 0.0, 0.0, 0.0
     for a, b in bounds:
         ckpt_dir = out / "checkpoints"
         if len(bounds) > 1:
@@ -227,10 +263,13 @@ def run_sweep(
             steps_per_call=steps_per_call,
             progress=progress,
             clock=clock,
+            eager_inits=eager_inits,
         )
         parts.append(part)
         init_s += part["init_s"]
         train_s += part["train_s"]
+        ckpt_s += part["checkpoint_s"]
+        test_s += part["test_s"]
 
     # Merge the chunks along the model axis: per epoch, per-model lists concatenate and the
     # chunks' seconds add up (they ran one after the other).
@@ -268,7 +307,9 @@ def run_sweep(
         "initializers": per_init,
         "epoch_seconds": epoch_s,
         "init_s": init_s,
-        "train_s_this_run": train_s,
+        "train_s_this_run": train_s,  # includes checkpoint_s (written after every epoch)
+        "checkpoint_s": ckpt_s,
+        "test_eval_s": test_s,
         "resumed_from_epoch": min(p["start_epoch"] for p in parts),
         "num_models": num_models,
         "models_per_chunk": chunk,
@@ -307,6 +348,7 @@ def _train_chunk(
     steps_per_call,
     progress,
     clock,
+    eager_inits,
 ) -> dict[str, Any]:
     """One chunk of a sweep's models, from init (or its last checkpoint) to the test metrics."""
     n = len(names)
@@ -317,9 +359,13 @@ def _train_chunk(
         j = i
         while j < n and names[j] == names[i]:
             j += 1
-        stacks.append(
-            jinit.init_models(lambda k, nm=names[i]: init_state_fn(nm, k), init_keys[i:j])
-        )
+
+        # jitted: one compiled program per initializer (kept by the persistent compilation
+        # cache) instead of op-by-op dispatch; eager_inits (host loops such as LSUV's) run eagerly
+        def init(ks, nm=names[i]):
+            return jinit.init_models(lambda k: init_state_fn(nm, k), ks)
+
+        stacks.append((init if names[i] in eager_inits else jax.jit(init))(init_keys[i:j]))
         i = j
     state = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs), *stacks)
     jax.block_until_ready(state)
@@ -332,6 +378,7 @@ def _train_chunk(
         restart = False
     ckpt = EpochCheckpoints(ckpt_dir, config, restart=restart)
     history: list[dict] = []
+    ckpt_s = [0.0]  # seconds spent writing checkpoints
     start_epoch = 0
     restored = ckpt.restore(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
     if restored is not None:
@@ -354,11 +401,13 @@ def _train_chunk(
                 **{f"val_{k}": v[:n].tolist() for k, v in result.val.items()},
             }
         )
+        t = time.perf_counter()
         ckpt.save(  # every process takes part; process 0 alone writes (the state is gathered)
             result.epoch,
             real(gathered(state)),
             {"history": history, "wall_time_s_per_run": clock.per_run()},
         )
+        ckpt_s[0] += time.perf_counter() - t
 
     t1 = time.perf_counter()
     try:
@@ -384,13 +433,17 @@ def _train_chunk(
         ckpt.close()
         raise SystemExit(130) from None
     train_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
     test_m = real(gathered(programs["evaluate"](state, test)))
+    test_s = time.perf_counter() - t2
     ckpt.close()
     return {
         "history": history,
         "test": test_m,
         "init_s": init_s,
         "train_s": train_s,
+        "checkpoint_s": ckpt_s[0],
+        "test_s": test_s,
         "start_epoch": start_epoch,
     }
 

@@ -90,6 +90,7 @@ def train_and_evaluate(args, cfg: Config) -> dict:
         title="IMDB SimpleRNN: embedding init",
         extra=None,
         init_state_fn=init_state_fn,
+        eager_inits=("lsuv",),  # jinit.lsuv iterates on the host
         loss_fn=loss_fn,
         metric_fn=metric_fn,
         optimizer=optimizer,
