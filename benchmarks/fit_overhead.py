@@ -11,7 +11,8 @@ For each model, one optimizer step = forward + backward + Adam update on one bat
   user's loop does: it leaves out the shuffle and the gathers; shown as the strongest
   reference, not used for the ratio);
 * ``fit``: ``jinit.fit`` with the defaults a user gets (``stepping=None``, which picks
-  ``jinit.default_stepping()``, ``steps_per_call=25``, the progress default: one line per
+  ``jinit.fit_stepping(...)``: ``step`` where the loss has a convolution, else ``scan``;
+  ``steps_per_call=25``, the progress default: one line per
   epoch off a terminal, written here to a buffer), which also guards every step against NaN,
   keeps copies to roll back to, and returns the epoch's mean loss; its programs compiled
   beforehand (their first call is timed separately);
@@ -43,6 +44,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import flax.linen as nn
@@ -220,11 +222,12 @@ def measure(name, model, loss, batch_size, data, bn, steps, epochs, repeats, ste
 
         return _timed(go)
 
-    default = jinit.default_stepping()  # fit's own choice; forced again only if different
+    # fit's own choice (what jinit.fit picks with stepping=None); forced again only if different
+    default = jinit.fit_stepping(fresh_state(), loss, data, batch_size, model=model, **kw)
     contenders = ["fit"] + [f"fit:{s}" for s in steppings if s != default]
     programs = {
         c: jinit.compile_programs(
-            loss, opt, model=model, stepping=None if c == "fit" else c.split(":")[1], **kw
+            loss, opt, model=model, stepping=default if c == "fit" else c.split(":")[1], **kw
         )
         for c in contenders
     }
@@ -344,8 +347,9 @@ def write(rows, env, out: pathlib.Path) -> None:
         "ratios are of medians.",
         "",
         "Ratio = plain-loop time / fit time (1.00 = as fast as the plain loop; higher is "
-        "faster). `fit` is `jinit.fit` with the defaults (`stepping=None`: here "
-        f"`{env['default_stepping']}`); `cpu` is the same ratio of process CPU time; `vs pre` "
+        "faster). `fit` is `jinit.fit` with the defaults (`stepping=None`: `jinit.fit_stepping` "
+        "picks `step` where the loss has a convolution, else `scan`; the row's "
+        "`default_stepping` in the json); `cpu` is the same ratio of process CPU time; `vs pre` "
         "compares fit with the plain loop over batches gathered before the clock starts "
         "(no shuffle or gather timed: less work than a user's loop). The `fit:<stepping>` "
         "columns force each stepping (the measurements behind the default rule). `plain "
@@ -407,7 +411,6 @@ def main(argv=None):
     if not set(steppings) <= set(STEPPINGS):
         p.error(f"--steppings: choose from {STEPPINGS}, got {args.steppings}")
     env = machine()
-    env["default_stepping"] = jinit.default_stepping()
     env["command"] = " ".join(
         ["python benchmarks/fit_overhead.py", *(argv if argv is not None else sys.argv[1:])]
     )

@@ -111,6 +111,7 @@ from jinit._src.scaling.transformer_presets import tfixup_init as tfixup_init
 from jinit._src.training.fit import EpochResult as EpochResult
 from jinit._src.training.fit import NonFiniteError as NonFiniteError
 from jinit._src.training.fit import fit as fit
+from jinit._src.training.fit import fit_stepping as fit_stepping
 from jinit._src.training.programs import Programs as Programs
 from jinit._src.training.programs import compile_programs as compile_programs
 from jinit._src.training.programs import default_stepping as default_stepping

@@ -94,8 +94,46 @@ def test_default_stepping_rule():
     assert jinit.default_stepping("cpu") == "step"
     assert jinit.default_stepping("cpu", num_models=4) == "scan"  # sweeps keep their programs
     assert jinit.default_stepping("gpu") == "scan" and jinit.default_stepping("tpu") == "scan"
+    assert jinit.default_stepping("cpu", convolutions=False) == "scan"
     progs = jinit.compile_programs(loss_p, optax.sgd(0.1))
     assert progs.stepping == jinit.default_stepping()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rule differs only on CPU")
+def test_fit_steps_from_python_only_where_the_loss_has_a_convolution(monkeypatch):
+    import jinit._src.training.fit as fit_module
+
+    chosen = []
+    real = fit_module.compile_programs
+    monkeypatch.setattr(
+        fit_module,
+        "compile_programs",
+        lambda *a, **k: chosen.append(k["stepping"]) or real(*a, **k),
+    )
+
+    class ConvNet(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(nn.Conv(4, (3, 3))(x).mean((1, 2)))
+
+    xent = lambda o, b: optax.softmax_cross_entropy_with_integer_labels(o, b["y"]).mean()  # noqa: E731
+    y = np.zeros(32, np.int32)
+    for model, x in (
+        (nn.Dense(2), np.ones((32, 5), np.float32)),
+        (ConvNet(), np.ones((32, 6, 6, 1), np.float32)),
+    ):
+        params = model.init(jax.random.key(0), x[:1])["params"]
+        jinit.fit(
+            jinit.init_state(params, optax.sgd(0.1)),
+            loss_fn=xent,
+            optimizer=optax.sgd(0.1),
+            train_data={"x": x, "y": y},
+            epochs=1,
+            batch_size=16,
+            model=model,
+            progress=False,
+        )
+    assert chosen == ["scan", "step"]
 
 
 def bad_step(data, seed, epoch=0):

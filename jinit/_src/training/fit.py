@@ -20,7 +20,12 @@ import numpy as np
 import optax
 
 from jinit._src.checks import InitWarning, check_choice, check_int
-from jinit._src.training.programs import Programs, compile_programs
+from jinit._src.training.programs import (
+    Programs,
+    compile_programs,
+    default_stepping,
+    has_convolution,
+)
 from jinit._src.training.step import (
     NONFINITE_MODES,
     LossFn,
@@ -30,6 +35,7 @@ from jinit._src.training.step import (
     _check_optimizer,
     check_keys,
     epoch_indices,
+    params_form,
 )
 
 PyTree = Any
@@ -146,8 +152,8 @@ def fit(
         program compiles once); with ``'step'``, how often the host keeps a copy of the
         state and reads the non-finite guard and the progress bar (>= 1).
       stepping: ``'step'`` (a Python loop over one jitted step), ``'scan'`` or ``'unroll'``;
-        default :func:`jinit.default_stepping` (``'step'`` for one model on CPU, else
-        ``'scan'``).
+        default :func:`jinit.fit_stepping` (``'step'`` for one model on CPU whose loss has a
+        convolution, else ``'scan'``).
       on_nonfinite: what a step whose loss or gradient global norm is NaN/inf does:
         ``'raise'`` (default) stops with :class:`NonFiniteError` naming the epoch, the step
         and the last checkpoint, the bad update and any later one dropped;
@@ -240,6 +246,17 @@ def fit(
                 f"stepping={stepping!r}"
             )
     else:
+        if stepping is None:
+            stepping = fit_stepping(
+                state,
+                loss_fn,
+                train_data,
+                batch_size,
+                model=model,
+                input_key=input_key,
+                apply_kwargs=apply_kwargs,
+                num_models=num_models,
+            )
         progs = compile_programs(
             loss_fn,
             optimizer,
@@ -569,3 +586,34 @@ def _check_model_axis(state: TrainState, num_models: int | None) -> None:
             f"fit: num_models={num_models}, but these params lack a leading model axis of that "
             f"size (stack models with jinit.init_models): {dict(list(bad.items())[:3])}"
         )
+
+
+def fit_stepping(
+    state: TrainState,
+    loss_fn: LossFn,
+    train_data: PyTree,
+    batch_size: int,
+    *,
+    model: Any = None,
+    input_key: str | int | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    num_models: int | None = None,
+) -> str:
+    """The stepping :func:`jinit.fit` picks when given none (same arguments as ``fit``).
+
+    :func:`jinit.default_stepping` with ``convolutions`` found by tracing the loss of one
+    model on the first ``batch_size`` examples once (on CPU, one model only: elsewhere the
+    answer does not depend on it).
+
+    Returns:
+      ``'step'`` or ``'scan'``.
+    """
+    if num_models is not None or jax.default_backend() != "cpu":
+        return default_stepping(num_models=num_models)
+    if model is not None:
+        loss_fn, _ = params_form(
+            loss_fn, None, model, input_key=input_key, apply_kwargs=apply_kwargs
+        )
+    batch = jax.tree.map(lambda a: a[:batch_size], train_data)
+    extra = () if state.model_state is None else (state.model_state,)
+    return default_stepping(convolutions=has_convolution(loss_fn, state.params, batch, *extra))

@@ -47,21 +47,33 @@ def default_strategy(backend: str | None = None) -> str:
     return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
 
 
-def default_stepping(backend: str | None = None, num_models: int | None = None) -> str:
+def default_stepping(
+    backend: str | None = None, num_models: int | None = None, convolutions: bool = True
+) -> str:
     """The loop structure :func:`jinit.fit` uses by default: ``'step'`` or ``'scan'``.
 
     The rule, from ``benchmarks/fit_overhead.py`` (docs/benchmarks/fit_overhead.md): on CPU a
-    single model runs as a Python loop over one jitted step (``'step'``), because XLA's CPU
-    convolutions lose their fast path inside ``lax.scan``/``while`` loops: there a scan ran the
-    seed CIFAR CNN and a BatchNorm ResNet at 0.05x of a plain loop of the jitted step (wall
-    time), and ``'step'`` at 1.03x and 1.00x (CPU time; the IMDB RNN 1.07x, an MLP 0.93x). On
-    GPU/TPU, and for sweeps everywhere (their speed is
-    measured with chunks in a scan, docs/benchmarks/sweep_vmap.md), chunks of steps run in
-    ``lax.scan`` (``'scan'``), which saves the host round trip per step.
+    single model whose train step has a convolution runs as a Python loop over one jitted step
+    (``'step'``), because XLA's CPU convolutions lose their fast path inside
+    ``lax.scan``/``while`` loops (a scan ran the seed CIFAR CNN and a BatchNorm ResNet at 0.05x
+    of a plain loop of the jitted step; ``'step'`` at 1.0x or better). Without convolutions
+    (``convolutions=False``: :func:`jinit.fit` traces the loss once to find out), and on
+    GPU/TPU and for sweeps everywhere, chunks of steps run in ``lax.scan`` (``'scan'``), which
+    saves the host round trip per step (an MLP: scan 0.94-1.01x of the plain loop, step
+    0.86-0.90x; the IMDB RNN: scan 1.15x, step 1.07x).
     """
-    if (backend or jax.default_backend()) == "cpu" and num_models is None:
+    if (backend or jax.default_backend()) == "cpu" and num_models is None and convolutions:
         return "step"
     return "scan"
+
+
+def has_convolution(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``fn(*args)`` traces to a convolution (in any nested program); True if it
+    cannot be traced, so the choice it feeds stays the one that is safe for convolutions."""
+    try:
+        return "conv_general_dilated" in str(jax.make_jaxpr(fn)(*args))
+    except Exception:  # noqa: BLE001 - any tracing failure surfaces later, in the real compile
+        return True
 
 
 class Programs(dict):
