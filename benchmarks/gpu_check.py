@@ -117,70 +117,10 @@ def part_peak(s: dict):
         }
 
 
-def imdb_sweep_row(num_models: int, steps: int, strategy: str) -> dict:
-    """``benchmarks/sweep_vmap.py``'s worker on the study's current modules (``sweep_vmap``
-    still imports ``Config`` from ``experiments.imdb_rnn``, which no longer exports it)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    import jinit
-    from experiments.imdb.config import Config
-    from experiments.imdb.train import make_functions
-
-    cfg = Config()
-    loss_fn, _, init_params = make_functions(cfg)
-    opt = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
-    rng = np.random.default_rng(0)
-    n = steps * cfg.batch_size
-    data = {
-        "x": jnp.asarray(rng.integers(0, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
-        "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
-    }
-    idx = jnp.arange(n).reshape(steps, cfg.batch_size)
-    keys = jinit.seed_keys(range(num_models))
-
-    def init(k):
-        return jinit.init_state(init_params("glorot_uniform", k), opt)
-
-    calls = max(1, steps // cfg.steps_per_call)
-    per_call = steps // calls
-    if strategy == "sequential":
-        progs = jinit.compile_programs(loss_fn, opt, stepping="scan")
-        states = [init(keys[m]) for m in range(num_models)]
-    else:
-        padded = jinit.padded_size(num_models)  # several GPUs: copies keep every device busy
-        mesh = jinit.model_mesh(padded)
-        progs = jinit.compile_programs(loss_fn, opt, num_models=padded, mesh=mesh)
-        states = [jinit.shard_models(jinit.pad_models(jinit.init_models(init, keys), padded), mesh)]
-    prog = progs["train"]  # (state, guard, data, idx, steps): `steps` rows of idx in one call
-    t0 = time.perf_counter()
-    states[0], _, m = prog(states[0], progs.guard(), data, idx, per_call)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0  # first call: trace + compile + one call's steps
-    t0 = time.perf_counter()
-    for i in range(len(states)):
-        guard = progs.guard()
-        for _ in range(calls):
-            states[i], guard, m = prog(states[i], guard, data, idx, per_call)
-    jax.block_until_ready((states, m))
-    step_s = (time.perf_counter() - t0) / (calls * per_call)  # one optimizer step of the sweep
-    return {
-        "strategy": strategy,
-        "num_models": num_models,
-        "devices": len(jax.devices()),
-        "compile_s": compile_s,
-        "sweep_step_ms": step_s * 1e3,
-        "model_steps_per_s": num_models / step_s,
-        "steps": calls * per_call,
-    }
-
-
 def part_sweep_imdb(s: dict):
     for n in s["models"]:
         for strategy in ("sequential", "vmap") if n > 1 else ("sequential",):
-            yield imdb_sweep_row(n, s["imdb_steps"], strategy)
+            yield _bench("sweep_vmap").worker(n, s["imdb_steps"], strategy)
 
 
 def _conv_impl() -> str:
