@@ -345,3 +345,32 @@ def test_false_alarm_is_settled_and_the_step_taken(data):
         stepping="scan", steps_per_call=2, progress=False,
     )  # fmt: skip
     assert_params_close(state.params, ref.params, rtol=1e-6, atol=1e-7)
+
+
+def test_has_convolution_finds_convs_inside_scan_and_remat():
+    from jinit._src.training.programs import has_convolution
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, c, _):
+            return nn.relu(nn.Conv(4, (3, 3))(c)), None
+
+    class Scanned(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scan = nn.scan(
+                Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=2
+            )
+            return scan()(x, None)[0].mean()
+
+    class Remat(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.remat(nn.Conv)(4, (3, 3))(x).mean()
+
+    x = jnp.ones((2, 6, 6, 4))
+    for model in (Scanned(), Remat()):
+        variables = model.init(jax.random.key(0), x)
+        assert has_convolution(model.apply, variables, x)
+    dense = nn.Dense(2)
+    assert not has_convolution(dense.apply, dense.init(jax.random.key(0), x), x)

@@ -603,10 +603,20 @@ def fit_stepping(
 
     :func:`jinit.default_stepping` with ``convolutions`` found by tracing the loss of one
     model on the first ``batch_size`` examples once (on CPU, one model only: elsewhere the
-    answer does not depend on it).
+    answer does not depend on it). The rule and its measurements: docs/training.md and
+    ``benchmarks/fit_overhead.py``.
+
+    Args:
+      state: the :class:`TrainState` ``fit`` would get (``params`` and ``model_state`` are
+        traced, not run).
+      loss_fn: as in :func:`jinit.fit` (outputs form with ``model``, else params form).
+      train_data: as in :func:`jinit.fit`: a pytree of arrays with a leading example axis.
+      batch_size: examples per step (the traced batch is ``train_data[:batch_size]``).
+      model, input_key, apply_kwargs, num_models: as in :func:`jinit.fit`.
 
     Returns:
-      ``'step'`` or ``'scan'``.
+      ``'step'`` or ``'scan'``. It raises nothing: a loss that cannot be traced here counts as
+      having a convolution (``'step'``), and its error surfaces in ``fit`` itself.
     """
     if num_models is not None or jax.default_backend() != "cpu":
         return default_stepping(num_models=num_models)

@@ -71,9 +71,23 @@ def has_convolution(fn: Callable[..., Any], *args: Any) -> bool:
     """Whether ``fn(*args)`` traces to a convolution (in any nested program); True if it
     cannot be traced, so the choice it feeds stays the one that is safe for convolutions."""
     try:
-        return "conv_general_dilated" in str(jax.make_jaxpr(fn)(*args))
+        jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
     except Exception:  # noqa: BLE001 - any tracing failure surfaces later, in the real compile
         return True
+    return _has_primitive(jaxpr, "conv_general_dilated")
+
+
+def _has_primitive(jaxpr: Any, name: str) -> bool:
+    # Walks the equations and every sub-program in their params (pjit, scan, remat, custom_vjp).
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_primitive(inner, name):
+                    return True
+    return False
 
 
 class Programs(dict):
