@@ -374,3 +374,16 @@ def test_has_convolution_finds_convs_inside_scan_and_remat():
         assert has_convolution(model.apply, variables, x)
     dense = nn.Dense(2)
     assert not has_convolution(dense.apply, dense.init(jax.random.key(0), x), x)
+
+
+def test_reusing_a_donated_state_is_a_named_error():
+    opt = optax.sgd(0.1)
+    x = np.ones((32, 5), np.float32)
+    model = nn.Dense(2)
+    state = jinit.init_state(model.init(jax.random.key(0), x[:1])["params"], opt)
+    xent = lambda o, b: optax.softmax_cross_entropy_with_integer_labels(o, b["y"]).mean()  # noqa: E731
+    kw = dict(loss_fn=xent, optimizer=opt, epochs=1, batch_size=16, model=model, progress=False)
+    data = {"x": x, "y": np.zeros(32, np.int32)}
+    jinit.fit(state, train_data=data, **kw)
+    with pytest.raises(ValueError, match=r"state.*donated to an earlier fit call"):
+        jinit.fit(state, train_data=data, **kw)

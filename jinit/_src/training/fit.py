@@ -129,6 +129,8 @@ def fit(
 
     Args:
       state: initial ``TrainState`` (leading model axis on every leaf when ``num_models``).
+        Its buffers are donated to the compiled programs: after the call use the returned
+        state, not this one (pass a copy, ``jax.tree.map(jnp.copy, state)``, to keep it).
       loss_fn: see above.
       optimizer: the optax transformation ``state.opt_state`` belongs to.
       train_data: pytree of arrays, example axis first, already on the device.
@@ -187,6 +189,7 @@ def fit(
       call): pass a copy (``jax.tree.map(jnp.copy, state)``) to keep it.
 
     Raises:
+      ValueError: ``state`` holds arrays already donated to an earlier ``fit`` call.
       NonFiniteError: a non-finite step with ``on_nonfinite='raise'`` (a ``FloatingPointError``
         carrying the last good ``state``).
       KeyboardInterrupt: re-raised after one line on stderr saying where the last checkpoint
@@ -231,6 +234,7 @@ def fit(
     if n < batch_size:
         raise ValueError(f"{fn}: batch_size={batch_size} is larger than train_data ({n} examples)")
     _check_model_axis(state, num_models)
+    _check_not_donated(state)
     if programs:
         progs = programs
         for attr, want in (("on_nonfinite", on_nonfinite), ("num_models", num_models)):
@@ -570,6 +574,18 @@ def _num_examples(name: str, data: PyTree) -> int:
     if n == 0:
         raise ValueError(f"fit: {name} is empty (0 examples)")
     return n
+
+
+def _check_not_donated(state: TrainState) -> None:
+    # A state passed to an earlier fit had its buffers donated; JAX would only say "Array has
+    # been deleted" from deep inside the program.
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if isinstance(leaf, jax.Array) and leaf.is_deleted():
+            raise ValueError(
+                f"fit: state{jax.tree_util.keystr(path)} was donated to an earlier fit call and "
+                "is deleted; continue from the state that call returned, or pass a copy "
+                "(jax.tree.map(jnp.copy, state)) to keep the original"
+            )
 
 
 def _check_model_axis(state: TrainState, num_models: int | None) -> None:
