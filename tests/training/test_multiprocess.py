@@ -53,6 +53,9 @@ CHILD = textwrap.dedent(
                 if result.epoch == 0:
                     with open(log, "w") as f:
                         json.dump(writes, f)
+                    # Both processes have finished the save before either dies.
+                    from jax.experimental import multihost_utils
+                    multihost_utils.sync_global_devices("killed_after_epoch_1")
                     os.kill(os.getpid(), signal.SIGKILL)
             return fit(*a, on_epoch_end=hook, **kw)
 
@@ -108,8 +111,13 @@ def _launch(tmp, data_dir, out, n, kill=False, timeout=90):
             if p.poll() is None:
                 p.kill()
     codes = [p.returncode for p in procs]
-    want = [-9] * n if kill else [0] * n
-    assert codes == want, "\n".join(logs)[-4000:]
+    if kill:
+        # The first to die takes the other down: JAX's coordination agent aborts (SIGABRT)
+        # a process whose peer is gone, if that comes before its own SIGKILL.
+        ok = -9 in codes and set(codes) <= {-9, -6}
+    else:
+        ok = codes == [0] * n
+    assert ok, f"exit codes {codes}\n" + "\n".join(logs)[-4000:]
     return [json.loads((tmp / f"audit{i}.json").read_text()) for i in range(n)]
 
 

@@ -628,7 +628,10 @@ def fit_stepping(
       loss_fn: as in :func:`jinit.fit` (outputs form with ``model``, else params form).
       train_data: as in :func:`jinit.fit`: a pytree of arrays with a leading example axis.
       batch_size: examples per step (the traced batch is ``train_data[:batch_size]``).
-      model, input_key, apply_kwargs, num_models: as in :func:`jinit.fit`.
+      model: as in :func:`jinit.fit`.
+      input_key: as in :func:`jinit.fit`.
+      apply_kwargs: as in :func:`jinit.fit`.
+      num_models: as in :func:`jinit.fit`.
 
     Returns:
       ``'step'`` or ``'scan'``. It raises nothing: a loss that cannot be traced here counts as
