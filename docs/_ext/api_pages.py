@@ -57,7 +57,7 @@ TOPICS: list[tuple[str, str, tuple[str, ...], str]] = [
     (
         "lsuv",
         "LSUV and data-dependent init",
-        ("datadep",),
+        ("datadep", "checks"),
         "Layer-sequential unit-variance initialization and the per-unit data-dependent methods, "
         "one pass over a Flax (linen or NNX) model or a plain function on a batch of data, "
         "through the one capture layer, with verified solves and measured reports.",
