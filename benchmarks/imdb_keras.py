@@ -10,7 +10,10 @@ checkpoints; the tokenized arrays are cached first, untimed, so no row pays for 
 * ``jinit-3-cold``, ``jinit-3-warm``: the same with ``--seeds 0,1,2`` (9 models), for the
   seed-sweep ratio of issue 18 (3 seeds under 1.8x the 1-seed time);
 * ``keras``: ``benchmarks/_keras_imdb.py`` under ``--keras-python`` (an environment with
-  tensorflow; never a jinit dependency) on the same token arrays, 3 inits one after the other.
+  tensorflow; never a jinit dependency) on the same token arrays, 3 inits one after the other;
+* ``profile``: ``benchmarks/_imdb_profile.py``, CPU and wall ms per model-step of the sweep's
+  train step part by part (forward + backward, Adam, the guard's norm and select), for 3 and 9
+  models, ``lax.map`` and ``vmap``, on the study's device count for 9 models.
 
 With ``--repeats N`` the selected rows run N rounds, interleaved (1 seed, then 3 seeds, in every
 round), so a load that comes and goes hits both; the ratios are per round, and their medians
@@ -42,7 +45,7 @@ import time
 
 import numpy as np
 
-from experiments import common
+from experiments import common, default_host_devices
 from experiments.data import imdb
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,7 +56,7 @@ JINIT_ROWS = {  # name -> (seeds, cold)
     "jinit-3-cold": ("0,1,2", True),
     "jinit-3-warm": ("0,1,2", False),
 }
-ROWS = (*JINIT_ROWS, "keras")
+ROWS = (*JINIT_ROWS, "keras", "profile")
 
 
 def _children_cpu() -> float:
@@ -163,7 +166,7 @@ def main(argv=None) -> None:
         d = imdb.load_imdb(args.data_dir, cache_dir=tokens)
         for k in range(args.repeats):
             for name in args.only:
-                if name == "keras":
+                if name in ("keras", "profile"):
                     continue
                 seeds, cold = JINIT_ROWS[name]
                 cache = tmp / f"cache-{seeds}"
@@ -197,6 +200,15 @@ def main(argv=None) -> None:
                         "tensorflow": keras["tensorflow"],
                     }
                 )
+    if "profile" in args.only:
+        from experiments.common.sweep import host_devices_for
+
+        devices = args.host_devices or host_devices_for(9, default_host_devices())
+        flag = f"--xla_force_host_platform_device_count={devices}"
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        _, _, stdout = timed([sys.executable, "benchmarks/_imdb_profile.py"], env)
+        runs["profile"] = [json.loads(stdout.strip().splitlines()[-1])]
     result = {
         "environment": common.environment(),
         "load_average_at_start": load[0],
@@ -248,6 +260,8 @@ def render(result: dict, command: str) -> str:
         "|---|---:|---:|---:|" + "---:|" * len(inits),
     ]
     for name, rs in runs.items():
+        if name == "profile":
+            continue
         accs = [np.mean(rs[-1]["test_accuracy"][n]) for n in inits]
         med = {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s")}
         dev = rs[-1].get("devices", "")
@@ -271,14 +285,48 @@ def render(result: dict, command: str) -> str:
     ]
     parts = None
     for name, rs in runs.items():
-        if "breakdown_s" not in rs[0]:
+        if name == "profile" or "breakdown_s" not in rs[0]:
             continue
         parts = parts or list(rs[0]["breakdown_s"])
-        if name == next(n for n in runs if "breakdown_s" in runs[n][0]):
+        if name == next(n for n in runs if n != "profile" and "breakdown_s" in runs[n][0]):
             lines += ["| run | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts)]
         med = [statistics.median(r["breakdown_s"][k] for r in rs) for k in parts]
         lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in med) + " |")
+    if runs.get("profile"):
+        lines += profile_table(runs["profile"][0])
     return "\n".join(lines) + "\n"
+
+
+def profile_table(prof: dict) -> list[str]:
+    rows = prof["rows"]
+    ms = sorted({r["models"] for r in rows})
+    keys = list(dict.fromkeys((r["part"], r["strategy"]) for r in rows))
+    get = {(r["models"], r["part"], r["strategy"]): r for r in rows}
+    lines = [
+        "",
+        f"Profile of the sweep's train step on {prof['devices']} XLA CPU device(s), "
+        f"{prof['steps_per_call']} steps per call (`benchmarks/_imdb_profile.py`): ms per "
+        "model-step, CPU (user + system, all threads) and wall. The parts are cumulative: "
+        "grad = forward + backward; +adam = the optimizer; +norm = the gradient's global norm; "
+        "+select = the choice of the new or the old state per step (on_nonfinite='raise').",
+        "",
+        "| part | strategy | " + " | ".join(f"CPU {m} models | wall {m} models" for m in ms) + " |",
+        "|---|---|" + "---:|---:|" * len(ms),
+    ]
+    for part, strategy in keys:
+        cells = []
+        for m in ms:
+            r = get.get((m, part, strategy))
+            cells += (
+                ["", ""]
+                if r is None
+                else [
+                    f"{r['cpu_ms_per_model_step']:.2f}",
+                    f"{r['wall_ms_per_model_step']:.2f}",
+                ]
+            )
+        lines.append(f"| {part} | {strategy} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":
