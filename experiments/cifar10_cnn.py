@@ -16,10 +16,21 @@ study's main; its config, input pipeline and training are in ``experiments/cifar
 
 from __future__ import annotations
 
-from experiments import default_host_devices, use_host_devices_from_argv
+import sys
 
-if __name__ == "__main__":  # one XLA CPU device per core unless --host-devices N; before jax
-    use_host_devices_from_argv(default=default_host_devices())
+from experiments import default_host_devices, use_host_devices_from_argv
+from experiments.cifar10.config import DEFAULT_INITS, Config
+from experiments.common.sweep import sweep_devices
+
+
+def default_devices(argv) -> int:
+    """XLA CPU devices for the sweep that ``argv`` asks for (``host_devices_for``): no
+    padded models where the cores allow (3 models on 2 cores: 3 devices)."""
+    return sweep_devices(argv, DEFAULT_INITS, Config().seeds, default_host_devices())
+
+
+if __name__ == "__main__":  # before jax starts; --host-devices N wins
+    use_host_devices_from_argv(default=default_devices(sys.argv))
 
 from experiments import common  # noqa: E402
 from experiments.cifar10 import config, train  # noqa: E402
