@@ -270,6 +270,15 @@ def render(result: dict, command: str) -> str:
             + " | ".join(f"{a:.4f}" for a in accs)
             + " |"
         )
+    cores = result["environment"].get("cores") or os.cpu_count() or 1
+    if max(result["load_average_at_start"], result["load_average_at_end"]) > cores / 2:
+        lines += [
+            "",
+            f"**Measured under load** (load average above half the {cores} cores): other "
+            "processes took CPU time from every row, so wall times are inflated and their ratios "
+            "are not those of a quiet machine; CPU seconds are less affected. Rerun on a quiet "
+            "machine for the published figures.",
+        ]
     lines += ["", "| ratio | per round | median |", "|---|---|---:|"]
     for name, vs in result["ratios"].items():
         lines.append(

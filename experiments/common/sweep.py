@@ -243,9 +243,9 @@ def run_sweep(
     # 'continue': every update is applied and counted, and on_epoch_end stops the sweep at the
     # end of an epoch with a non-finite step, before its checkpoint, so the last checkpoint is
     # good. 'raise' would select between the new and the old state at every step, a pass over
-    # params and optimizer state (the IMDB RNN's step on CPU: the '+select' row of the profile
-    # in docs/benchmarks/imdb_keras.md); a finite run's numbers are the same to float32
-    # rounding (the programs differ).
+    # params and optimizer state: the IMDB RNN's sweep step took 4-8% longer with it on 2 CPU
+    # cores (3 and 9 models, the two programs timed interleaved). A finite run's numbers are
+    # the same to float32 rounding (the programs differ).
     programs = jinit.compile_programs(
         loss_fn,
         optimizer,
