@@ -403,9 +403,9 @@ def test_second_run_loads_compiled_programs_and_gives_the_same_numbers(tiny_data
     assert results[1]["initializers"] == results[0]["initializers"]
 
 
-def test_a_nonfinite_step_stops_the_sweep_before_that_epochs_checkpoint(tmp_path):
-    """run_sweep applies every update ('continue', no per-step select) and stops at the end of
-    an epoch with a non-finite step, naming the model, before saving that epoch."""
+def test_a_nonfinite_step_stops_the_sweep_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A non-finite step in epoch 2 of one model stops the whole sweep (jinit.NonFiniteError
+    naming that model and epoch); the checkpoint of epoch 1 is the last one, and is complete."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -419,8 +419,9 @@ def test_a_nonfinite_step_stops_the_sweep_before_that_epochs_checkpoint(tmp_path
     data = {"x": x, "y": x.sum(-1)}
 
     def init_state_fn(name, key):
-        # "bad": c = 1, so s grows by 1 per step (its gradient is -c); the loss is NaN once
-        # s > 5.5, i.e. at the 2nd step of epoch 2 (4 steps per epoch). "ok": c = 0, s stays 0.
+        # "bad": c = 1, so s grows by 1 per step (its gradient is -c, SGD lr 1); the loss is
+        # NaN once s > 5.5: at global step 6, step index 2 of epoch 2 (4 steps per epoch).
+        # "ok": c = 0, s stays 0.
         c = 1.0 if name == "bad" else 0.0
         w = jax.random.normal(key, (2,)) * 0.1
         return jinit.init_state({"w": w, "s": jnp.zeros(()), "c": jnp.asarray(c)}, opt)
@@ -450,9 +451,9 @@ def test_a_nonfinite_step_stops_the_sweep_before_that_epochs_checkpoint(tmp_path
         eval_batch_size=4,
         progress=False,
     )
-    with (
-        pytest.warns(jinit.InitWarning, match="non-finite"),
-        pytest.raises(FloatingPointError, match=r"epoch 2 \(counted from 1\) of bad \(model 1"),
-    ):
+    with pytest.raises(jinit.NonFiniteError, match="epoch 2 .*end of epoch 1") as e:
         common.run_sweep(**kw)
+    assert (e.value.epoch, e.value.step, e.value.models) == (1, 2, [1])  # 0-based epoch, step
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+    assert (tmp_path / "checkpoints" / "1" / "commit_success.txt").exists()
+    assert not (tmp_path / "results.json").exists()
