@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import sys
 
-from experiments import _flag_value, default_host_devices, use_host_devices_from_argv
-from experiments.common.sweep import host_devices_for
+from experiments import default_host_devices, use_host_devices_from_argv
+from experiments.common.sweep import sweep_devices
 from experiments.imdb.config import DEFAULT_INITS, Config
 
 
 def default_devices(argv) -> int:
-    """XLA CPU devices for the sweep that ``argv`` asks for (:func:`host_devices_for`): no
+    """XLA CPU devices for the sweep that ``argv`` asks for (``host_devices_for``): no
     padded models where the cores allow (3 models on 2 cores: 3 devices)."""
-    counts = []
-    for flag, default in (("--inits", len(DEFAULT_INITS)), ("--seeds", len(Config().seeds))):
-        value = _flag_value(argv, flag)
-        counts.append(default if value is None else len([v for v in value.split(",") if v]))
-    return host_devices_for(max(1, counts[0] * counts[1]), default_host_devices())
+    return sweep_devices(argv, DEFAULT_INITS, Config().seeds, default_host_devices())
 
 
 if __name__ == "__main__":  # before jax starts; --host-devices N wins

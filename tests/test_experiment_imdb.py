@@ -401,3 +401,59 @@ def test_second_run_loads_compiled_programs_and_gives_the_same_numbers(tiny_data
             assert entries, "the first run cached no compiled program"
     assert set((cache / "xla").iterdir()) == entries  # the second compiled nothing new
     assert results[1]["initializers"] == results[0]["initializers"]
+
+
+def test_a_nonfinite_step_stops_the_sweep_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A non-finite step in epoch 2 of one model stops the whole sweep (jinit.NonFiniteError
+    naming that model and epoch); the checkpoint of epoch 1 is the last one, and is complete."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jinit
+    from experiments import common
+
+    opt = optax.sgd(1.0)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 2)), jnp.float32)
+    data = {"x": x, "y": x.sum(-1)}
+
+    def init_state_fn(name, key):
+        # "bad": c = 1, so s grows by 1 per step (its gradient is -c, SGD lr 1); the loss is
+        # NaN once s > 5.5: at global step 6, step index 2 of epoch 2 (4 steps per epoch).
+        # "ok": c = 0, s stays 0.
+        c = 1.0 if name == "bad" else 0.0
+        w = jax.random.normal(key, (2,)) * 0.1
+        return jinit.init_state({"w": w, "s": jnp.zeros(()), "c": jnp.asarray(c)}, opt)
+
+    def per_example(p, b):
+        return (b["x"] @ p["w"] - b["y"]) ** 2
+
+    def loss_fn(p, b):
+        mse = jnp.mean(per_example(p, b)) - jax.lax.stop_gradient(p["c"]) * p["s"]
+        return jnp.where(p["s"] > 5.5, jnp.nan, mse), {}
+
+    kw = dict(
+        out=tmp_path,
+        config={"test": 1},
+        inits=("ok", "bad"),
+        seeds=(0,),
+        init_state_fn=init_state_fn,
+        loss_fn=loss_fn,
+        metric_fn=lambda p, b: {"loss": per_example(p, b)},
+        optimizer=opt,
+        train=data,
+        val=data,
+        test=data,
+        epochs=3,
+        batch_size=2,
+        steps_per_call=2,
+        eval_batch_size=4,
+        progress=False,
+    )
+    with pytest.raises(jinit.NonFiniteError, match="epoch 2 .*end of epoch 1") as e:
+        common.run_sweep(**kw)
+    assert (e.value.epoch, e.value.step, e.value.models) == (1, 2, [1])  # 0-based epoch, step
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+    assert (tmp_path / "checkpoints" / "1" / "commit_success.txt").exists()
+    assert not (tmp_path / "results.json").exists()

@@ -144,6 +144,18 @@ def host_devices_for(num_models: int, cores: int) -> int:
     return min(range(cores, 2 * cores + 1), key=lambda d: (-(-num_models // d) * d, d))
 
 
+def sweep_devices(argv, default_inits, default_seeds, cores: int) -> int:
+    """:func:`host_devices_for` the sweep that ``argv`` asks for (``--inits`` x ``--seeds``,
+    else the study's defaults); read before jax starts, so from ``argv`` itself."""
+    from experiments import _flag_value
+
+    counts = []
+    for flag, default in (("--inits", len(default_inits)), ("--seeds", len(default_seeds))):
+        value = _flag_value(argv, flag)
+        counts.append(default if value is None else len([v for v in value.split(",") if v]))
+    return host_devices_for(max(1, counts[0] * counts[1]), cores)
+
+
 def model_keys(inits, seeds):
     """Per model (initializer-major order): its init key and its data-order key.
 
