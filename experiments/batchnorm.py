@@ -26,7 +26,7 @@ import optax
 
 import jinit
 from experiments import common
-from experiments.cifar10_cnn import conv_impl
+from experiments.cifar10.train import conv_impl
 from experiments.data import cifar10
 from experiments.models import CifarCNN
 
