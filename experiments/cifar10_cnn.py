@@ -34,7 +34,6 @@ if __name__ == "__main__":  # before jax starts; --host-devices N wins
 
 from experiments import common  # noqa: E402
 from experiments.cifar10 import config, train  # noqa: E402
-from experiments.cifar10.train import conv_impl as conv_impl  # noqa: E402  (batchnorm.py's)
 from experiments.data import cifar10  # noqa: E402
 
 
