@@ -1,8 +1,5 @@
-r"""Per-unit data-dependent initializations (within-layer, weight-norm), on the LSUV pass.
-
-Every output unit of every selected layer is normalised on the batch, in forward execution
-order, verified by re-running the layer (docs/lsuv.md, "Per-unit methods").
-"""
+"""Per-unit data-dependent initializations (within-layer, weight-norm) on the LSUV pass: every
+output unit of every selected layer is normalised on the batch (docs/lsuv.md)."""
 
 from __future__ import annotations
 
@@ -13,23 +10,8 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from jinit._src.datadep.lsuv import make_config, run_pass
+from jinit._src.datadep.lsuv import run_pass
 from jinit._src.datadep.report import LSUVReport
-
-
-def _per_unit(fn, name, model, params, batch, *, orthogonal_key=None, **kw):
-    run = {k: kw.pop(k) for k in ("method", "apply_kwargs", "jit", "input_key", "rngs")}
-    cfg = make_config(
-        fn,
-        method=name,
-        max_iters=1,
-        measure="pre",
-        activation=None,
-        center=False,
-        orthogonal=orthogonal_key is not None,
-        **kw,
-    )
-    return run_pass(fn, cfg, model, params, batch, key=orthogonal_key, **run)
 
 
 def within_layer_init(
@@ -89,26 +71,7 @@ def within_layer_init(
       Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
       Neural Networks", arXiv:1511.06856, 2015 (within-layer initialization).
     """
-    return _per_unit(
-        "within_layer_init",
-        "within_layer",
-        model,
-        params,
-        batch,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        orthogonal_key=orthogonal_key,
-        method=method,
-        apply_kwargs=apply_kwargs,
-        jit=jit,
-        input_key=input_key,
-        rngs=rngs,
-    )
+    return run_pass("within_layer_init", "within_layer", max_iters=1, **locals())
 
 
 def weight_norm_init(
@@ -163,22 +126,4 @@ def weight_norm_init(
       Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate
       Training of Deep Neural Networks", arXiv:1602.07868, 2016 (Section 3).
     """
-    return _per_unit(
-        "weight_norm_init",
-        "weight_norm",
-        model,
-        params,
-        batch,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        method=method,
-        apply_kwargs=apply_kwargs,
-        jit=jit,
-        input_key=input_key,
-        rngs=rngs,
-    )
+    return run_pass("weight_norm_init", "weight_norm", max_iters=1, **locals())

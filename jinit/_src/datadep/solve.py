@@ -1,9 +1,5 @@
-"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output.
-
-One implementation for both executions: Python control flow on concrete values (eager pass),
-``lax`` control flow when traced (jitted pass). The algorithm, the fallback loop and the
-``scale_invariant`` test: docs/lsuv.md ("Verified solves").
-"""
+"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output; Python
+control flow on concrete values (eager pass), ``lax`` when traced (docs/lsuv.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +13,8 @@ from jinit._src.datadep import report as rep
 
 INVARIANT_RTOL = 1e-3  # relative change of variance below which the kernel's scale is inert
 UNIT_ITERS = 10  # bound of the per-unit fallback loop
+HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
+FIELDS = tuple(f for f in rep.ARRAY_FIELDS if f != "converged")  # what a solve records
 
 
 def traced(*trees) -> bool:
@@ -44,17 +42,19 @@ def _pick(c, a, b):
     return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
 
+def _moments_of(yf, n: int, eps: float, xp):
+    red = tuple(range(yf.ndim - n))
+    mean = xp.mean(yf, axis=red)
+    var = xp.mean(xp.square(yf - xp.mean(yf, axis=red, keepdims=True)), axis=red)
+    return mean, var, (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def unit_moments(y: jax.Array, n: int = 0):
     """Mean and variance over all leading axes (``n`` trailing unit axes; 0: pooled), and the
     zero-variance threshold ``(4 eps)^2 E[y^2]`` (rounding noise of the output's dtype)."""
     yf = y.astype(jnp.float64 if y.dtype == jnp.float64 else jnp.float32)
-    red = tuple(range(y.ndim - n))
-    mean = jnp.mean(yf, axis=red)
-    var = jnp.mean(jnp.square(yf - jnp.mean(yf, axis=red, keepdims=True)), axis=red)
-    eps = float(jnp.finfo(y.dtype).eps)
-    thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
-    return mean, var, thr
+    return _moments_of(yf, n, float(jnp.finfo(y.dtype).eps), jnp)
 
 
 def _finite(*xs, xp=jnp):
@@ -67,16 +67,12 @@ def _inert(v0, v1, c1, xp=jnp):
 
 
 def _record(*values):
-    """The report's arrays for one layer (:data:`report.ARRAY_FIELDS` without ``converged``)."""
-    return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
+    return dict(zip(FIELDS, values, strict=True))
 
 
 def _xp(*trees):
     """numpy on concrete values (the eager pass compiles only the layer runs), else jax.numpy."""
     return jnp if traced(*trees) else np
-
-
-HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
 
 
 def _moments(c, y):
@@ -86,12 +82,9 @@ def _moments(c, y):
     if traced(y) or y.size > HOST_MAX:
         return unit_moments(y)
     sd = np.float64 if y.dtype == jnp.float64 else np.float32
-    eps = float(jnp.finfo(y.dtype).eps)
     with np.errstate(all="ignore"):  # inf/NaN outputs give non-finite moments (non_finite)
-        yf = np.asarray(y).astype(np.float64)
-        mean, var = yf.mean(), yf.var()
-        thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
-        return sd(mean), sd(var), sd(thr)
+        out = _moments_of(np.asarray(y).astype(np.float64), 0, float(jnp.finfo(y.dtype).eps), np)
+    return tuple(sd(v) for v in out)
 
 
 def finite_inputs(inputs) -> jax.Array:
