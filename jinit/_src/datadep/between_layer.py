@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src.checks import check_key
-from jinit._src.datadep.capture import flat, replace_leaves
-from jinit._src.datadep.lsuv import batch_inputs, check_real
+from jinit._src.checks import check_int, check_key, check_number
+from jinit._src.datadep.capture import flat, model_inputs, replace_leaves
 from jinit._src.datadep.report import Report
 from jinit._src.datadep.solve import traced
 from jinit._src.paths import path_string
@@ -183,38 +182,37 @@ def between_layer_scaling(
         key, an output with fewer than 2 samples, a bad batch; a zero or non-finite rate or
         output std (naming the first such layer; under ``jit``/``vmap`` call
         ``report.check()``).
+      TypeError: ``max_iters`` or ``samples`` not an int, ``tol`` not a number.
 
     References:
       Krähenbühl, Doersch, Donahue & Darrell, arXiv:1511.06856, 2015 (Section 3); reference
       implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
     """
-    max_iters = check_real(_FN, "max_iters", max_iters, 0, integer=True)
-    tol = check_real(_FN, "tol", tol, 0.0)
-    samples = check_real(_FN, "samples", samples, 1, integer=True)
+    max_iters = check_int(_FN, "max_iters", max_iters, minimum=0)
+    tol = float(check_number(_FN, "tol", tol, nonnegative=True))
+    samples = check_int(_FN, "samples", samples, minimum=1)
     check_key(_FN, "key", key)
-    inputs = batch_inputs(_FN, batch, input_key)
+    inputs = model_inputs(batch, input_key, _FN)
     leaves = flat(params)[0]
     pairs = _check_layers(layers, leaves)
     n = len(pairs)
-    kernels0 = [leaves[k] for k, _ in pairs]
 
-    def rescale(x, s):
+    def rescale(x, s):  # in float32 (float64 for float64 leaves), back to x's dtype
         wide = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
         return (x.astype(wide) * s.astype(wide)).astype(x.dtype)
 
     def build(kernels, scale):
         """Params with the given kernels and the biases for the total kernel ``scale``."""
-        cum = jnp.cumprod(scale)
         new = {k: w for (k, _), w in zip(pairs, kernels, strict=True)}
+        cum = jnp.cumprod(scale)
         new.update({b: rescale(leaves[b], cum[j]) for j, (_, b) in enumerate(pairs) if b})
         return replace_leaves(params, new)
 
-    def scaled_kernels(scale):
-        return [rescale(w, scale[j]) for j, w in enumerate(kernels0)]
+    scaled = lambda scale: [rescale(leaves[k], scale[j]) for j, (k, _) in enumerate(pairs)]
 
     def measure(scale, it):
         """Rates ``r[L]`` and the output std for the params with total kernel ``scale``."""
-        kernels = scaled_kernels(scale)
+        kernels = scaled(scale)
         out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), inputs), kernels)
         if not _is_float(out):
             raise ValueError(
@@ -262,10 +260,8 @@ def between_layer_scaling(
     ones = jnp.ones((n,), jnp.float32)
     r0, std0 = measure(ones, 0)
     it, scale, r, std = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), ones, r0, std0))
-    paths = tuple(k for k, _ in pairs)
-    report = BetweenLayerReport(
-        paths, max_iters, tol, r0, r, scale, it, decide(r, std)[1], std0, std
-    )
+    ratios = (r0, r, scale, it, decide(r, std)[1], std0, std)
+    report = BetweenLayerReport(tuple(k for k, _ in pairs), max_iters, tol, *ratios)
     if not traced(report):
         report.check()
-    return build(scaled_kernels(scale), scale), report
+    return build(scaled(scale), scale), report

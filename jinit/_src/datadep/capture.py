@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import flax.errors
 import flax.linen as nn
 import jax
+import numpy as np
 from flax import nnx
 from flax.core import FrozenDict
 from jax.extend import core as jex_core
@@ -115,12 +116,6 @@ def _set(tree: Any, keys: tuple, value: Any) -> Any:
     return value if not keys else {**tree, keys[0]: _set(tree[keys[0]], keys[1:], value)}
 
 
-def _set_all(tree: Any, keys: Mapping[str, tuple], new: Mapping[str, Any]) -> Any:
-    for k, v in new.items():
-        tree = _set(tree, keys[k], v)
-    return tree
-
-
 def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
     """``tree`` with the leaves whose path string is in ``updates`` replaced; dicts keep their
     own key order (``tree_map`` would sort them)."""
@@ -216,7 +211,7 @@ class _Pass:
         clone = mod.clone(parent=None, _deep_clone=True)
 
         def run(p):
-            nested = dict(_set_all(own, keys, p))
+            nested = dict(replace_leaves(own, p))
             for a, sub in attached.items():  # nn.WeightNorm's "<layer name>/kernel/scale"
                 for name in [n for n in nested if n.startswith(f"{sub.name}/")]:
                     nested[a + name[len(sub.name) :]] = nested.pop(name)
@@ -267,10 +262,10 @@ class _Pass:
         mod = Marked(name, fn)
         if not self.select(mod):
             return fn(layer_params, *args, **kwargs)
-        own, keys = flat(layer_params)
+        own = flat(layer_params)[0]
 
         def run(p):
-            return self.passing(fn, _set_all(layer_params, keys, p), *args, **kwargs)
+            return self.passing(fn, replace_leaves(layer_params, p), *args, **kwargs)
 
         y = self.enter(mod, run, (self.overrides.get(name, {}),), {})
         params = {**own, **self.overrides.get(name, {})}
@@ -293,7 +288,7 @@ def _attached(mod: nn.Module) -> dict[str, nn.Module]:
 def _nnx_params(node: Any) -> dict[str, Any]:
     """A NNX module's own trainable arrays by flat name: its ``nnx.Param``s and raw arrays
     (``nnx.WeightNorm``'s scales)."""
-    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    is_var = lambda x: isinstance(x, nnx.Variable)
     out = {}
     for kp, v in jax.tree_util.tree_flatten_with_path(nnx.state(node), is_leaf=is_var)[0]:
         if isinstance(v, nnx.Param):
@@ -305,7 +300,7 @@ def _nnx_params(node: Any) -> dict[str, Any]:
 
 def _nnx_set(node: Any, name: str, value: Any) -> None:
     """Sets the param at flat ``name`` of an NNX module (a Variable or a dict entry)."""
-    key = lambda d, n: next(k for k in d if str(k) == n)  # noqa: E731
+    key = lambda d, n: next(k for k in d if str(k) == n)
     obj, parts = node, name.split("/")
     for p in parts[:-1]:
         obj = obj[key(obj, p)] if isinstance(obj, Mapping) else getattr(obj, p)
@@ -450,7 +445,7 @@ def _linen(model, params, inputs, p, rngs, method, kwargs):
     outputs, new = model.apply(variables, inputs, rngs=rngs, method=method, mutable=cols, **kwargs)
     newp = flat(new.get("params", {}))[0]
     updates = {k: newp[k] if v is None else v for k, v in p.updates.items()}
-    sown = lambda x: isinstance(x, tuple)  # noqa: E731
+    sown = lambda x: isinstance(x, tuple)
     for kp, v in jax.tree_util.tree_leaves_with_path(new.get(PRIVATE, {}), is_leaf=sown):
         p.record(v[0], p.order[int(kp[-1].key[1:])])  # "r<index>": sown from a remat body
     return outputs, {f"params/{k}" if is_vars else k: v for k, v in updates.items()}
@@ -469,38 +464,55 @@ def _missing_collection():
         ) from None
 
 
-def model_inputs(batch: Any, input_key: str | int | None = None) -> Any:
+def model_inputs(batch: Any, input_key: str | int | None = None, fn: str = "") -> Any:
     """The model inputs inside ``batch``.
 
     ``input_key`` picks them (a mapping key or a sequence index); by default a mapping's
-    ``"inputs"`` or ``"x"`` entry, a tuple's or list's first element, or the batch itself.
+    ``"inputs"`` or ``"x"`` entry, a tuple's or list's first element, or the batch itself. With
+    ``fn`` (the calling pass) errors start with ``fn`` and the inputs must be non-empty, and
+    finite where concrete.
 
     Raises:
-      ValueError: a mapping without ``"inputs"``/``"x"`` and no ``input_key``, or an
-        ``input_key`` the batch does not hold.
+      ValueError: a mapping without ``"inputs"``/``"x"`` and no ``input_key``, an
+        ``input_key`` the batch does not hold; with ``fn``, an empty or non-finite input.
     """
+    where = f"{fn}: " if fn else ""
+    keys = f"keys {sorted(map(str, batch))}" if isinstance(batch, Mapping) else ""
     if input_key is not None:
         try:
-            return batch[input_key]
+            inputs = batch[input_key]
         except (KeyError, IndexError, TypeError):
-            what = (
-                f"keys {sorted(map(str, batch))}"
-                if isinstance(batch, Mapping)
-                else f"a {type(batch).__name__}"
-                + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
+            what = keys or f"a {type(batch).__name__}"
+            what += f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+            raise ValueError(
+                f"{where}input_key={input_key!r} is not in the batch ({what})"
+            ) from None
+    elif keys:
+        if not ("inputs" in batch or "x" in batch):
+            raise ValueError(
+                f"{where}batch is a mapping with {keys}; pass input_key= to say which holds the "
+                "model inputs (tried 'inputs' and 'x')"
             )
-            raise ValueError(f"input_key={input_key!r} is not in the batch ({what})") from None
-    if isinstance(batch, Mapping):
-        for key in ("inputs", "x"):
-            if key in batch:
-                return batch[key]
-        raise ValueError(
-            f"batch is a mapping with keys {sorted(map(str, batch))}; pass input_key= to say "
-            "which holds the model inputs (tried 'inputs' and 'x')"
+        inputs = batch["inputs" if "inputs" in batch else "x"]
+    else:
+        inputs = batch[0] if isinstance(batch, tuple | list) else batch
+    for kp, leaf in jax.tree_util.tree_leaves_with_path(inputs) if fn else ():
+        at = jax.tree_util.keystr(kp) or "the batch"
+        if getattr(leaf, "size", 1) == 0:
+            raise ValueError(f"{fn}: the batch is empty ({at} has shape {leaf.shape})")
+        concrete = isinstance(leaf, jax.Array | np.ndarray) and not isinstance(
+            leaf, jax.core.Tracer
         )
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    return batch
+        if not concrete or not jax.numpy.issubdtype(leaf.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(np.asarray(leaf))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{fn}: the batch contains {int(bad.sum())} non-finite value(s) (NaN/inf) in "
+                f"{at}; the first is at index {first}."
+            )
+    return inputs
 
 
 def fresh_variables(state):
@@ -517,28 +529,16 @@ def as_apply(
     rngs: Mapping[str, Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Callable[[Any, Any], Any], Any, Callable[[Any], Any]]:
-    """``model`` as a pure ``apply(p, inputs) -> outputs`` of its trainable parameters.
+    """``model`` as a pure ``apply(p, inputs) -> outputs`` of its trainable parameters ``p``.
 
-    Args:
-      model: a ``flax.linen.Module``, a ``flax.nnx.Module``, an ``nnx.GraphDef`` (with its
-        full ``nnx.State`` as ``params``), or a plain ``apply_fn(params, inputs)``.
-      params: linen: the ``params`` collection or the full variables dict (other collections,
-        e.g. ``batch_stats``, are held fixed); NNX module: an ``nnx.State`` of ``nnx.Param``
-        or ``None`` for the module's own; GraphDef: its full state; apply_fn: whatever it
-        takes.
-      rngs: linen: passed to ``apply`` (``{"dropout": key}``).
-      apply_kwargs: extra keyword arguments of the model call (``{"train": True}``). For
-        linen, ``mutable=[...]`` is accepted: updated collections (BatchNorm's train-mode
-        ``batch_stats``) are dropped, the outputs kept.
-
-    Returns:
-      ``(apply, p0, merge)``: ``apply(p, inputs)`` runs the model with trainable parameters
-      ``p`` (a pytree shaped like ``p0``); ``p0`` the trainable parameters in ``params``;
-      ``merge(p)`` puts ``p`` back into the structure of ``params`` (what a pass returns).
-
-    Raises:
-      ValueError: ``params`` is ``None`` for a linen module, GraphDef or apply_fn.
-      TypeError: ``model`` is none of the above.
+    ``model``: a linen or NNX module, an ``nnx.GraphDef`` (``params``: its full state) or a
+    plain ``apply_fn(params, inputs)``. ``params``: linen: the ``params`` collection or the
+    variables dict (other collections held fixed); NNX module: an ``nnx.State`` of
+    ``nnx.Param`` or ``None`` (its own). ``rngs`` (linen) and ``apply_kwargs`` go to the call
+    (linen ``mutable=[...]``: the updated collections are dropped). Returns ``(apply, p0,
+    merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into the structure of
+    ``params``. Raises ``ValueError`` for ``params=None`` where required, ``TypeError`` for a
+    model of no supported kind.
     """
     check_model(model)
     kwargs = dict(apply_kwargs or {})
@@ -553,7 +553,7 @@ def as_apply(
     elif isinstance(model, nnx.GraphDef):
         state = params if isinstance(params, nnx.State) else nnx.State(params)
         (p0, rest), graphdef = state.split(nnx.Param, ...), model
-        merge = lambda p: nnx.merge_state(params, p)  # noqa: E731
+        merge = lambda p: nnx.merge_state(params, p)
     elif isinstance(model, nn.Module):
         is_variables = isinstance(params, Mapping) and "params" in params
         others = {k: v for k, v in params.items() if k != "params"} if is_variables else {}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jinit._src.checks import check_choice, check_key
+from jinit._src.checks import check_choice, check_int, check_key, check_number
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
 from jinit._src.datadep.capture import Marked, capture, check_model, model_inputs, replace_leaves
@@ -70,17 +70,6 @@ def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
     return out
 
 
-def check_real(fn: str, name: str, v: Any, low: float = -np.inf, integer: bool = False):
-    """``v`` as an int (``integer``) or a float, or ``ValueError`` unless it is a finite Python
-    number ``>= low``."""
-    kinds = int | np.integer if integer else int | float
-    if isinstance(v, bool) or not isinstance(v, kinds) or not np.isfinite(v) or v < low:
-        what = "an int" if integer else "a finite Python number"
-        what += f" >= {low:g}" if low > -np.inf else ""
-        raise ValueError(f"{fn}: {name} must be {what}, got {v!r}")
-    return int(v) if integer else float(v)
-
-
 def make_config(fn: str, **kw: Any) -> Config:
     """Validates the static settings of a pass, naming the argument, the value and the choices."""
     kw = {f.name: f.default for f in dataclasses.fields(Config)} | kw
@@ -93,12 +82,12 @@ def make_config(fn: str, **kw: Any) -> Config:
         )
     if kw["activation"] is not None and kw["measure"] != "post":
         raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
-    for name, low in (("target", -np.inf), ("tol", 0.0), ("target_mean", -np.inf)):
-        kw[name] = check_real(fn, name, kw[name], low)
+    for name in ("target", "tol", "target_mean"):
+        kw[name] = float(check_number(fn, name, kw[name], nonnegative=name == "tol"))
     if kw["target"] <= 0:
         raise ValueError(f"{fn}: target (the target variance) must be > 0, got {kw['target']!r}")
     for name, low in (("max_iters", 0), ("min_values", 2)):
-        kw[name] = check_real(fn, name, kw[name], low, integer=True)
+        kw[name] = check_int(fn, name, kw[name], minimum=low)
     for name in ("include", "exclude"):
         kw[name] = _patterns(fn, name, kw[name])
     return Config(**kw)
@@ -137,40 +126,37 @@ class _Pass:
         names = _param_names(call)
         if isinstance(names, str):
             return self.skip(path, names)
-        kname, bname = names
-        p = call.params
-        k, b = p[kname], p.get(bname)
-        y0 = call.output
+        (kname, bname), k, y0 = names, call.params[names[0]], call.output
         if self.cfg.orthogonal and k.ndim >= 2:
             k = _orthogonal(self.key, path, k)
             call.update({kname: k})
             y0 = call.run()
 
-        def run(kk, bb):
-            return call.run({kname: kk} if bb is None else {kname: kk, bname: bb})
+        def new(kk, bb):
+            return {kname: kk} | ({} if bb is None else {bname: bb})
 
-        k2, b2, y = self.solve(call, "", path, k, b, run, y0, call.args)
+        run = lambda kk, bb: call.run(new(kk, bb))
+        k2, b2, y = self.solve(call, "", path, k, call.params.get(bname), run, y0, call.args)
         if k2 is not None:
-            call.update({kname: k2} if b2 is None else {kname: k2, bname: b2})
+            call.update(new(k2, b2))
         return y
 
     def solve(self, call, tag, path, k, b, run, y0, args):
         """One layer: returns the new kernel (``None``: unchanged), bias and output."""
         self.done.add(path)
         n = (b.ndim if b is not None else 1) if self.cfg.per_unit else 0
+        note = ""
         if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
             note = "the output is not one floating array"
         elif self.cfg.per_unit and not (
-            0 < n <= min(k.ndim, y0.ndim) and k.shape[k.ndim - n :] == y0.shape[y0.ndim - n :]
+            0 < n <= min(k.ndim, y0.ndim) and _tail(k, n) == _tail(y0, n)
         ):
             note = f"{self.cfg.method} needs output units on the last axes of the kernel and the "
             note += "output (Dense/Conv-like)"
-        else:
-            note = ""
         if note:
             self.skip(path, note)
             return None, None, y0
-        per = y0.size // max(1, int(np.prod(y0.shape[y0.ndim - n :])))
+        per = y0.size // max(1, int(np.prod(_tail(y0, n))))
         if per < self.cfg.min_values:
             what = "per output unit " if n else ""
             raise ValueError(
@@ -225,7 +211,7 @@ class _Pass:
 
                 def run(kk, bb, bj=bj):
                     bb, y = bj if bb is None else bb, jnp.dot(x.astype(kk.dtype), kk)
-                    return y if bb is None else y + bb.astype(y.dtype)
+                    return y if bb is None else y + jnp.broadcast_to(bb.astype(y.dtype), y.shape)
 
                 k2, b2, _ = self.solve(call, gate + ":", gate, kj, bj, run, run(kj, None), x)
                 k = k.at[:, cols].set(kj if k2 is None else k2)
@@ -242,6 +228,10 @@ def _gate_rank(name: str) -> tuple:
     """Gates in the order their cell runs them when the dict order was lost (sorted keys)."""
     g = name.split("/")[0]
     return (_GATE_ORDER.index(g) if g in _GATE_ORDER else len(_GATE_ORDER), name)
+
+
+def _tail(a: jax.Array, n: int) -> tuple[int, ...]:
+    return a.shape[a.ndim - n :]
 
 
 def _param_names(call) -> tuple[str, str] | str:
@@ -316,35 +306,6 @@ _jitted = jax.jit(_body, static_argnums=(0, 1, 2, 3, 4))
 _COMPILED: set = set()  # signatures the jitted pass was compiled for (jit=None reuses them)
 
 
-def _check_batch(fn: str, batch: Any) -> None:
-    """Rejects an empty batch and non-finite values in a concrete batch (naming the leaf)."""
-    for kp, leaf in jax.tree_util.tree_leaves_with_path(batch):
-        if not hasattr(leaf, "shape"):
-            continue
-        where = jax.tree_util.keystr(kp) or "the batch"
-        if leaf.size == 0:
-            raise ValueError(f"{fn}: the batch is empty ({where} has shape {leaf.shape})")
-        if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            continue
-        bad = ~np.isfinite(np.asarray(leaf))
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{fn}: the batch contains {int(bad.sum())} non-finite value(s) (NaN/inf) in "
-                f"{where}; the first is at index {first}."
-            )
-
-
-def batch_inputs(fn: str, batch: Any, input_key: str | int | None) -> Any:
-    """The model inputs in ``batch`` (:func:`capture.model_inputs`), checked; errors name ``fn``."""
-    try:
-        inputs = model_inputs(batch, input_key)
-    except ValueError as e:
-        raise ValueError(f"{fn}: {e}") from None
-    _check_batch(fn, inputs)
-    return inputs
-
-
 def run_pass(
     fn, name, model, params, batch, *, method, apply_kwargs, jit, input_key, rngs, **settings
 ):
@@ -365,7 +326,7 @@ def run_pass(
         raise TypeError(f"{fn}: jit must be True, False or None (automatic), got {jit!r}")
     if key is not None:
         check_key(fn, "orthogonal_key", key)
-    inputs = batch_inputs(fn, batch, input_key)
+    inputs = model_inputs(batch, input_key, fn)
     leaves, treedef = jax.tree_util.tree_flatten(dict(apply_kwargs or {}))
     arr = [(isinstance(x, jax.Array | np.ndarray | np.generic), x) for x in leaves]
     static_kw = (treedef, tuple((a, None if a else x) for a, x in arr))
@@ -386,12 +347,7 @@ def run_pass(
     use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
     execution = "jit" if use_jit else "eager"
     run = _jitted if use_jit else _body
-    try:
-        updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
-    except TypeError as e:
-        if "hashable" not in str(e):
-            raise
-        raise TypeError(f"{fn}: the model and settings must be hashable: {e}") from None
+    updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
     if use_jit:
         _COMPILED.add(sig)
     if not report.paths and (cfg.include or cfg.exclude):
@@ -480,7 +436,8 @@ def lsuv(
         non-finite values in a layer; zero variance with ``on_zero_variance="raise"``; a
         BatchNorm without its batch_stats; include/exclude selecting nothing. Under an outer
         ``jit``/``vmap``: call ``report.check()``.
-      TypeError: ``model`` is not a supported kind, or is unhashable.
+      TypeError: ``model`` is not a supported kind (or unhashable with ``jit=True``);
+        ``max_iters``/``min_values`` not an int; a setting that is not a number.
 
     References:
       Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015 (Algorithm 1).

@@ -39,26 +39,14 @@ def within_layer_init(
     variance ``target`` (:math:`\tau`) and mean ``target_mean`` (:math:`\beta`, needs a bias)
     on ``batch``: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
     :math:`b_u \leftarrow \beta - c_u(\mu_u - b_u)`, :math:`c_u = \sqrt{\tau}/\sigma_u`,
-    measured after the pass.
+    measured after the pass. Arguments not listed are as for :func:`jinit.lsuv`.
 
     Args:
-      model: as for :func:`jinit.lsuv`.
-      params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
       target: per-unit target variance :math:`\tau` of the pre-activation output.
       target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
       tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
-      include: as for :func:`jinit.lsuv`.
-      exclude: as for :func:`jinit.lsuv`.
       on_zero_variance: ``"raise"``, or ``"skip"``: constant units are left unchanged, counted
         in ``report.units_skipped``, and the layer's status is ``zero_variance``.
-      min_values: as for :func:`jinit.lsuv`.
-      orthogonal_key: as for :func:`jinit.lsuv`.
-      method: as for :func:`jinit.lsuv`.
-      apply_kwargs: as for :func:`jinit.lsuv`.
-      jit: as for :func:`jinit.lsuv`.
-      input_key: as for :func:`jinit.lsuv`.
-      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method ==
@@ -97,24 +85,14 @@ def weight_norm_init(
     For ``nn.WeightNorm``/``nnx.WeightNorm`` over a Dense/Linear/Conv kernel, with
     :math:`t_u = v_u \cdot x/\lVert v_u\rVert`: :math:`g_u \leftarrow \sqrt{\tau}/\sigma(t_u)`,
     :math:`b_u \leftarrow \beta - \sqrt{\tau}\,\mu(t_u)/\sigma(t_u)`; the direction :math:`v`
-    is unchanged. Plain layers get the equivalent update of their kernel columns.
+    is unchanged. Plain layers get the equivalent update of their kernel columns. Arguments not
+    listed are as for :func:`jinit.lsuv`.
 
     Args:
-      model: as for :func:`jinit.lsuv`.
-      params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
       target: per-unit target variance :math:`\tau`.
       target_mean: per-unit target mean :math:`\beta`.
       tol: tolerance of the ``converged`` status.
-      include: as for :func:`jinit.lsuv`.
-      exclude: as for :func:`jinit.lsuv`.
       on_zero_variance: as for :func:`jinit.within_layer_init`.
-      min_values: as for :func:`jinit.lsuv`.
-      method: as for :func:`jinit.lsuv`.
-      apply_kwargs: as for :func:`jinit.lsuv`.
-      jit: as for :func:`jinit.lsuv`.
-      input_key: as for :func:`jinit.lsuv`.
-      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "weight_norm"``).

@@ -68,10 +68,8 @@ def _kernel_scale_context(stats, activation, q: float | None) -> str:
     if not scales:
         return ""
     sw2 = float(np.median(scales))
-    text = (
-        f" Kernels have fan_in*Var(W) = {sw2:.3g} (median over layers; "
-        f"sigma_w = {math.sqrt(sw2):.3g})"
-    )
+    text = f" Kernels have fan_in*Var(W) = {sw2:.3g} (median over layers; sigma_w = "
+    text += f"{math.sqrt(sw2):.3g})"
     if activation is None:
         return text + "; pass activation= for the mean-field verdict and a fix."
     from jinit._src import recommend as recommend_lib
@@ -169,14 +167,13 @@ def diagnose(
         ("dead_frac", "dead_units", dead_fraction, _DEAD_WORDS),
         (sat_stat, "saturation", saturated_fraction, _SATURATED_WORDS),
     ):
-        hits = [(p, get(f"input/{p}/{stat}")) for p in layers[1:]]
-        hits = [(p, v) for p, v in hits if v is not None and v >= threshold]
+        values = {p: get(f"input/{p}/{stat}") for p in layers[1:]}
+        hits = {p: v for p, v in values.items() if v is not None and v >= threshold}
         if hits:
-            listed = ", ".join(f"{p} {v:.0%}" for p, v in hits[:4])
+            listed = ", ".join(f"{p} {v:.0%}" for p, v in list(hits.items())[:4])
             msg = f"at the input of {len(hits)} layer(s) ({listed}) {words}; "
             msg += f"threshold {threshold:.0%}."
-            layers_hit = tuple(p for p, _ in hits)
-            unit_findings.append(Finding(kind, msg, max(v for _, v in hits), threshold, layers_hit))
+            unit_findings.append(Finding(kind, msg, max(hits.values()), threshold, tuple(hits)))
     dead = next((f for f in unit_findings if f.kind == "dead_units"), None)
 
     g_first, g_last = get(f"output_grad/{first}/norm"), get(f"output_grad/{last}/norm")

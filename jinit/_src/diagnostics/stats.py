@@ -218,11 +218,8 @@ def layer_statistics(
         return loss, (loss, tape["values"])
 
     (g_params, g_out), (loss, values) = jax.grad(loss_with_taps, (0, 1), has_aux=True)(p0, perturb)
-    stats: dict[str, jax.Array] = {}
-    for key, index in outs.items():
-        stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
-    for name in normalizing & set(outs):
-        stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
+    stats = {f"output/{k}/index": jnp.asarray(i, jnp.int32) for k, i in outs.items()}
+    stats.update({f"output/{k}/normalizes": jnp.int32(1) for k in normalizing & set(outs)})
     params, grads = _floats(p0), _floats(g_params)
     for group, arrays, kind in (
         ("output", {k: values[k] for k in outs}, "act"),
