@@ -396,14 +396,12 @@ def capture(
     """
     kwargs, missed = dict(apply_kwargs or {}), ()
     check_model(model)
+    if isinstance(model, nnx.GraphDef) and params is None:
+        raise ValueError("params is None; an nnx.GraphDef needs its state")
     if isinstance(model, nnx.Module | nnx.GraphDef):
-        if isinstance(model, nnx.Module):
-            graphdef, state = nnx.split(model)
-            state = state if params is None else nnx.merge_state(state, params)
-        elif params is None:
-            raise ValueError("params is None; an nnx.GraphDef needs its state")
-        else:
-            graphdef, state = model, params
+        graphdef, state = (model, params) if isinstance(model, nnx.GraphDef) else nnx.split(model)
+        if isinstance(model, nnx.Module) and params is not None:
+            state = nnx.merge_state(state, params)
         p = _Pass(hook, select, no_dropout, {})
         copy = nnx.merge(graphdef, state, copy=True)
         paths = {}
