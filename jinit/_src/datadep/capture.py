@@ -208,7 +208,8 @@ class _Pass:
         params, keys = flat(own)
         mutable = mod.scope.is_mutable_collection("params")
         lifted = self.lifted(_REMAT if mod.scope.is_mutable_collection(PRIVATE) else _MAPPED)
-        clone = mod.clone(parent=None, _deep_clone=True)
+        stand_ins = {f: _shape_only for f in _INITS if callable(getattr(mod, f, None))}
+        clone = mod.clone(parent=None, _deep_clone=True, **stand_ins)
 
         def run(p):
             nested = dict(replace_leaves(own, p))
@@ -271,6 +272,15 @@ class _Pass:
         params = {**own, **self.overrides.get(name, {})}
         fns = (run, lambda new: self.by_identity(name, new, own), self.record)
         return self.report(mod, name, args, kwargs, params, y, self.lifted(_PLAIN_LIFTED), fns)
+
+
+_INITS = ("kernel_init", "bias_init", "embedding_init", "scale_init", "recurrent_kernel_init")
+
+
+def _shape_only(key: Any, shape: Any, dtype: Any = None, *args: Any, **kwargs: Any) -> jax.Array:
+    """The initializers of a re-run's clone: flax checks an existing param's shape against
+    ``jax.eval_shape`` of its initializer on every call, a trace of, e.g., a QR per layer."""
+    return jax.numpy.zeros(shape, dtype)
 
 
 def _attached(mod: nn.Module) -> dict[str, nn.Module]:
