@@ -208,7 +208,8 @@ class _Pass:
         params, keys = flat(own)
         mutable = mod.scope.is_mutable_collection("params")
         lifted = self.lifted(_REMAT if mod.scope.is_mutable_collection(PRIVATE) else _MAPPED)
-        stand_ins = {f: _shape_only for f in _INITS if callable(getattr(mod, f, None))}
+        inits = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
+        stand_ins = {f: _shape_only for f in inits if callable(getattr(mod, f))}
         clone = mod.clone(parent=None, _deep_clone=True, **stand_ins)
 
         def run(p):
