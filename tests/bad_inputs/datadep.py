@@ -63,7 +63,7 @@ ROWS = [
     Row("datadep/lsuv/target=0", _lsuv(target=0.0), ValueError, ("target", "0")),
     Row("datadep/lsuv/target=nan", _lsuv(target=float("nan")), ValueError, ("target", "nan")),
     Row("datadep/lsuv/max_iters=-1", _lsuv(max_iters=-1), ValueError, ("max_iters", "-1")),
-    Row("datadep/lsuv/max_iters=1.5", _lsuv(max_iters=1.5), ValueError, ("max_iters", "1.5")),
+    Row("datadep/lsuv/max_iters=1.5", _lsuv(max_iters=1.5), TypeError, ("max_iters", "1.5")),
     Row("datadep/lsuv/min_values=1", _lsuv(min_values=1), ValueError, ("min_values", "1")),
     Row("datadep/lsuv/measure=after", _lsuv(measure="after"), ValueError, ("measure", "after")),
     Row("datadep/lsuv/post-without-activation", _lsuv(measure="post"), ValueError, ("activation",)),

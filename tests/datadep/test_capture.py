@@ -229,3 +229,23 @@ def test_as_apply_nnx_rnn_draws_its_carry_inside_jit():
     np.testing.assert_allclose(jax.jit(apply)(p0, x), eager, rtol=1e-6, atol=1e-6)
     grads = jax.jit(jax.grad(lambda p: apply(p, x).sum()))(p0)
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+def test_rerun_does_not_trace_the_layers_initializers():
+    # Flax eval_shapes an existing param's initializer on every call; the verified re-run's
+    # clone gets shape-only stand-ins, so only the model's own forward call traces it.
+    shapes = []
+
+    def init(key, shape, dtype=jnp.float32):
+        shapes.append(shape)
+        return jax.nn.initializers.orthogonal()(key, shape, dtype)
+
+    model = nn.Sequential([nn.Dense(8, kernel_init=init), nn.relu, nn.Dense(4, kernel_init=init)])
+    x = normal(1, (32, 3))
+    v = model.init(jax.random.key(0), x)
+    shapes.clear()
+    new, report = jinit.lsuv(model, v, x, jit=False)
+    assert report.statuses == ("converged", "converged")
+    assert shapes == [(3, 8), (8, 4)]  # one forward call per layer, none for the re-runs
+    h = jax.nn.relu(x @ new["params"]["layers_0"]["kernel"] + new["params"]["layers_0"]["bias"])
+    assert abs(float(jnp.var(h @ new["params"]["layers_2"]["kernel"])) - 1) < 0.1

@@ -1,8 +1,5 @@
-r"""Krähenbühl et al.'s between-layer scaling: equal relative update rates for every layer.
-
-The derivation, the bias rule and the choice of ``samples``: docs/lsuv.md ("Between-layer
-scaling").
-"""
+r"""Krähenbühl et al.'s between-layer scaling: equal relative update rates for every layer
+(the derivation, the bias rule and ``samples``: docs/lsuv.md, "Between-layer scaling")."""
 
 from __future__ import annotations
 
@@ -14,21 +11,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src.checks import check_key
-from jinit._src.datadep.capture import replace_leaves
-from jinit._src.datadep.lsuv import batch_inputs, check_float, check_int
+from jinit._src.checks import check_int, check_key, check_number
+from jinit._src.datadep.capture import flat, model_inputs, replace_leaves
+from jinit._src.datadep.report import Report
 from jinit._src.datadep.solve import traced
 from jinit._src.paths import path_string
 
 _FN = "between_layer_scaling"
-
 ARRAY_FIELDS = tuple(
     "ratio_before ratio_after scale iterations converged output_std_before output_std_after".split()
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class BetweenLayerReport:
+class BetweenLayerReport(Report):
     """What :func:`jinit.between_layer_scaling` did; a pytree (``vmap`` stacks the arrays).
 
     Attributes:
@@ -50,35 +46,23 @@ class BetweenLayerReport:
     converged: Any
     output_std_before: Any
     output_std_after: Any
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _first(self, name: str) -> np.ndarray:
-        """The field for member 0 of a stacked report (per layer, or a scalar)."""
-        a = np.asarray(getattr(self, name))
-        return a.reshape(-1, len(self.paths))[0] if name in _PER_LAYER else a.reshape(-1)[0]
+    PER_LAYER = ARRAY_FIELDS[:3]
 
     def summary(self) -> str:
         """A fixed-width table, one row per layer (first member of a stacked report)."""
-        rb, ra, sc = (self._first(f) for f in _PER_LAYER)
-        lines = [
-            f"between_layer: iterations={int(self._first('iterations'))}/{self.max_iters} "
-            f"converged={bool(self._first('converged'))} tol={self.tol:g} output_std "
-            f"{float(self._first('output_std_before')):.4g} -> "
-            f"{float(self._first('output_std_after')):.4g}",
-            f"{'path':<32} {'ratio_before':>12} {'ratio_after':>12} {'scale':>10}",
-        ]
-        for i, path in enumerate(self.paths):
-            lines.append(f"{path:<32} {rb[i]:>12.4g} {ra[i]:>12.4g} {sc[i]:>10.4g}")
-        return "\n".join(lines)
+        f = self._first
+        head = f"between_layer: iterations={int(f('iterations'))}/{self.max_iters} "
+        head += f"converged={bool(f('converged'))} tol={self.tol:g} output_std "
+        head += f"{float(f('output_std_before')):.4g} -> {float(f('output_std_after')):.4g}"
+        cols = {c: (max(len(c), 10), f(c)) for c in self.PER_LAYER}
+        return self._table(head, cols, [(p, "") for p in self.paths])
 
     def check(self) -> None:
         """Raises ``ValueError`` for a zero or non-finite rate (naming the first layer and the
         member of a stacked report) or output std; called by the pass unless traced."""
         for name in ARRAY_FIELDS[:2] + ARRAY_FIELDS[-2:]:
             a = np.asarray(getattr(self, name), np.float64)
-            a = a.reshape(-1, len(self.paths)) if name in _PER_LAYER else a.reshape(-1, 1)
+            a = a.reshape(-1, len(self.paths)) if name in self.PER_LAYER else a.reshape(-1, 1)
             bad = np.argwhere(~(np.isfinite(a) & (a > 0)))
             if not len(bad):
                 continue
@@ -96,47 +80,39 @@ class BetweenLayerReport:
                 "from that point on."
             )
 
-    def __repr__(self) -> str:
-        return f"BetweenLayerReport(layers={len(self.paths)})"
 
-
-_PER_LAYER = ARRAY_FIELDS[:3]
 jax.tree_util.register_dataclass(
-    BetweenLayerReport,
-    data_fields=list(ARRAY_FIELDS),
-    meta_fields=["paths", "max_iters", "tol"],
+    BetweenLayerReport, list(ARRAY_FIELDS), ["paths", "max_iters", "tol"]
 )
 
 
-def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tuple[int, Any]]:
-    """Validates ``layers``; returns ``[(kernel leaf index, bias leaf index or None)]``."""
-    what = "a sequence of (kernel_path, bias_path_or_None) in forward execution order"
+def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Validates ``layers``; returns their ``(kernel, bias or None)`` path strings."""
     if isinstance(layers, str) or not isinstance(layers, Sequence):
         raise ValueError(
-            f"{_FN}: layers must be {what}, got {layers!r} (automatic layer discovery is not "
-            "offered: a params tree's key order is sorted, not the execution order)."
+            f"{_FN}: layers must be a sequence of (kernel_path, bias_path_or_None) in forward "
+            f"execution order, got {layers!r} (automatic layer discovery is not offered: a "
+            "params tree's key order is sorted, not the execution order)."
         )
     if not layers:
         raise ValueError(f"{_FN}: layers is empty; give at least one (kernel_path, bias_path).")
-    out, used = [], {}
+    out, seen = [], {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
             raise ValueError(
-                f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), "
-                f"got {layer!r}."
+                f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), got "
+                f"{layer!r}."
             )
-        pair = []
-        for role, path in zip(("kernel", "bias"), layer, strict=True):
-            if path is None and role == "bias":
-                pair.append(None)
+        names = [None if p is None else _name(p) for p in layer]
+        for role, path, name in zip(("kernel", "bias"), layer, names, strict=True):
+            if name is None and role == "bias":
                 continue
-            name = path_string(tuple(path)) if isinstance(path, tuple | list) and path else None
-            if name is None or name not in index:
+            if name not in leaves:
                 raise ValueError(
                     f"{_FN}: layers[{i}] {role} path {name or path!r} is not a leaf of "
                     "params (a non-empty tuple of keys into params)."
                 )
-            leaf, low = leaves[index[name]], 2 if role == "kernel" else 0
+            leaf, low = leaves[name], 2 if role == "kernel" else 0
             if not _is_float(leaf) or leaf.ndim < low:
                 raise ValueError(
                     f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
@@ -144,14 +120,17 @@ def _check_layers(layers: Any, index: dict[str, int], leaves: list) -> list[tupl
                     + f", got dtype {getattr(leaf, 'dtype', None)} and shape "
                     f"{getattr(leaf, 'shape', None)}."
                 )
-            if index[name] in used:
+            if name in seen:
                 raise ValueError(
-                    f"{_FN}: path {name!r} appears twice in layers (first as {used[index[name]]})."
+                    f"{_FN}: path {name!r} appears twice in layers (first as {seen[name]})."
                 )
-            used[index[name]] = f"layers[{i}]"
-            pair.append(index[name])
-        out.append(tuple(pair))
+            seen[name] = f"layers[{i}]"
+        out.append(tuple(names))
     return out
+
+
+def _name(path: Any) -> str:
+    return path_string(tuple(path)) if isinstance(path, tuple | list) and path else ""
 
 
 def _is_float(x: Any) -> bool:
@@ -203,50 +182,39 @@ def between_layer_scaling(
         key, an output with fewer than 2 samples, a bad batch; a zero or non-finite rate or
         output std (naming the first such layer; under ``jit``/``vmap`` call
         ``report.check()``).
+      TypeError: ``max_iters`` or ``samples`` not an int, ``tol`` not a number.
 
     References:
       Krähenbühl, Doersch, Donahue & Darrell, arXiv:1511.06856, 2015 (Section 3); reference
       implementation ``calibrateGradientRatio`` in ``philkr/magic_init``.
     """
-    max_iters = check_int(_FN, "max_iters", max_iters, 0)
-    tol = check_float(_FN, "tol", tol, low=0.0)
-    samples = check_int(_FN, "samples", samples, 1)
+    max_iters = check_int(_FN, "max_iters", max_iters, minimum=0)
+    tol = float(check_number(_FN, "tol", tol, nonnegative=True))
+    samples = check_int(_FN, "samples", samples, minimum=1)
     check_key(_FN, "key", key)
-    inputs = batch_inputs(_FN, batch, input_key)
+    inputs = model_inputs(batch, input_key, _FN)
+    leaves = flat(params)[0]
+    pairs = _check_layers(layers, leaves)
+    n = len(pairs)
 
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [leaf for _, leaf in flat]
-    index = {path_string(kp): i for i, (kp, _) in enumerate(flat)}
-    idx = _check_layers(layers, index, leaves)
-    n = len(idx)
-    paths = tuple(path_string(tuple(layer[0])) for layer in layers)
-    kernels0 = [leaves[k] for k, _ in idx]
-    biases0 = [None if b is None else leaves[b] for _, b in idx]
-
-    def rescale(x, s):
+    def rescale(x, s):  # in float32 (float64 for float64 leaves), back to x's dtype
         wide = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
         return (x.astype(wide) * s.astype(wide)).astype(x.dtype)
 
     def build(kernels, scale):
         """Params with the given kernels and the biases for the total kernel ``scale``."""
-        new = list(leaves)
+        new = {k: w for (k, _), w in zip(pairs, kernels, strict=True)}
         cum = jnp.cumprod(scale)
-        for j, (k, b) in enumerate(idx):
-            new[k] = kernels[j]
-            if b is not None:
-                new[b] = rescale(biases0[j], cum[j])
-        return jax.tree_util.tree_unflatten(treedef, new)
+        new.update({b: rescale(leaves[b], cum[j]) for j, (_, b) in enumerate(pairs) if b})
+        return replace_leaves(params, new)
 
-    def scaled_kernels(scale):
-        return [rescale(w, scale[j]) for j, w in enumerate(kernels0)]
+    scaled = lambda scale: [rescale(leaves[k], scale[j]) for j, (k, _) in enumerate(pairs)]
 
     def measure(scale, it):
         """Rates ``r[L]`` and the output std for the params with total kernel ``scale``."""
-        kernels = scaled_kernels(scale)
+        kernels = scaled(scale)
         out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), inputs), kernels)
-        if not isinstance(out, jax.Array | np.ndarray) or not jnp.issubdtype(
-            out.dtype, jnp.floating
-        ):
+        if not _is_float(out):
             raise ValueError(
                 f"{_FN}: apply_fn must return one floating array, got "
                 f"{type(out).__name__} with dtype {getattr(out, 'dtype', None)}."
@@ -268,9 +236,7 @@ def between_layer_scaling(
 
         gsq = jax.lax.fori_loop(0, samples, add_sample, jnp.zeros((n,), jnp.float32)) / samples
         wsq = jnp.stack([jnp.mean(jnp.square(wk.astype(jnp.float32))) for wk in kernels])
-        r = jnp.sqrt(gsq / wsq)
-        std = jnp.mean(jnp.std(rows.astype(jnp.float32), axis=0))
-        return r, std
+        return jnp.sqrt(gsq / wsq), jnp.mean(jnp.std(rows.astype(jnp.float32), axis=0))
 
     def decide(r, std):
         """``(valid, converged, c)`` for the rates ``r`` and output ``std`` of one iteration."""
@@ -279,11 +245,7 @@ def between_layer_scaling(
         valid = jnp.all(jnp.isfinite(log_r)) & jnp.isfinite(log_t)
         # |log r_k / log t - 1| < tol, without dividing by log t (never true when log t == 0).
         conv = valid & jnp.all(jnp.abs(log_r - log_t) < tol * jnp.abs(log_t))
-        c = jnp.exp(0.5 * (log_r - log_t))
-        return valid, conv, c
-
-    ones = jnp.ones((n,), jnp.float32)
-    r0, std0 = measure(ones, 0)
+        return valid, conv, jnp.exp(0.5 * (log_r - log_t))
 
     def cond(state):
         it, _, r, std = state
@@ -292,18 +254,14 @@ def between_layer_scaling(
 
     def body(state):
         it, scale, r, std = state
-        _, _, c = decide(r, std)
-        scale = scale * c
-        it = it + 1
-        r, std = measure(scale, it)
-        return it, scale, r, std
+        scale = scale * decide(r, std)[2]
+        return it + 1, scale, *measure(scale, it + 1)
 
+    ones = jnp.ones((n,), jnp.float32)
+    r0, std0 = measure(ones, 0)
     it, scale, r, std = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), ones, r0, std0))
-    _, converged, _ = decide(r, std)
-    new = jax.tree_util.tree_leaves(build(scaled_kernels(scale), scale))
-    changed = {i for pair in idx for i in pair if i is not None}
-    new_params = replace_leaves(params, {path_string(flat[i][0]): new[i] for i in changed})
-    report = BetweenLayerReport(paths, max_iters, tol, r0, r, scale, it, converged, std0, std)
+    ratios = (r0, r, scale, it, decide(r, std)[1], std0, std)
+    report = BetweenLayerReport(tuple(k for k, _ in pairs), max_iters, tol, *ratios)
     if not traced(report):
         report.check()
-    return new_params, report
+    return build(scaled(scale), scale), report

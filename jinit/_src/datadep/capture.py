@@ -1,10 +1,7 @@
-"""The one capture layer: run a user's model and observe or replace every layer call.
-
-:func:`capture` runs a linen module, an NNX module (or ``GraphDef`` + state) or a plain
-``apply_fn`` and hands each layer call, in forward execution order, to a hook as a
-:class:`Call`; :func:`as_apply` and :func:`model_inputs` are the model-as-a-function adapter and
-the batch rule of every pass. How it works and what lifted transforms allow: docs/lsuv.md
-("How the capture layer works").
+"""The one capture layer: runs a linen module, an NNX module (or ``GraphDef`` + state) or a plain
+``apply_fn`` and hands every layer call, in forward execution order, to a hook. :func:`as_apply`
+and :func:`model_inputs` are every pass's model adapter and batch rule. Mechanisms and lifted
+transforms: docs/lsuv.md ("How the pass works").
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from typing import Any, NamedTuple
 import flax.errors
 import flax.linen as nn
 import jax
+import numpy as np
 from flax import nnx
 from flax.core import FrozenDict
 from jax.extend import core as jex_core
@@ -26,6 +24,13 @@ from jinit._src.paths import path_string
 
 PRIVATE = "jinit_capture"  # linen collection carrying records out of a remat body
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("jinit_capture", default=None)
+_REMAT = "inside a lifted transform that carries every collection (nn.remat)"
+_MAPPED = (
+    "inside a lifted transform that maps its variables (nn.scan, nn.vmap, nn.RNN's scan): its "
+    "params are stacked or shared across steps, not addressable per call"
+)
+_NNX_LIFTED = "inside a lifted transform (NNX variables cannot be updated from there)"
+_PLAIN_LIFTED = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
 
 
 class Marked(NamedTuple):
@@ -39,42 +44,46 @@ class Marked(NamedTuple):
 class Call:
     """One layer call, as the hook sees it.
 
-    ``path`` is :func:`jinit.path_string` of the module path (the k-th repeated call of a module
-    gets ``"@k"``); ``params`` the layer's own params by flat name (``"kernel"``,
-    ``"cell/ii/kernel"``); ``lifted`` why the call is inside a lifted transform (``""``: it is
-    not); ``addressable`` whether :meth:`update` and :meth:`record` work there; ``enclosing``
-    the modules whose calls are in progress.
+    ``path``: :func:`jinit.path_string` of the module path (the k-th repeated call of a module
+    gets ``"@k"``); ``params``: the layer's own params by flat name (``"kernel"``,
+    ``"cell/ii/kernel"``); ``lifted``: why the call is inside a lifted transform (``""``: it is
+    not); ``enclosing``: the modules whose calls are in progress.
     """
 
-    index: int
     path: str
     module: Any
-    kind: str
     args: tuple
     kwargs: dict
     params: dict[str, Any]
     output: Any
     lifted: str
-    addressable: bool
     enclosing: tuple
-    _run: Callable[[dict], Any]
-    _update: Callable[[dict], None]
-    _record: Callable[[dict], None]
+    _fns: tuple  # run(flat params), update(flat params), record(values)
+
+    @property
+    def kind(self) -> str:
+        m = self.module
+        return m.fn.__name__ if isinstance(m, Marked) else type(m).__name__
+
+    @property
+    def addressable(self) -> bool:
+        """Whether :meth:`update` and :meth:`record` work here (top level, or in nn.remat)."""
+        return self.lifted in ("", _REMAT)
 
     def run(self, params: Mapping[str, Any] | None = None) -> Any:
         """The layer's output on its captured inputs with ``params`` (merged into its own)."""
-        return self._run({**self.params, **(params or {})})
+        return self._fns[0]({**self.params, **(params or {})})
 
     def update(self, params: Mapping[str, Any]) -> None:
         """Replaces some of the layer's params (by their flat name) in the returned tree."""
         self._check("update")
-        self._update(dict(params))
+        self._fns[1](dict(params))
         self.params = {**self.params, **params}
 
     def record(self, **values: Any) -> None:
         """Attaches arrays to this call; they come back in ``Captured.records[path]``."""
         self._check("record")
-        self._record(values)
+        self._fns[2](values)
 
     def _check(self, what: str) -> None:
         if not self.addressable:
@@ -92,23 +101,19 @@ class Captured(NamedTuple):
     updates: dict[str, Any]  # path (relative to ``params``) -> new value, of every update
 
 
-def _flat(tree: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
-    """``{path string: leaf}`` and ``{path string: key tuple}`` of a nested params dict."""
-    flat, keys = {}, {}
+def flat(tree: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """``{path string: leaf}`` and ``{path string: key tuple}`` of a pytree."""
+    leaves, keys = {}, {}
     for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = path_string(kp)
-        flat[name] = leaf
+        leaves[name] = leaf
         keys[name] = tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in kp)
-    return flat, keys
+    return leaves, keys
 
 
 def _set(tree: Any, keys: tuple, value: Any) -> Any:
     """A copy of nested dict ``tree`` with the leaf at ``keys`` replaced."""
-    if not keys:
-        return value
-    new = dict(tree)
-    new[keys[0]] = _set(tree[keys[0]], keys[1:], value)
-    return new
+    return value if not keys else {**tree, keys[0]: _set(tree[keys[0]], keys[1:], value)}
 
 
 def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
@@ -131,7 +136,7 @@ def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
 class _Pass:
     """The state of one capture (Python values only: paths, counters, top-level arrays)."""
 
-    def __init__(self, hook, select, no_dropout, leaves):
+    def __init__(self, hook, select, no_dropout, leaf_paths):
         self.hook, self.select, self.no_dropout = hook, select, no_dropout
         self.trace = jex_core.get_opaque_trace_state()
         self.count: dict[str, int] = {}
@@ -141,10 +146,10 @@ class _Pass:
         self.updates: dict[str, Any] = {}  # param path -> new value (None: read at the end)
         self.records: dict[str, dict] = {}
         self.overrides: dict[str, dict] = {}  # immutable params: layer -> its new flat params
-        self.leaf_paths = {id(v): path_string(kp) for kp, v in leaves}
+        self.leaf_paths = leaf_paths  # plain apply_fn: id(leaf) -> its path in params
 
-    def lifted(self) -> bool:
-        return jex_core.get_opaque_trace_state() != self.trace
+    def lifted(self, reason: str) -> str:
+        return reason if jex_core.get_opaque_trace_state() != self.trace else ""
 
     def passing(self, fn, *args, **kwargs):
         self.passthrough += 1
@@ -160,36 +165,20 @@ class _Pass:
         finally:
             self.stack.pop()
 
-    def record(self, values):
-        self.records[self.order[-1]] = {**self.records.get(self.order[-1], {}), **values}
+    def record(self, values, path=None):
+        path = path or self.order[-1]
+        self.records[path] = {**self.records.get(path, {}), **values}
 
-    def report(self, module, base, args, kwargs, params, y, reason, ok, run, update, record):
+    def report(self, module, base, args, kwargs, params, y, lifted, fns):
         k = self.count.get(base, 0)
         self.count[base] = k + 1
         path = base if k == 0 else f"{base}@{k}"
-        kind = module.fn.__name__ if isinstance(module, Marked) else type(module).__name__
-        call = Call(
-            len(self.order),
-            path,
-            module,
-            kind,
-            args,
-            kwargs,
-            params,
-            y,
-            reason,
-            ok,
-            tuple(self.stack),
-            run,
-            update,
-            record,
-        )
         self.order.append(path)
-        out = self.hook(call)
+        out = self.hook(Call(path, module, args, kwargs, params, y, lifted, tuple(self.stack), fns))
         return y if out is None else out
 
     def by_identity(self, base: str, new: dict, params: dict) -> None:
-        """Immutable params (a plain apply_fn): find each leaf in the user's tree by identity;
+        """Immutable params (a plain apply_fn): finds each leaf in the user's tree by identity;
         later calls of the layer run with the new values."""
         for k, v in new.items():
             where = self.leaf_paths.get(id(params[k]))
@@ -202,8 +191,7 @@ class _Pass:
             self.updates[where] = v
         self.overrides[base] = {**self.overrides.get(base, params), **new}
 
-    # ---- linen -------------------------------------------------------------------------
-    def __call__(self, next_fun, args, kwargs, ctx):
+    def __call__(self, next_fun, args, kwargs, ctx):  # linen, through nn.intercept_methods
         mod = ctx.module
         if ctx.method_name != "__call__" or self.passthrough or mod.scope is None:
             return next_fun(*args, **kwargs)
@@ -212,24 +200,21 @@ class _Pass:
         if not self.select(mod):
             return next_fun(*args, **kwargs)
         y = self.enter(mod, next_fun, args, kwargs)
-        scope_path = tuple(mod.scope.path)
-        base = path_string(scope_path) or type(mod).__name__
+        base = path_string(tuple(mod.scope.path)) or type(mod).__name__
         variables = dict(mod.variables)
-        attached = _attached(mod, scope_path)
-        own = dict(variables.get("params", {}))
+        attached = _attached(mod)  # the clone below adopts them under their field name
+        own = {**variables.get("params", {})}
         own.update({a: m.variables.get("params", {}) for a, m in attached.items()})
-        params, keys = _flat(own)
+        params, keys = flat(own)
         mutable = mod.scope.is_mutable_collection("params")
-        lifted = self.lifted()
-        ok = not lifted or mod.scope.is_mutable_collection(PRIVATE)
-        reason = "" if not lifted else _REMAT if ok else _MAPPED
-        clone = mod.clone(parent=None, _deep_clone=True)
+        lifted = self.lifted(_REMAT if mod.scope.is_mutable_collection(PRIVATE) else _MAPPED)
+        inits = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
+        stand_ins = {f: _shape_only for f in inits if callable(getattr(mod, f))}
+        clone = mod.clone(parent=None, _deep_clone=True, **stand_ins)
 
         def run(p):
-            nested = dict(own)
-            for k, v in p.items():
-                nested = _set(nested, keys[k], v)
-            for a, sub in attached.items():  # the clone adopts them under the field name
+            nested = dict(replace_leaves(own, p))
+            for a, sub in attached.items():  # nn.WeightNorm's "<layer name>/kernel/scale"
                 for name in [n for n in nested if n.startswith(f"{sub.name}/")]:
                     nested[a + name[len(sub.name) :]] = nested.pop(name)
             vs = {**variables, "params": nested}
@@ -252,15 +237,14 @@ class _Pass:
 
         if not mutable and base in self.overrides:  # a later call of an updated module
             y = run(self.overrides[base])
-        return self.report(mod, base, args, kwargs, params, y, reason, ok, run, update, record)
+        return self.report(mod, base, args, kwargs, params, y, lifted, (run, update, record))
 
-    # ---- NNX ---------------------------------------------------------------------------
     def nnx_call(self, node, base_cls, paths, args, kwargs):
-        call = lambda m, *a, **k: base_cls.__call__(m, *a, **k)  # noqa: E731
+        call = base_cls.__call__
         if self.passthrough or id(node) not in paths:  # a replay, or a lifted transform's copy
             return call(node, *args, **kwargs)
         y = self.enter(node, call, (node, *args), kwargs)
-        base, lifted = paths[id(node)], self.lifted()
+        base = paths[id(node)]
 
         def run(p):
             copy = nnx.merge(*nnx.split(node), copy=True)
@@ -273,63 +257,37 @@ class _Pass:
                 _nnx_set(node, k, v)
                 self.updates[f"{base}/{k}" if base != type(node).__name__ else k] = v
 
-        reason = "inside a lifted transform (NNX variables cannot be updated from there)"
-        return self.report(
-            node,
-            base,
-            args,
-            kwargs,
-            _nnx_params(node),
-            y,
-            reason if lifted else "",
-            not lifted,
-            run,
-            update,
-            self.record,
-        )
+        params, fns = _nnx_params(node), (run, update, self.record)
+        return self.report(node, base, args, kwargs, params, y, self.lifted(_NNX_LIFTED), fns)
 
-    # ---- plain functions ---------------------------------------------------------------
-    def mark(self, name, fn, layer_params, args, kwargs):
-        params, keys = _flat(layer_params)
+    def mark(self, name, fn, layer_params, args, kwargs):  # plain functions: lsuv_layer
         mod = Marked(name, fn)
-
-        def run(p):
-            nested = layer_params
-            for k, v in p.items():
-                nested = _set(nested, keys[k], v)
-            return self.passing(fn, nested, *args, **kwargs)
-
         if not self.select(mod):
             return fn(layer_params, *args, **kwargs)
+        own = flat(layer_params)[0]
+
+        def run(p):
+            return self.passing(fn, replace_leaves(layer_params, p), *args, **kwargs)
+
         y = self.enter(mod, run, (self.overrides.get(name, {}),), {})
-        reason = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
-        lifted = self.lifted()
-        return self.report(
-            mod,
-            name,
-            args,
-            kwargs,
-            {**params, **self.overrides.get(name, {})},
-            y,
-            reason if lifted else "",
-            not lifted,
-            run,
-            lambda new: self.by_identity(name, new, params),
-            self.record,
-        )
+        params = {**own, **self.overrides.get(name, {})}
+        fns = (run, lambda new: self.by_identity(name, new, own), self.record)
+        return self.report(mod, name, args, kwargs, params, y, self.lifted(_PLAIN_LIFTED), fns)
 
 
-_REMAT = "inside a lifted transform that carries every collection (nn.remat)"
-_MAPPED = (
-    "inside a lifted transform that maps its variables (nn.scan, nn.vmap, nn.RNN's scan): its "
-    "params are stacked or shared across steps, not addressable per call"
-)
+_INITS = ("kernel_init", "bias_init", "embedding_init", "scale_init", "recurrent_kernel_init")
 
 
-def _attached(mod: nn.Module, path: tuple) -> dict[str, nn.Module]:
+def _shape_only(key: Any, shape: Any, dtype: Any = None, *args: Any, **kwargs: Any) -> jax.Array:
+    """The initializers of a re-run's clone: flax checks an existing param's shape against
+    ``jax.eval_shape`` of its initializer on every call, a trace of, e.g., a QR per layer."""
+    return jax.numpy.zeros(shape, dtype)
+
+
+def _attached(mod: nn.Module) -> dict[str, nn.Module]:
     """Bound submodules held in fields but owned elsewhere (``nn.RNN``'s ``cell``): their
     params are part of this call's params, under the field name."""
-    out = {}
+    out, path = {}, tuple(mod.scope.path)
     for f in dataclasses.fields(mod):
         sub = getattr(mod, f.name, None) if f.name != "parent" else None
         if isinstance(sub, nn.Module) and sub.scope is not None:
@@ -339,12 +297,11 @@ def _attached(mod: nn.Module, path: tuple) -> dict[str, nn.Module]:
 
 
 def _nnx_params(node: Any) -> dict[str, Any]:
-    """A NNX module's own trainable arrays: its ``nnx.Param``s and raw arrays (e.g.
-    ``nnx.WeightNorm``'s scales), by flat name."""
-    st = nnx.state(node)
+    """A NNX module's own trainable arrays by flat name: its ``nnx.Param``s and raw arrays
+    (``nnx.WeightNorm``'s scales)."""
+    is_var = lambda x: isinstance(x, nnx.Variable)
     out = {}
-    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
-    for kp, v in jax.tree_util.tree_flatten_with_path(st, is_leaf=is_var)[0]:
+    for kp, v in jax.tree_util.tree_flatten_with_path(nnx.state(node), is_leaf=is_var)[0]:
         if isinstance(v, nnx.Param):
             out[path_string(kp)] = v.get_value()
         elif not isinstance(v, nnx.Variable) and hasattr(v, "dtype"):
@@ -354,18 +311,14 @@ def _nnx_params(node: Any) -> dict[str, Any]:
 
 def _nnx_set(node: Any, name: str, value: Any) -> None:
     """Sets the param at flat ``name`` of an NNX module (a Variable or a dict entry)."""
+    key = lambda d, n: next(k for k in d if str(k) == n)
     obj, parts = node, name.split("/")
     for p in parts[:-1]:
-        obj = obj[_nnx_key(obj, p)] if isinstance(obj, Mapping) else getattr(obj, p)
-    last = parts[-1]
+        obj = obj[key(obj, p)] if isinstance(obj, Mapping) else getattr(obj, p)
     if isinstance(obj, Mapping):
-        obj[_nnx_key(obj, last)] = value
+        obj[key(obj, parts[-1])] = value
     else:
-        getattr(obj, last).set_value(value)
-
-
-def _nnx_key(d: Mapping, name: str) -> Any:
-    return next(k for k in d if str(k) == name)
+        getattr(obj, parts[-1]).set_value(value)
 
 
 def _hooked(cls: type, p: _Pass, paths: dict) -> type:
@@ -404,8 +357,8 @@ def lsuv_layer(
     and every pass built on :func:`capture` the pass sees the layer, in execution order::
 
       def apply(params, x):
-        return jinit.lsuv_layer("l1", dense, params["l1"], jinit.lsuv_layer("l0", dense,
-                                                                            params["l0"], x))
+        h = jinit.lsuv_layer("l0", dense, params["l0"], x)
+        return jinit.lsuv_layer("l1", dense, params["l1"], h)
 
     Args:
       name: the layer's path in reports and ``include``/``exclude`` patterns.
@@ -450,74 +403,61 @@ def capture(
     as the identity. Returns a :class:`Captured`. Raises ``ValueError`` for a collection
     ``params`` does not hold (a BatchNorm without its batch_stats), ``params=None`` where
     required, or an updated plain-function parameter that is not a leaf of ``params``;
-    ``TypeError`` for a model of no supported kind. See docs/lsuv.md ("How the pass works").
+    ``TypeError`` for a model of no supported kind.
     """
-    kwargs = dict(apply_kwargs or {})
+    kwargs, missed = dict(apply_kwargs or {}), ()
     check_model(model)
+    if isinstance(model, nnx.GraphDef) and params is None:
+        raise ValueError("params is None; an nnx.GraphDef needs its state")
     if isinstance(model, nnx.Module | nnx.GraphDef):
-        if isinstance(model, nnx.Module):
-            graphdef, state = nnx.split(model)
-            state = state if params is None else nnx.merge_state(state, params)
-        elif params is None:
-            raise ValueError("params is None; an nnx.GraphDef needs its state")
-        else:
-            graphdef, state = model, params
-        p = _Pass(hook, select, no_dropout, ())
+        graphdef, state = (model, params) if isinstance(model, nnx.GraphDef) else nnx.split(model)
+        if isinstance(model, nnx.Module) and params is not None:
+            state = nnx.merge_state(state, params)
+        p = _Pass(hook, select, no_dropout, {})
         copy = nnx.merge(graphdef, state, copy=True)
-        paths, classes = {}, {}
+        paths = {}
         for path, node in nnx.iter_modules(copy):
             if no_dropout and isinstance(node, nnx.Dropout):
                 node.deterministic = True
-            if select(node) and id(node) not in paths:
+            if select(node) and id(node) not in paths:  # a per-pass subclass, never a patch
                 paths[id(node)] = path_string(path) or type(node).__name__
-                cls = type(node)
-                classes.setdefault(cls, _hooked(cls, p, paths))
-                object.__setattr__(node, "__class__", classes[cls])
+                object.__setattr__(node, "__class__", _hooked(type(node), p, paths))
         outputs, updates = copy(inputs, **kwargs), p.updates
         params = state if params is None else params
         missed = tuple(q for q in paths.values() if q not in p.count)
     elif params is None:
         raise ValueError(f"params is None; it is required for {type(model).__name__}")
-    elif isinstance(model, nn.Module):
-        is_vars = isinstance(params, Mapping) and "params" in params
-        variables = dict(params) if is_vars else {"params": params}
-        mutable = kwargs.pop("mutable", False)
-        extra = [mutable] if isinstance(mutable, str) else list(mutable or [])
-        cols = sorted({*variables, "params", PRIVATE, *extra})
-        p = _Pass(hook, select, no_dropout, ())
-        with nn.intercept_methods(p), _missing_collection():
-            outputs, new = model.apply(
-                variables, inputs, rngs=rngs, method=method, mutable=cols, **kwargs
-            )
-        newp, _ = _flat(new.get("params", {}))
-        updates = {k: newp[k] if v is None else v for k, v in p.updates.items()}
-        _collect(new.get(PRIVATE, {}), p)
-        if is_vars:
-            updates = {f"params/{k}": v for k, v in updates.items()}
-        missed = ()
     else:
-        p = _Pass(hook, select, no_dropout, jax.tree_util.tree_flatten_with_path(params)[0])
+        linen = isinstance(model, nn.Module)
+        leaf_paths = {} if linen else {id(v): k for k, v in flat(params)[0].items()}
+        p = _Pass(hook, select, no_dropout, leaf_paths)
         token = _ACTIVE.set(p)
         try:
             with nn.intercept_methods(p), _missing_collection():
-                outputs, updates, missed = model(params, inputs, **kwargs), p.updates, ()
+                if not linen:
+                    outputs, updates = model(params, inputs, **kwargs), p.updates
+                else:
+                    outputs, updates = _linen(model, params, inputs, p, rngs, method, kwargs)
         finally:
             _ACTIVE.reset(token)
     new = replace_leaves(params, updates)
     return Captured(outputs, new, tuple(p.order), p.records, missed, updates)
 
 
-def _collect(tree: Any, p: _Pass) -> None:
-    """Records sown from remat bodies (``r<index>`` entries of the private collection)."""
-    for name, v in (tree or {}).items():
-        if isinstance(name, str) and name.startswith("r") and isinstance(v, tuple):
-            path = p.order[int(name[1:])]
-            p.records[path] = {**p.records.get(path, {}), **v[0]}
-        elif isinstance(v, Mapping):
-            _collect(v, p)
-
-
-_NOT_FOUND = (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError)
+def _linen(model, params, inputs, p, rngs, method, kwargs):
+    """Applies a linen model with every collection mutable; the updates by path."""
+    is_vars = isinstance(params, Mapping) and "params" in params
+    variables = dict(params) if is_vars else {"params": params}
+    mutable = kwargs.pop("mutable", False)
+    extra = [mutable] if isinstance(mutable, str) else list(mutable or [])
+    cols = sorted({*variables, "params", PRIVATE, *extra})
+    outputs, new = model.apply(variables, inputs, rngs=rngs, method=method, mutable=cols, **kwargs)
+    newp = flat(new.get("params", {}))[0]
+    updates = {k: newp[k] if v is None else v for k, v in p.updates.items()}
+    sown = lambda x: isinstance(x, tuple)
+    for kp, v in jax.tree_util.tree_leaves_with_path(new.get(PRIVATE, {}), is_leaf=sown):
+        p.record(v[0], p.order[int(kp[-1].key[1:])])  # "r<index>": sown from a remat body
+    return outputs, {f"params/{k}" if is_vars else k: v for k, v in updates.items()}
 
 
 @contextlib.contextmanager
@@ -525,7 +465,7 @@ def _missing_collection():
     """Turns flax's "collection/variable not found" into a ValueError that says what to pass."""
     try:
         yield
-    except _NOT_FOUND as e:
+    except (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError) as e:
         raise ValueError(
             f"the model reads or creates a variable that `params` does not hold ({e}). A "
             "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
@@ -533,38 +473,55 @@ def _missing_collection():
         ) from None
 
 
-def model_inputs(batch: Any, input_key: str | int | None = None) -> Any:
+def model_inputs(batch: Any, input_key: str | int | None = None, fn: str = "") -> Any:
     """The model inputs inside ``batch``.
 
     ``input_key`` picks them (a mapping key or a sequence index); by default a mapping's
-    ``"inputs"`` or ``"x"`` entry, a tuple's or list's first element, or the batch itself.
+    ``"inputs"`` or ``"x"`` entry, a tuple's or list's first element, or the batch itself. With
+    ``fn`` (the calling pass) errors start with ``fn`` and the inputs must be non-empty, and
+    finite where concrete.
 
     Raises:
-      ValueError: a mapping without ``"inputs"``/``"x"`` and no ``input_key``, or an
-        ``input_key`` the batch does not hold.
+      ValueError: a mapping without ``"inputs"``/``"x"`` and no ``input_key``, an
+        ``input_key`` the batch does not hold; with ``fn``, an empty or non-finite input.
     """
+    where = f"{fn}: " if fn else ""
+    keys = f"keys {sorted(map(str, batch))}" if isinstance(batch, Mapping) else ""
     if input_key is not None:
         try:
-            return batch[input_key]
+            inputs = batch[input_key]
         except (KeyError, IndexError, TypeError):
-            what = (
-                f"keys {sorted(map(str, batch))}"
-                if isinstance(batch, Mapping)
-                else f"a {type(batch).__name__}"
-                + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
+            what = keys or f"a {type(batch).__name__}"
+            what += f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+            raise ValueError(
+                f"{where}input_key={input_key!r} is not in the batch ({what})"
+            ) from None
+    elif keys:
+        if not ("inputs" in batch or "x" in batch):
+            raise ValueError(
+                f"{where}batch is a mapping with {keys}; pass input_key= to say which holds the "
+                "model inputs (tried 'inputs' and 'x')"
             )
-            raise ValueError(f"input_key={input_key!r} is not in the batch ({what})") from None
-    if isinstance(batch, Mapping):
-        for key in ("inputs", "x"):
-            if key in batch:
-                return batch[key]
-        raise ValueError(
-            f"batch is a mapping with keys {sorted(map(str, batch))}; pass input_key= to say "
-            "which holds the model inputs (tried 'inputs' and 'x')"
+        inputs = batch["inputs" if "inputs" in batch else "x"]
+    else:
+        inputs = batch[0] if isinstance(batch, tuple | list) else batch
+    for kp, leaf in jax.tree_util.tree_leaves_with_path(inputs) if fn else ():
+        at = jax.tree_util.keystr(kp) or "the batch"
+        if getattr(leaf, "size", 1) == 0:
+            raise ValueError(f"{fn}: the batch is empty ({at} has shape {leaf.shape})")
+        concrete = isinstance(leaf, jax.Array | np.ndarray) and not isinstance(
+            leaf, jax.core.Tracer
         )
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    return batch
+        if not concrete or not jax.numpy.issubdtype(leaf.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(np.asarray(leaf))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{fn}: the batch contains {int(bad.sum())} non-finite value(s) (NaN/inf) in "
+                f"{at}; the first is at index {first}."
+            )
+    return inputs
 
 
 def fresh_variables(state):
@@ -581,52 +538,32 @@ def as_apply(
     rngs: Mapping[str, Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Callable[[Any, Any], Any], Any, Callable[[Any], Any]]:
-    """``model`` as a pure ``apply(p, inputs) -> outputs`` of its trainable parameters.
+    """``model`` as a pure ``apply(p, inputs) -> outputs`` of its trainable parameters ``p``.
 
-    Args:
-      model: a ``flax.linen.Module``, a ``flax.nnx.Module``, an ``nnx.GraphDef`` (with its
-        full ``nnx.State`` as ``params``), or a plain ``apply_fn(params, inputs)``.
-      params: linen: the ``params`` collection or the full variables dict (other collections,
-        e.g. ``batch_stats``, are held fixed); NNX module: an ``nnx.State`` of ``nnx.Param``
-        or ``None`` for the module's own; GraphDef: its full state; apply_fn: whatever it
-        takes.
-      rngs: linen: passed to ``apply`` (``{"dropout": key}``).
-      apply_kwargs: extra keyword arguments of the model call (``{"train": True}``). For
-        linen, ``mutable=[...]`` is accepted: updated collections (BatchNorm's train-mode
-        ``batch_stats``) are dropped, the outputs kept.
-
-    Returns:
-      ``(apply, p0, merge)``: ``apply(p, inputs)`` runs the model with trainable parameters
-      ``p`` (a pytree shaped like ``p0``); ``p0`` the trainable parameters in ``params``;
-      ``merge(p)`` puts ``p`` back into the structure of ``params`` (what a pass returns).
-
-    Raises:
-      ValueError: ``params`` is ``None`` for a linen module, GraphDef or apply_fn.
-      TypeError: ``model`` is none of the above.
+    ``model``: a linen or NNX module, an ``nnx.GraphDef`` (``params``: its full state) or a
+    plain ``apply_fn(params, inputs)``. ``params``: linen: the ``params`` collection or the
+    variables dict (other collections held fixed); NNX module: an ``nnx.State`` of
+    ``nnx.Param`` or ``None`` (its own). ``rngs`` (linen) and ``apply_kwargs`` go to the call
+    (linen ``mutable=[...]``: the updated collections are dropped). Returns ``(apply, p0,
+    merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into the structure of
+    ``params``. Raises ``ValueError`` for ``params=None`` where required, ``TypeError`` for a
+    model of no supported kind.
     """
     check_model(model)
     kwargs = dict(apply_kwargs or {})
-    if isinstance(model, nnx.Module | nnx.GraphDef):
-        if isinstance(model, nnx.Module):
-            graphdef, own, rest = nnx.split(model, nnx.Param, ...)
-            p0, merge = (own if params is None else params), (lambda p: p)
-        elif params is None:
-            raise ValueError("params is None; it is required for an nnx.GraphDef (its state)")
-        else:
-            state = params if isinstance(params, nnx.State) else nnx.State(params)
-            (p0, rest), graphdef = state.split(nnx.Param, ...), model
-            merge = lambda p: nnx.merge_state(params, p)  # noqa: E731
-
-        def apply(p, x):
-            return nnx.merge(graphdef, p, fresh_variables(rest))(x, **kwargs)
-
-        return apply, p0, merge
-    if params is None:
+    if isinstance(model, nnx.Module):
+        graphdef, own, rest = nnx.split(model, nnx.Param, ...)
+        p0, merge = (own if params is None else params), (lambda p: p)
+    elif params is None:
         raise ValueError(
             f"params is None; it is required for {type(model).__name__} (only an nnx.Module "
             "carries its own parameters)"
         )
-    if isinstance(model, nn.Module):
+    elif isinstance(model, nnx.GraphDef):
+        state = params if isinstance(params, nnx.State) else nnx.State(params)
+        (p0, rest), graphdef = state.split(nnx.Param, ...), model
+        merge = lambda p: nnx.merge_state(params, p)
+    elif isinstance(model, nn.Module):
         is_variables = isinstance(params, Mapping) and "params" in params
         others = {k: v for k, v in params.items() if k != "params"} if is_variables else {}
         p0 = params["params"] if is_variables else params
@@ -646,8 +583,10 @@ def as_apply(
             )
 
         return apply, p0, merge
+    else:
+        return (lambda p, x: model(p, x, **kwargs)), params, (lambda p: p)
 
-    def apply(p, x):
-        return model(p, x, **kwargs)
+    def apply_nnx(p, x):
+        return nnx.merge(graphdef, p, fresh_variables(rest))(x, **kwargs)
 
-    return apply, params, lambda p: p
+    return apply_nnx, p0, merge

@@ -1,8 +1,5 @@
-"""LSUV (Mishkin & Matas 2015) and the pass shared by the per-unit methods, on the capture layer.
-
-Each selected layer is solved by a verified solve (:mod:`solve`) when the forward pass reaches
-it, on its real input. How it works, the statuses and the eager/jit rule: docs/lsuv.md.
-"""
+"""LSUV (Mishkin & Matas 2015) and the pass the per-unit methods share: each selected layer is
+solved (:mod:`solve`) when the forward pass reaches it, on its real input (docs/lsuv.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jinit._src.checks import check_key
+from jinit._src.checks import check_choice, check_int, check_key, check_number
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
 from jinit._src.datadep.capture import Marked, capture, check_model, model_inputs, replace_leaves
@@ -73,27 +70,11 @@ def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
     return out
 
 
-def check_int(fn: str, name: str, v: Any, low: int) -> int:
-    """``v`` as an int, or ``ValueError`` unless it is an integer ``>= low``."""
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-        raise ValueError(f"{fn}: {name} must be an int >= {low}, got {v!r}")
-    return int(v)
-
-
-def check_float(fn: str, name: str, v: Any, low: float = -np.inf) -> float:
-    """``v`` as a float, or ``ValueError`` unless it is a finite Python number ``>= low``."""
-    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-        raise ValueError(f"{fn}: {name} must be a finite Python number, got {v!r}")
-    if v < low:
-        raise ValueError(f"{fn}: {name} must be >= {low:g}, got {v!r}")
-    return float(v)
-
-
 def make_config(fn: str, **kw: Any) -> Config:
     """Validates the static settings of a pass, naming the argument, the value and the choices."""
+    kw = {f.name: f.default for f in dataclasses.fields(Config)} | kw
     for name, choices in (("measure", ("pre", "post")), ("on_zero_variance", ("raise", "skip"))):
-        if kw[name] not in choices:
-            raise ValueError(f"{fn}: {name} must be one of {choices}, got {kw[name]!r}")
+        check_choice(fn, name, kw[name], choices)
     if kw["measure"] == "post" and not callable(kw["activation"]):
         raise ValueError(
             f"{fn}: measure='post' needs the activation that follows each layer, e.g. "
@@ -102,12 +83,11 @@ def make_config(fn: str, **kw: Any) -> Config:
     if kw["activation"] is not None and kw["measure"] != "post":
         raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
     for name in ("target", "tol", "target_mean"):
-        kw[name] = check_float(fn, name, kw[name])
+        kw[name] = float(check_number(fn, name, kw[name], nonnegative=name == "tol"))
     if kw["target"] <= 0:
         raise ValueError(f"{fn}: target (the target variance) must be > 0, got {kw['target']!r}")
-    kw["tol"] = check_float(fn, "tol", kw["tol"], low=0.0)
     for name, low in (("max_iters", 0), ("min_values", 2)):
-        kw[name] = check_int(fn, name, kw[name], low)
+        kw[name] = check_int(fn, name, kw[name], minimum=low)
     for name in ("include", "exclude"):
         kw[name] = _patterns(fn, name, kw[name])
     return Config(**kw)
@@ -146,40 +126,37 @@ class _Pass:
         names = _param_names(call)
         if isinstance(names, str):
             return self.skip(path, names)
-        kname, bname = names
-        p = call.params
-        k, b = p[kname], p.get(bname)
-        y0 = call.output
+        (kname, bname), k, y0 = names, call.params[names[0]], call.output
         if self.cfg.orthogonal and k.ndim >= 2:
             k = _orthogonal(self.key, path, k)
             call.update({kname: k})
             y0 = call.run()
 
-        def run(kk, bb):
-            return call.run({kname: kk} if bb is None else {kname: kk, bname: bb})
+        def new(kk, bb):
+            return {kname: kk} | ({} if bb is None else {bname: bb})
 
-        k2, b2, y = self.solve(call, "", path, k, b, run, y0, call.args)
+        run = lambda kk, bb: call.run(new(kk, bb))
+        k2, b2, y = self.solve(call, "", path, k, call.params.get(bname), run, y0, call.args)
         if k2 is not None:
-            call.update({kname: k2} if b2 is None else {kname: k2, bname: b2})
+            call.update(new(k2, b2))
         return y
 
     def solve(self, call, tag, path, k, b, run, y0, args):
         """One layer: returns the new kernel (``None``: unchanged), bias and output."""
         self.done.add(path)
         n = (b.ndim if b is not None else 1) if self.cfg.per_unit else 0
+        note = ""
         if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
             note = "the output is not one floating array"
         elif self.cfg.per_unit and not (
-            0 < n <= min(k.ndim, y0.ndim) and k.shape[k.ndim - n :] == y0.shape[y0.ndim - n :]
+            0 < n <= min(k.ndim, y0.ndim) and _tail(k, n) == _tail(y0, n)
         ):
             note = f"{self.cfg.method} needs output units on the last axes of the kernel and the "
             note += "output (Dense/Conv-like)"
-        else:
-            note = ""
         if note:
             self.skip(path, note)
             return None, None, y0
-        per = y0.size // max(1, int(np.prod(y0.shape[y0.ndim - n :])))
+        per = y0.size // max(1, int(np.prod(_tail(y0, n))))
         if per < self.cfg.min_values:
             what = "per output unit " if n else ""
             raise ValueError(
@@ -205,40 +182,25 @@ class _Pass:
         return _scaled(k, c), b2, y
 
     def recurrent(self, call, path):
-        """Input projections of a recurrent cell, each solved as a Dense on the whole sequence
-        (pooled over batch and time); recurrent kernels are left as they are."""
+        """Input projections of a recurrent cell, each gate solved as a Dense on the whole
+        sequence (pooled over batch and time); recurrent kernels are left as they are."""
         self.done.add(path)
-        rnn = isinstance(call.module, nn.RNN | nnx.RNN)
-        x = call.args[0] if rnn else call.args[1]
-        pre = "cell/" if rnn else ""
-        if isinstance(call.module, nn.RNN):
-            cell = path_string(call.module.cell.scope.path)
-        else:
-            cell = f"{path}/cell" if rnn else path
-        p = call.params
-        hid = [
-            v.shape[0]
-            for n, v in p.items()
-            if n[len(pre) :].startswith(("h", "dense_h")) and n.endswith("kernel")
-        ]
+        m, rnn = call.module, isinstance(call.module, nn.RNN | nnx.RNN)
+        x, pre = (call.args[0], "cell/") if rnn else (call.args[1], "")
+        cell = path_string(m.cell.scope.path) if isinstance(m, nn.RNN) else path + "/cell" * rnn
+        p = {n[len(pre) :]: v for n, v in call.params.items() if n.startswith(pre)}
+        hid = [v.shape[0] for n, v in p.items() if re.match(r"(dense_)?h.*kernel$", n)]
         new = {}
-
-        def rank(name):
-            g = name[len(pre) :].split("/")[0]
-            return (_GATE_ORDER.index(g) if g in _GATE_ORDER else len(_GATE_ORDER), name)
-
-        for name in sorted(p, key=rank):
-            k, g = p[name], name[len(pre) :].rsplit("/", 1)[0]
-            if not (name.startswith(pre + "i") or name.startswith(pre + "dense_i")):
+        for name in sorted(p, key=_gate_rank):
+            k, g = p[name], name.rsplit("/", 1)[0]
+            if not (name.startswith(("i", "dense_i")) and name.endswith("/kernel") and k.ndim == 2):
                 continue
-            if not name.endswith("/kernel") or k.ndim != 2 or k.shape[0] != x.shape[-1]:
+            if k.shape[0] != x.shape[-1]:
                 continue
             h = hid[0] if hid and k.shape[1] % hid[0] == 0 else k.shape[1]
-            blocks = k.shape[1] // h
-            bname = name[: -len("kernel")] + "bias"
-            b = p.get(bname)
-            for j in range(blocks):
-                lab = _GATE_LABELS.get(blocks, "0123456789")[j] if blocks > 1 else ""
+            blocks, b = k.shape[1] // h, p.get(g + "/bias")
+            labels = _GATE_LABELS.get(blocks, "0123456789")[:blocks] if blocks > 1 else [""]
+            for j, lab in enumerate(labels):
                 gate = f"{cell}/{g}" + (f"/{lab}" if lab else "")
                 if not self.cfg.selects(gate) or gate in self.done:
                     continue
@@ -248,23 +210,28 @@ class _Pass:
                     kj = _orthogonal(self.key, gate, kj)
 
                 def run(kk, bb, bj=bj):
-                    y = jnp.dot(x.astype(kk.dtype), kk)
-                    bb = bj if bb is None else bb
-                    if bb is None:
-                        return y
-                    return y + bb.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bb.shape)
+                    bb, y = bj if bb is None else bb, jnp.dot(x.astype(kk.dtype), kk)
+                    return y if bb is None else y + jnp.broadcast_to(bb.astype(y.dtype), y.shape)
 
                 k2, b2, _ = self.solve(call, gate + ":", gate, kj, bj, run, run(kj, None), x)
                 k = k.at[:, cols].set(kj if k2 is None else k2)
-                if b2 is not None:
-                    b = b.at[cols].set(b2)
-            new[name] = k
-            if b is not None:
-                new[bname] = b
+                b = b if b2 is None else b.at[cols].set(b2)
+            new[pre + name] = k
+            new.update({} if b is None else {pre + g + "/bias": b})
         if not new:
             return self.skip(cell, f"no input projections recognised in {call.kind}")
         call.update(new)
         return call.run()
+
+
+def _gate_rank(name: str) -> tuple:
+    """Gates in the order their cell runs them when the dict order was lost (sorted keys)."""
+    g = name.split("/")[0]
+    return (_GATE_ORDER.index(g) if g in _GATE_ORDER else len(_GATE_ORDER), name)
+
+
+def _tail(a: jax.Array, n: int) -> tuple[int, ...]:
+    return a.shape[a.ndim - n :]
 
 
 def _param_names(call) -> tuple[str, str] | str:
@@ -302,63 +269,36 @@ def _selects(m: Any) -> bool:
     return "kernel" in p or "embedding" in p
 
 
-_FIELDS = {  # report field: (value for a layer skipped before solving, dtype)
-    "iterations": (0, np.int32),
-    "scale": (1.0, np.float32),
-    "var_before": (np.nan, np.float32),
-    "var_after": (np.nan, np.float32),
-    "mean_after": (np.nan, np.float32),
-    "status": (rep.SKIPPED, np.int32),
-    "units_skipped": (0, np.int32),
-    "input_finite": (True, bool),
-}
+# A layer skipped before solving: its report values (no ``converged``); types give dtypes.
+_SKIPPED = (0, 1.0, np.nan, np.nan, np.nan, rep.SKIPPED, 0, True)
+_DTYPES = {int: np.int32, float: np.float32, bool: bool}
 
 
 def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVReport:
-    xp = jnp if solve.traced(records) else np
-
-    def column(f, d):
-        return [d if r[2] is None else xp.asarray(records[r[2][0]][r[2][1] + f]) for r in rows]
-
-    arrays = {f: xp.asarray(column(f, d), t).reshape(len(rows)) for f, (d, t) in _FIELDS.items()}
+    xp, arrays = jnp if solve.traced(records) else np, {}
+    for f, d in zip(solve.FIELDS, _SKIPPED, strict=True):
+        col = [d if r[2] is None else xp.asarray(records[r[2][0]][r[2][1] + f]) for r in rows]
+        arrays[f] = xp.asarray(col, _DTYPES[type(d)]).reshape(len(rows))
     arrays["converged"] = arrays["status"] == rep.CONVERGED
-    meta = (
-        cfg.method,
-        cfg.measure,
-        cfg.target,
-        cfg.tol,
-        cfg.on_zero_variance,
-        execution,
-        tuple(r[0] for r in rows),
-        tuple(r[1] for r in rows),
-    )
-    return rep.LSUVReport(**dict(zip(rep.META_FIELDS, meta, strict=True)), **arrays)
+    settings = (cfg.method, cfg.measure, cfg.target, cfg.tol, cfg.on_zero_variance, execution)
+    paths, notes = tuple(r[0] for r in rows), tuple(r[1] for r in rows)
+    return rep.LSUVReport(*settings, paths, notes, **arrays)
+
+
+_MISSED = (
+    "not called at the top level of the forward pass (unused, or only inside a lifted transform "
+    "such as nnx.scan/nnx.remat); left unchanged"
+)
 
 
 def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
-    model, method = spec
-    treedef, static = static_kw
-    it = iter(dyn)
+    (model, method), (treedef, static), it = spec, static_kw, iter(dyn)
     kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if a else s for a, s in static])
-    p = _Pass(fn, cfg, key)
-    out = capture(
-        model,
-        params,
-        inputs,
-        p.hook,
-        select=_selects,
-        rngs=rngs,
-        method=method,
-        apply_kwargs=kwargs,
-        no_dropout=True,
-    )
+    p, opts = _Pass(fn, cfg, key), dict(select=_selects, rngs=rngs, method=method)
+    out = capture(model, params, inputs, p.hook, apply_kwargs=kwargs, no_dropout=True, **opts)
     for path in out.missed:
         if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
-            p.skip(
-                path,
-                "not called at the top level of the forward pass (unused, or only "
-                "inside a lifted transform such as nnx.scan/nnx.remat); left unchanged",
-            )
+            p.skip(path, _MISSED)
     return out.updates, _report(cfg, p.rows, out.records, execution)
 
 
@@ -366,51 +306,27 @@ _jitted = jax.jit(_body, static_argnums=(0, 1, 2, 3, 4))
 _COMPILED: set = set()  # signatures the jitted pass was compiled for (jit=None reuses them)
 
 
-def _check_batch(fn: str, batch: Any) -> None:
-    """Rejects an empty batch and non-finite values in a concrete batch (naming the leaf)."""
-    for kp, leaf in jax.tree_util.tree_leaves_with_path(batch):
-        if not hasattr(leaf, "shape"):
-            continue
-        where = jax.tree_util.keystr(kp) or "the batch"
-        if leaf.size == 0:
-            raise ValueError(f"{fn}: the batch is empty ({where} has shape {leaf.shape})")
-        if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            continue
-        bad = ~np.isfinite(np.asarray(leaf))
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{fn}: the batch contains {int(bad.sum())} non-finite value(s) (NaN/inf) in "
-                f"{where}; the first is at index {first}."
-            )
-
-
-def batch_inputs(fn: str, batch: Any, input_key: str | int | None) -> Any:
-    """The model inputs in ``batch`` (:func:`capture.model_inputs`), checked; errors name ``fn``."""
-    try:
-        inputs = model_inputs(batch, input_key)
-    except ValueError as e:
-        raise ValueError(f"{fn}: {e}") from None
-    _check_batch(fn, inputs)
-    return inputs
-
-
-def run_pass(fn, cfg, model, params, batch, *, method, apply_kwargs, key, jit, input_key, rngs):
-    """Checks the arguments, runs the pass (eager or jitted), checks and warns."""
+def run_pass(
+    fn, name, model, params, batch, *, method, apply_kwargs, jit, input_key, rngs, **settings
+):
+    """Pass ``name`` of public function ``fn``: checks the arguments (``settings``: the fields of
+    :class:`Config` and ``orthogonal_key``), runs the pass (eager or jitted), checks and warns."""
+    key = settings.pop("orthogonal_key", None)
+    cfg = make_config(fn, method=name, orthogonal=key is not None, **settings)
     check_model(model, fn)
     if isinstance(model, nnx.Module):
         model, state = nnx.split(model)
         params = state if params is None else params
-    for name, value in (("method", method), ("rngs", rngs)):
+    for arg, value in (("method", method), ("rngs", rngs)):
         if value is not None and not isinstance(model, nn.Module):
-            raise ValueError(f"{fn}: {name}= is only for linen modules, got {name}={value!r}")
+            raise ValueError(f"{fn}: {arg}= is only for linen modules, got {arg}={value!r}")
     if params is None:
         raise ValueError(f"{fn}: params is None (only an nnx Module may omit its state)")
     if jit is not None and not isinstance(jit, bool):
         raise TypeError(f"{fn}: jit must be True, False or None (automatic), got {jit!r}")
     if key is not None:
         check_key(fn, "orthogonal_key", key)
-    inputs = batch_inputs(fn, batch, input_key)
+    inputs = model_inputs(batch, input_key, fn)
     leaves, treedef = jax.tree_util.tree_flatten(dict(apply_kwargs or {}))
     arr = [(isinstance(x, jax.Array | np.ndarray | np.generic), x) for x in leaves]
     static_kw = (treedef, tuple((a, None if a else x) for a, x in arr))
@@ -431,12 +347,7 @@ def run_pass(fn, cfg, model, params, batch, *, method, apply_kwargs, key, jit, i
     use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
     execution = "jit" if use_jit else "eager"
     run = _jitted if use_jit else _body
-    try:
-        updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
-    except TypeError as e:
-        if "hashable" not in str(e):
-            raise
-        raise TypeError(f"{fn}: the model and settings must be hashable: {e}") from None
+    updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
     if use_jit:
         _COMPILED.add(sig)
     if not report.paths and (cfg.include or cfg.exclude):
@@ -523,39 +434,13 @@ def lsuv(
       ValueError: bad settings; a batch without the model inputs (see ``input_key``); an empty
         batch or NaN/inf in the inputs; a layer with fewer than ``min_values`` output values;
         non-finite values in a layer; zero variance with ``on_zero_variance="raise"``; a
-        BatchNorm without its batch_stats; include/exclude selecting nothing. Under an outer ``jit``/``vmap``: call ``report.check()``.
-      TypeError: ``model`` is not a supported kind, or is unhashable.
+        BatchNorm without its batch_stats; include/exclude selecting nothing. Under an outer
+        ``jit``/``vmap``: call ``report.check()``.
+      TypeError: ``model`` is not a supported kind (or unhashable with ``jit=True``);
+        ``max_iters``/``min_values`` not an int; a setting that is not a number.
 
     References:
       Mishkin & Matas, "All you need is a good init", arXiv:1511.06422, 2015 (Algorithm 1).
       Saxe, McClelland & Ganguli, arXiv:1312.6120, 2014 (orthonormal pre-initialisation).
     """
-    cfg = make_config(
-        "lsuv",
-        method="lsuv",
-        target=target,
-        tol=tol,
-        max_iters=max_iters,
-        measure=measure,
-        activation=activation,
-        center=center,
-        target_mean=0.0,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        orthogonal=orthogonal_key is not None,
-    )
-    return run_pass(
-        "lsuv",
-        cfg,
-        model,
-        params,
-        batch,
-        method=method,
-        apply_kwargs=apply_kwargs,
-        key=orthogonal_key,
-        jit=jit,
-        input_key=input_key,
-        rngs=rngs,
-    )
+    return run_pass("lsuv", "lsuv", **locals())  # every argument, by name

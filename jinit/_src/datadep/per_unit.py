@@ -1,8 +1,5 @@
-r"""Per-unit data-dependent initializations (within-layer, weight-norm), on the LSUV pass.
-
-Every output unit of every selected layer is normalised on the batch, in forward execution
-order, verified by re-running the layer (docs/lsuv.md, "Per-unit methods").
-"""
+"""Per-unit data-dependent initializations (within-layer, weight-norm) on the LSUV pass: every
+output unit of every selected layer is normalised on the batch (docs/lsuv.md)."""
 
 from __future__ import annotations
 
@@ -13,23 +10,8 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from jinit._src.datadep.lsuv import make_config, run_pass
+from jinit._src.datadep.lsuv import run_pass
 from jinit._src.datadep.report import LSUVReport
-
-
-def _per_unit(fn, name, model, params, batch, *, orthogonal_key=None, **kw):
-    run = {k: kw.pop(k) for k in ("method", "apply_kwargs", "jit", "input_key", "rngs")}
-    cfg = make_config(
-        fn,
-        method=name,
-        max_iters=1,
-        measure="pre",
-        activation=None,
-        center=False,
-        orthogonal=orthogonal_key is not None,
-        **kw,
-    )
-    return run_pass(fn, cfg, model, params, batch, key=orthogonal_key, **run)
 
 
 def within_layer_init(
@@ -57,26 +39,14 @@ def within_layer_init(
     variance ``target`` (:math:`\tau`) and mean ``target_mean`` (:math:`\beta`, needs a bias)
     on ``batch``: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
     :math:`b_u \leftarrow \beta - c_u(\mu_u - b_u)`, :math:`c_u = \sqrt{\tau}/\sigma_u`,
-    measured after the pass.
+    measured after the pass. Arguments not listed are as for :func:`jinit.lsuv`.
 
     Args:
-      model: as for :func:`jinit.lsuv`.
-      params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
       target: per-unit target variance :math:`\tau` of the pre-activation output.
       target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
       tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
-      include: as for :func:`jinit.lsuv`.
-      exclude: as for :func:`jinit.lsuv`.
       on_zero_variance: ``"raise"``, or ``"skip"``: constant units are left unchanged, counted
         in ``report.units_skipped``, and the layer's status is ``zero_variance``.
-      min_values: as for :func:`jinit.lsuv`.
-      orthogonal_key: as for :func:`jinit.lsuv`.
-      method: as for :func:`jinit.lsuv`.
-      apply_kwargs: as for :func:`jinit.lsuv`.
-      jit: as for :func:`jinit.lsuv`.
-      input_key: as for :func:`jinit.lsuv`.
-      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method ==
@@ -89,26 +59,7 @@ def within_layer_init(
       Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
       Neural Networks", arXiv:1511.06856, 2015 (within-layer initialization).
     """
-    return _per_unit(
-        "within_layer_init",
-        "within_layer",
-        model,
-        params,
-        batch,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        orthogonal_key=orthogonal_key,
-        method=method,
-        apply_kwargs=apply_kwargs,
-        jit=jit,
-        input_key=input_key,
-        rngs=rngs,
-    )
+    return run_pass("within_layer_init", "within_layer", max_iters=1, **locals())
 
 
 def weight_norm_init(
@@ -134,24 +85,14 @@ def weight_norm_init(
     For ``nn.WeightNorm``/``nnx.WeightNorm`` over a Dense/Linear/Conv kernel, with
     :math:`t_u = v_u \cdot x/\lVert v_u\rVert`: :math:`g_u \leftarrow \sqrt{\tau}/\sigma(t_u)`,
     :math:`b_u \leftarrow \beta - \sqrt{\tau}\,\mu(t_u)/\sigma(t_u)`; the direction :math:`v`
-    is unchanged. Plain layers get the equivalent update of their kernel columns.
+    is unchanged. Plain layers get the equivalent update of their kernel columns. Arguments not
+    listed are as for :func:`jinit.lsuv`.
 
     Args:
-      model: as for :func:`jinit.lsuv`.
-      params: as for :func:`jinit.lsuv`.
-      batch: as for :func:`jinit.lsuv` (the model inputs are picked by ``input_key``).
       target: per-unit target variance :math:`\tau`.
       target_mean: per-unit target mean :math:`\beta`.
       tol: tolerance of the ``converged`` status.
-      include: as for :func:`jinit.lsuv`.
-      exclude: as for :func:`jinit.lsuv`.
       on_zero_variance: as for :func:`jinit.within_layer_init`.
-      min_values: as for :func:`jinit.lsuv`.
-      method: as for :func:`jinit.lsuv`.
-      apply_kwargs: as for :func:`jinit.lsuv`.
-      jit: as for :func:`jinit.lsuv`.
-      input_key: as for :func:`jinit.lsuv`.
-      rngs: as for :func:`jinit.lsuv`.
 
     Returns:
       ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "weight_norm"``).
@@ -163,22 +104,4 @@ def weight_norm_init(
       Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate
       Training of Deep Neural Networks", arXiv:1602.07868, 2016 (Section 3).
     """
-    return _per_unit(
-        "weight_norm_init",
-        "weight_norm",
-        model,
-        params,
-        batch,
-        target=target,
-        target_mean=target_mean,
-        tol=tol,
-        include=include,
-        exclude=exclude,
-        on_zero_variance=on_zero_variance,
-        min_values=min_values,
-        method=method,
-        apply_kwargs=apply_kwargs,
-        jit=jit,
-        input_key=input_key,
-        rngs=rngs,
-    )
+    return run_pass("weight_norm_init", "weight_norm", max_iters=1, **locals())

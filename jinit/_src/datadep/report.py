@@ -1,14 +1,11 @@
-"""The report of every data-dependent pass (LSUV, within-layer, weight-norm): measured numbers.
-
-A pytree of per-layer arrays (forward execution order; ``vmap`` stacks them) and static
-metadata; ``var_before``/``var_after`` are measured on the layer's real output.
-"""
+"""The reports of the data-dependent passes: pytrees of measured per-layer arrays (forward
+execution order; ``vmap`` stacks them) and static metadata."""
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -26,8 +23,35 @@ ARRAY_FIELDS = tuple(
 META_FIELDS = "method measured target tol on_zero_variance execution paths notes".split()
 
 
+class Report:
+    """What the reports share: their length, member 0 of a stacked report and a table."""
+
+    paths: tuple[str, ...]
+    PER_LAYER: ClassVar[tuple[str, ...]]  # array fields with one entry per layer
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layers={len(self.paths)})"
+
+    def _first(self, name: str) -> np.ndarray:
+        """The field for member 0 of a stacked report (per layer, or a scalar)."""
+        a = np.asarray(getattr(self, name))
+        return a.reshape(-1, len(self.paths))[0] if name in self.PER_LAYER else a.reshape(-1)[0]
+
+    def _table(self, head: str, columns: dict[str, tuple[int, Any]], rows: list[tuple]) -> str:
+        """``head``, then one line of ``columns`` (name: (width, values)) per path, then
+        ``rows``' trailing text."""
+        lines = [head, f"{'path':<32} " + " ".join(f"{c:>{w}}" for c, (w, _) in columns.items())]
+        for i, (path, tail) in enumerate(rows):
+            cells = " ".join(f"{v[i]:>{w}.4g}" for w, v in columns.values())
+            lines.append(f"{path:<32} {cells}{tail}")
+        return "\n".join(lines)
+
+
 @dataclasses.dataclass(frozen=True)
-class LSUVReport:
+class LSUVReport(Report):
     """What a data-dependent initialization pass did, one entry per layer in execution order.
 
     Attributes:
@@ -69,11 +93,7 @@ class LSUVReport:
     units_skipped: Any
     input_finite: Any
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _first(self, name: str) -> np.ndarray:
-        return np.asarray(getattr(self, name)).reshape(-1, len(self.paths))[0]
+    PER_LAYER = ARRAY_FIELDS
 
     @property
     def statuses(self) -> tuple[str, ...]:
@@ -88,26 +108,27 @@ class LSUVReport:
 
     def reasons(self) -> tuple[str, ...]:
         """Per layer (first member if stacked), why it is not ``converged`` (``""`` if it is)."""
+        vb, va, units, its = map(
+            self._first, ("var_before", "var_after", "units_skipped", "iterations")
+        )
         out = []
         for i, st in enumerate(self.statuses):
-            vb, va = float(self._first("var_before")[i]), float(self._first("var_after")[i])
-            units, iters = int(self._first("units_skipped")[i]), int(self._first("iterations")[i])
-            out.append(
-                {
-                    "converged": "",
-                    "not_converged": f"variance {va:.4g} after {iters} rescaling(s), target "
-                    f"{self.target:g} +- {self.tol:g}",
-                    "skipped": self.notes[i],
-                    "scale_invariant": "the output does not change with the kernel's scale "
-                    "(normalised kernel or output); left unchanged",
-                    "zero_variance": f"{units} unit(s) with zero output variance left unchanged"
-                    if units
-                    else f"zero output variance ({vb:.3g}): the part of the output that depends "
-                    "on the kernel is constant on this batch",
-                    "non_finite": "NaN/inf in the layer's input or output",
-                }[st]
-            )
+            reasons = {
+                "not_converged": f"variance {va[i]:.4g} after {its[i]} rescaling(s), target "
+                f"{self.target:g} +- {self.tol:g}",
+                "skipped": self.notes[i],
+                "scale_invariant": "the output does not change with the kernel's scale "
+                "(normalised kernel or output); left unchanged",
+                "zero_variance": f"{units[i]} unit(s) with zero output variance left unchanged"
+                if units[i]
+                else f"zero output variance ({vb[i]:.3g}): {_CONSTANT}",
+                "non_finite": "NaN/inf in the layer's input or output",
+            }
+            out.append(reasons.get(st, ""))
         return tuple(out)
+
+    def _layers(self):
+        return zip(self.paths, self.statuses, self.reasons(), strict=True)
 
     def errors(self) -> list[str]:
         """Messages for the layers that make the pass fail (non-finite values; zero variance
@@ -116,32 +137,27 @@ class LSUVReport:
             return []
         status = np.asarray(self.status).reshape(-1, len(self.paths))
         field = {f: np.asarray(getattr(self, f)).reshape(status.shape) for f in ARRAY_FIELDS}
-        msgs = []
+        msgs = {}
         for m, i in zip(*np.nonzero(_failing(status, self.on_zero_variance)), strict=True):
-            if msgs and msgs[-1][0] == m:
-                continue  # the first failing layer of each member
             path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
+            if m in msgs:
+                continue  # the first failing layer of each member
             if status[m, i] == NON_FINITE and not field["input_finite"][m, i]:
                 origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
-                msg = f"non-finite values (NaN/inf) first appear in the input of layer {path!r}"
-                msg += f"{where}: they come from {origin}."
+                msg = (
+                    f"first appear in the input of layer {path!r}{where}: they come from {origin}."
+                )
             elif status[m, i] == NON_FINITE:
-                msg = f"non-finite values (NaN/inf) first appear in the output of layer {path!r}"
-                msg += f"{where} (its input is finite: check its parameters, or the output "
-                msg += "overflows)."
+                msg = f"first appear in the output of layer {path!r}{where} (its input is finite: "
+                msg += "check its parameters, or the output overflows)."
             else:
                 n, v = int(field["units_skipped"][m, i]), float(field["var_before"][m, i])
-                msg = (
-                    f"{n} unit(s) of layer {path!r} have zero output variance"
-                    if n
-                    else (f"layer {path!r} has zero output variance (measured variance {v!r})")
-                )
-                msg += f"{where}: the part of its output that depends on the kernel is constant"
-                msg += " on this batch (dead units upstream, a constant input), so no rescaling "
-                msg += "can reach the target. Pass on_zero_variance='skip' to leave it unchanged"
-                msg += " and report it."
-            msgs.append((m, msg))
-        return [msg for _, msg in msgs]
+                what = f"{n} unit(s) of layer {path!r} have" if n else f"layer {path!r} has"
+                msgs[m] = f"{what} zero output variance" + f" (measured variance {v!r})" * (not n)
+                msgs[m] += f"{where}: {_ZERO_WORDS}"
+                continue
+            msgs[m] = f"non-finite values (NaN/inf) {msg}"
+        return list(msgs.values())
 
     def check(self) -> LSUVReport:
         """Raises ``ValueError`` for the first failing layer (see :meth:`errors`); called by the
@@ -155,58 +171,47 @@ class LSUVReport:
         """Emits one :class:`jinit.InitWarning` naming every layer that is not ``converged``
         (skipped, unconverged, scale-invariant, zero variance), with the reason; none if all
         converged. Called by the pass itself unless traced."""
-        bad = [
-            f"{p} [{s}: {r}]"
-            for p, s, r in zip(self.paths, self.statuses, self.reasons(), strict=True)
-            if s != "converged"
-        ]
+        bad = [f"{p} [{s}: {r}]" for p, s, r in self._layers() if s != "converged"]
         if bad:
-            warnings.warn(
-                f"{self.method}: {len(bad)} of {len(self.paths)} layer(s) not converged: "
-                + "; ".join(bad),
-                InitWarning,
-                stacklevel=3,
-            )
+            msg = f"{self.method}: {len(bad)} of {len(self)} layer(s) not converged: "
+            warnings.warn(msg + "; ".join(bad), InitWarning, stacklevel=3)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat ``{"<method>/<path>/<stat>": value}`` dict (nanodo-style metrics)."""
+        fields = {f: np.asarray(getattr(self, f)) for f in ARRAY_FIELDS}
         return {
-            f"{self.method}/{p}/{f}": np.asarray(getattr(self, f))[..., i]
+            f"{self.method}/{p}/{f}": a[..., i]
             for i, p in enumerate(self.paths)
-            for f in ARRAY_FIELDS
+            for f, a in fields.items()
         }
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer with Python scalars (first member if stacked)."""
-        rows = []
-        for i, (p, st, why) in enumerate(
-            zip(self.paths, self.statuses, self.reasons(), strict=True)
-        ):
-            row = {"path": p, **{f: self._first(f)[i].item() for f in ARRAY_FIELDS}}
-            rows.append({**row, "status": st, "reason": why})
-        return rows
+        fields = {f: self._first(f) for f in ARRAY_FIELDS}
+        return [
+            {"path": p, **{f: a[i].item() for f, a in fields.items()}, "status": s, "reason": r}
+            for i, (p, s, r) in enumerate(self._layers())
+        ]
 
     def summary(self) -> str:
         """A fixed-width table of :meth:`rows` (a string; nothing is printed)."""
         lead = np.shape(self.status)[:-1] if self.paths else ()
         stacked = f" [member 0 of {int(np.prod(lead))} stacked]" if lead else ""
-        lines = [
-            f"{self.method}: measured={self.measured} target={self.target:g} tol={self.tol:g} "
-            f"execution={self.execution}{stacked}",
-            f"{'path':<32} {'iters':>5} {'scale':>9} {'var_before':>11} {'var_after':>10} "
-            f"{'mean_after':>10}  status",
-        ]
-        for r in self.rows():
-            why = f" ({r['reason']})" if r["reason"] else ""
-            lines.append(
-                f"{r['path']:<32} {r['iterations']:>5d} {r['scale']:>9.4g} "
-                f"{r['var_before']:>11.4g} {r['var_after']:>10.4g} {r['mean_after']:>10.4g}  "
-                f"{r['status']}{why}"
-            )
-        return "\n".join(lines)
+        head = f"{self.method}: measured={self.measured} target={self.target:g} "
+        head += f"tol={self.tol:g} execution={self.execution}{stacked}"
+        names = {"iters": "iterations", "scale": "scale"}
+        names.update({f: f for f in ("var_before", "var_after", "mean_after")})
+        cols = {c: (max(len(c), 9), self._first(f)) for c, f in names.items()}
+        rows = [(p, f"  {s}" + (f" ({r})" if r else "")) for p, s, r in self._layers()]
+        return self._table(head, cols, rows)
 
-    def __repr__(self) -> str:
-        return f"LSUVReport(method={self.method!r}, layers={len(self.paths)})"
+
+_CONSTANT = "the part of the output that depends on the kernel is constant on this batch"
+_ZERO_WORDS = (
+    "the part of its output that depends on the kernel is constant on this batch (dead units "
+    "upstream, a constant input), so no rescaling can reach the target. Pass "
+    "on_zero_variance='skip' to leave it unchanged and report it."
+)
 
 
 def _failing(status: np.ndarray, on_zero_variance: str) -> np.ndarray:

@@ -1,9 +1,5 @@
-"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output.
-
-One implementation for both executions: Python control flow on concrete values (eager pass),
-``lax`` control flow when traced (jitted pass). The algorithm, the fallback loop and the
-``scale_invariant`` test: docs/lsuv.md ("Verified solves").
-"""
+"""Verified per-layer solves: a closed-form step, re-measured on the layer's real output; Python
+control flow on concrete values (eager pass), ``lax`` when traced (docs/lsuv.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +13,8 @@ from jinit._src.datadep import report as rep
 
 INVARIANT_RTOL = 1e-3  # relative change of variance below which the kernel's scale is inert
 UNIT_ITERS = 10  # bound of the per-unit fallback loop
+HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
+FIELDS = tuple(f for f in rep.ARRAY_FIELDS if f != "converged")  # what a solve records
 
 
 def traced(*trees) -> bool:
@@ -44,17 +42,19 @@ def _pick(c, a, b):
     return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
 
+def _moments_of(yf, n: int, eps: float, xp):
+    red = tuple(range(yf.ndim - n))
+    mean = xp.mean(yf, axis=red)
+    var = xp.mean(xp.square(yf - xp.mean(yf, axis=red, keepdims=True)), axis=red)
+    return mean, var, (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def unit_moments(y: jax.Array, n: int = 0):
     """Mean and variance over all leading axes (``n`` trailing unit axes; 0: pooled), and the
     zero-variance threshold ``(4 eps)^2 E[y^2]`` (rounding noise of the output's dtype)."""
     yf = y.astype(jnp.float64 if y.dtype == jnp.float64 else jnp.float32)
-    red = tuple(range(y.ndim - n))
-    mean = jnp.mean(yf, axis=red)
-    var = jnp.mean(jnp.square(yf - jnp.mean(yf, axis=red, keepdims=True)), axis=red)
-    eps = float(jnp.finfo(y.dtype).eps)
-    thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
-    return mean, var, thr
+    return _moments_of(yf, n, float(jnp.finfo(y.dtype).eps), jnp)
 
 
 def _finite(*xs, xp=jnp):
@@ -67,8 +67,7 @@ def _inert(v0, v1, c1, xp=jnp):
 
 
 def _record(*values):
-    """The report's arrays for one layer (:data:`report.ARRAY_FIELDS` without ``converged``)."""
-    return dict(zip([f for f in rep.ARRAY_FIELDS if f != "converged"], values, strict=True))
+    return dict(zip(FIELDS, values, strict=True))
 
 
 def _xp(*trees):
@@ -76,22 +75,16 @@ def _xp(*trees):
     return jnp if traced(*trees) else np
 
 
-HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
-
-
-def _moments(c, y):
-    """:func:`unit_moments` of the measured tensor; concrete outputs up to :data:`HOST_MAX`
-    values on the host in float64 (cheaper than compiling the reduction; docs/lsuv.md)."""
-    y = y if c[3] is None else c[3](y)
+def _moments(act, y):
+    """:func:`unit_moments` of ``y`` (``act(y)`` if given); concrete outputs up to
+    :data:`HOST_MAX` values on the host in float64 (cheaper than compiling the reduction)."""
+    y = y if act is None else act(y)
     if traced(y) or y.size > HOST_MAX:
         return unit_moments(y)
     sd = np.float64 if y.dtype == jnp.float64 else np.float32
-    eps = float(jnp.finfo(y.dtype).eps)
     with np.errstate(all="ignore"):  # inf/NaN outputs give non-finite moments (non_finite)
-        yf = np.asarray(y).astype(np.float64)
-        mean, var = yf.mean(), yf.var()
-        thr = (4 * eps) ** 2 * (var + mean * mean) + float(jnp.finfo(jnp.float32).tiny)
-        return sd(mean), sd(var), sd(thr)
+        out = _moments_of(np.asarray(y).astype(np.float64), 0, float(jnp.finfo(y.dtype).eps), np)
+    return tuple(sd(v) for v in out)
 
 
 def finite_inputs(inputs) -> jax.Array:
@@ -101,44 +94,6 @@ def finite_inputs(inputs) -> jax.Array:
     return _finite(*leaves, xp=xp) if leaves else xp.asarray(True)
 
 
-def _open(c, mu0, v0, thr, in_ok):
-    t, tol, iters, _ = c
-    xp = _xp(mu0, v0, in_ok)
-    finite = in_ok & _finite(v0, mu0, xp=xp)
-    live = finite & (v0 > thr)
-    need = live & (xp.abs(v0 - t) >= tol) & (iters > 0)
-    s1 = xp.where(need, xp.sqrt(t / xp.where(live, v0, 1.0)), 1.0).astype(v0.dtype)
-    it = need.astype(np.int32)
-    return dict(mu0=mu0, v0=v0, in_ok=in_ok, finite=finite, live=live, need=need, s1=s1, it=it)
-
-
-def _measure(c, o, y, s, it, inv=None):
-    """Moments of ``y`` (the output with factor ``s`` after ``it`` rescalings), whether the loop
-    goes on and its next factor; ``out``: what the layer ends with if the loop stops here (the
-    original when the result is not kept). ``inv``: None on the first step (then measured)."""
-    t, tol, iters, _ = c
-    mu, v, _ = _moments(c, y)
-    xp = _xp(mu, v, s, it, o)
-    inv = o["need"] & _inert(o["v0"], v, s, xp=xp) if inv is None else inv
-    again = o["need"] & ~inv & (it < iters) & (xp.abs(v - t) >= tol) & xp.isfinite(v) & (v > 0)
-    bad = o["need"] & ~(xp.isfinite(v) & xp.isfinite(s) & (s > 0))
-    keep = ~o["need"] | inv | bad
-    out = _pick(keep, (xp.ones_like(s), 0 * it, o["v0"], o["mu0"]), (s, it, v, mu))
-    nxt = (s * xp.sqrt(t / xp.where(v > 0, v, t))).astype(s.dtype)  # used while v > 0
-    return dict(inv=inv, again=again, next=nxt, bad=bad, keep=keep, out=out)
-
-
-def _close(c, o, r, s, it, v, mu):
-    """The report's arrays of a layer from its last measurement ``r`` and final statistics."""
-    xp = _xp(o, r, s, v, mu)
-    status = xp.select(
-        [~o["finite"] | r["bad"], ~o["live"], r["inv"], xp.abs(v - c[0]) < c[1]],
-        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
-        rep.NOT_CONVERGED,
-    )
-    return _record(it, s, o["v0"], v, mu, status, xp.zeros((), np.int32), o["in_ok"])
-
-
 def pooled(cfg, run, y0, inputs, center: bool):
     """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``;
     ``inputs``: the layer's inputs (their finiteness is reported).
@@ -146,25 +101,42 @@ def pooled(cfg, run, y0, inputs, center: bool):
     Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
     (re-run, never predicted) and the report's arrays for the layer.
     """
-    c = (cfg.target, cfg.tol, cfg.max_iters, cfg.activation if cfg.measure == "post" else None)
-    o = _open(c, *_moments(c, y0), finite_inputs(inputs))
-    y = run(o["s1"], 0.0) if _go(o["need"]) else y0
+    t, tol, act = cfg.target, cfg.tol, cfg.activation if cfg.measure == "post" else None
+    (mu0, v0, thr), in_ok = _moments(act, y0), finite_inputs(inputs)
+    xp = _xp(mu0, v0, in_ok)
+    finite = in_ok & _finite(v0, mu0, xp=xp)
+    live = finite & (v0 > thr)
+    need = live & (xp.abs(v0 - t) >= tol) & (cfg.max_iters > 0)
+    s1 = xp.where(need, xp.sqrt(t / xp.where(live, v0, 1.0)), 1.0).astype(v0.dtype)
+    y1 = run(s1, 0.0) if _go(need) else y0
+    mu1, v1, _ = _moments(act, y1)
+    inv = need & _inert(v0, v1, s1, xp=xp)  # measured on the first step only
+
+    def cond(st):
+        _, _, it, _, v = st
+        go = need & ~inv & (it < cfg.max_iters) & (xp.abs(v - t) >= tol)
+        return go & xp.isfinite(v) & (v > 0)
 
     def body(st):
-        _, _, it, r = st
-        y = run(r["next"], 0.0)
-        return r["next"], y, it + 1, _measure(c, o, y, r["next"], it + 1, r["inv"])
+        s, _, it, _, v = st
+        s = (s * xp.sqrt(t / xp.where(v > 0, v, t))).astype(s.dtype)
+        y = run(s, 0.0)
+        return (s, y, it + 1, *_moments(act, y)[:2])
 
-    init = (o["s1"], y, o["it"], _measure(c, o, y, o["s1"], o["it"]))
-    _, y, _, r = while_loop(lambda st: st[3]["again"], body, init)
-    y = _pick(r["keep"], y0, y)
-    s, it, v, mu = r["out"]
-    xp = _xp(s, v, y)
+    s, y, it, mu, v = while_loop(cond, body, (s1, y1, need.astype(np.int32), mu1, v1))
+    bad = need & ~(xp.isfinite(v) & xp.isfinite(s) & (s > 0))
+    keep = ~need | inv | bad  # the layer is left as it was
+    s, y, it, v, mu = _pick(keep, (xp.ones_like(s), y0, 0 * it, v0, mu0), (s, y, it, v, mu))
     shift = xp.zeros_like(v)
-    if center and _go(o["live"] & ~r["inv"]):
-        shift = xp.where(o["live"] & ~r["inv"], xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
-        mu, v, _ = _moments(c, y := run(s, shift))
-    return s, shift, y, _close(c, o, r, s, it, v, mu)
+    if center and _go(live & ~inv):
+        shift = xp.where(live & ~inv, xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
+        mu, v, _ = _moments(act, y := run(s, shift))
+    status = xp.select(
+        [~finite | bad, ~live, inv, xp.abs(v - t) < tol],
+        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
+        rep.NOT_CONVERGED,
+    )
+    return s, shift, y, _record(it, s, v0, v, mu, status, xp.zeros((), np.int32), in_ok)
 
 
 def per_unit(cfg, run, y0, in_ok, n: int, b0):
@@ -211,16 +183,12 @@ def per_unit(cfg, run, y0, in_ok, n: int, b0):
     c, b, y, mu, v, it = while_loop(cond, body, (c1, b1, y1, mu1, v1, jnp.ones((), jnp.int32)))
     bad = go & ~_finite(v, c)
     keep = ~go | inv | bad | ~finite
-    c, y, it = _pick(keep, (c0, y0, 0 * it), (c, y, it))
-    if b0 is not None:
-        b = _pick(keep, bf, b)
-    pmu, pv, _ = unit_moments(y)
-    dead = jnp.sum(~live & finite)
+    c, b, y, it = _pick(keep, (c0, bf, y0, 0 * it), (c, b, y, it))  # b: None without a bias
+    (pmu, pv, _), dead = unit_moments(y), jnp.sum(~live & finite)
     status = jnp.select(
         [~finite | bad, dead > 0, inv, good(*unit_moments(y, n)[:2])],
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )
-    rms = jnp.sqrt(jnp.mean(jnp.square(c)))
-    pv0 = unit_moments(y0)[1]
+    rms, pv0 = jnp.sqrt(jnp.mean(jnp.square(c))), unit_moments(y0)[1]
     return c, b, y, _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok)

@@ -68,10 +68,8 @@ def _kernel_scale_context(stats, activation, q: float | None) -> str:
     if not scales:
         return ""
     sw2 = float(np.median(scales))
-    text = (
-        f" Kernels have fan_in*Var(W) = {sw2:.3g} (median over layers; "
-        f"sigma_w = {math.sqrt(sw2):.3g})"
-    )
+    text = f" Kernels have fan_in*Var(W) = {sw2:.3g} (median over layers; sigma_w = "
+    text += f"{math.sqrt(sw2):.3g})"
     if activation is None:
         return text + "; pass activation= for the mean-field verdict and a fix."
     from jinit._src import recommend as recommend_lib
@@ -169,14 +167,13 @@ def diagnose(
         ("dead_frac", "dead_units", dead_fraction, _DEAD_WORDS),
         (sat_stat, "saturation", saturated_fraction, _SATURATED_WORDS),
     ):
-        hits = [(p, get(f"input/{p}/{stat}")) for p in layers[1:]]
-        hits = [(p, v) for p, v in hits if v is not None and v >= threshold]
+        values = {p: get(f"input/{p}/{stat}") for p in layers[1:]}
+        hits = {p: v for p, v in values.items() if v is not None and v >= threshold}
         if hits:
-            listed = ", ".join(f"{p} {v:.0%}" for p, v in hits[:4])
+            listed = ", ".join(f"{p} {v:.0%}" for p, v in list(hits.items())[:4])
             msg = f"at the input of {len(hits)} layer(s) ({listed}) {words}; "
             msg += f"threshold {threshold:.0%}."
-            layers_hit = tuple(p for p, _ in hits)
-            unit_findings.append(Finding(kind, msg, max(v for _, v in hits), threshold, layers_hit))
+            unit_findings.append(Finding(kind, msg, max(hits.values()), threshold, tuple(hits)))
     dead = next((f for f in unit_findings if f.kind == "dead_units"), None)
 
     g_first, g_last = get(f"output_grad/{first}/norm"), get(f"output_grad/{last}/norm")
@@ -188,11 +185,9 @@ def diagnose(
         findings.append(Finding("zero_gradient", msg, 0.0, 0.0, (last,)))
     elif depth >= 2 and _finite(g_first, g_last) and _crossed(g_first / g_last, gradient_ratio):
         ratio = g_first / g_last
-        kind = "vanishing_gradient" if ratio < 1.0 else "exploding_gradient"
-        if ratio == 0.0:
-            change = f"is exactly 0 at the first layer ({first}) while the last ({last}) has "
-            change += f"{g_last:.3g}"
-        else:
+        change = f"is exactly 0 at the first layer ({first}) while the last ({last}) has "
+        change += f"{g_last:.3g}"
+        if ratio:
             change = (
                 f"{'falls' if ratio < 1.0 else 'grows'} by a factor {max(ratio, 1 / ratio):.3g} "
                 f"from the last layer ({last}: {g_last:.3g}) to the first ({first}: "
@@ -202,34 +197,34 @@ def diagnose(
             cause = f". The dead units at {', '.join(dead.layers[:3])} block the backward signal."
         else:
             cause = _kernel_scale_context(stats, activation, q_first)
-        msg = f"gradient norm {change}: {kind.split('_')[0]} (threshold: factor "
+        msg = f"gradient norm {change}: {_direction(ratio)} (threshold: factor "
         msg += f"{gradient_ratio:g}){cause}"
-        findings.append(Finding(kind, msg, ratio, _limit(ratio, gradient_ratio), (first, last)))
-
+        findings.append(_finding("gradient", ratio, gradient_ratio, msg, (first, last)))
     hidden = scaled[:-1] if depth >= 3 else scaled
     s_first, s_last = get(f"output/{hidden[0]}/std"), get(f"output/{hidden[-1]}/std")
-    if depth >= 2 and s_first and _finite(s_first, s_last):
-        ratio = s_last / s_first
-        if _crossed(ratio, activation_ratio):
-            kind = "vanishing_activation" if ratio < 1.0 else "exploding_activation"
-            if ratio == 0.0:
-                change = f"drops from {s_first:.3g} at {hidden[0]} to exactly 0 at {hidden[-1]}"
-            else:
-                change = (
-                    f"{'shrinks' if ratio < 1.0 else 'grows'} by a factor "
-                    f"{max(ratio, 1 / ratio):.3g} from {s_first:.3g} at {hidden[0]} to "
-                    f"{s_last:.3g} at {hidden[-1]}"
-                )
-            msg = f"output std {change} (threshold: factor {activation_ratio:g})."
-            limit = _limit(ratio, activation_ratio)
-            findings.append(Finding(kind, msg, ratio, limit, (hidden[0], hidden[-1])))
+    ratio = s_last / s_first if depth >= 2 and s_first and _finite(s_first, s_last) else 1.0
+    if _crossed(ratio, activation_ratio):
+        change = f"drops from {s_first:.3g} at {hidden[0]} to exactly 0 at {hidden[-1]}"
+        if ratio:
+            change = (
+                f"{'shrinks' if ratio < 1.0 else 'grows'} by a factor {max(ratio, 1 / ratio):.3g} "
+                f"from {s_first:.3g} at {hidden[0]} to {s_last:.3g} at {hidden[-1]}"
+            )
+        msg = f"output std {change} (threshold: factor {activation_ratio:g})."
+        ends = (hidden[0], hidden[-1])
+        findings.append(_finding("activation", ratio, activation_ratio, msg, ends))
     return findings + unit_findings
+
+
+def _direction(ratio: float) -> str:
+    return "vanishing" if ratio < 1.0 else "exploding"
+
+
+def _finding(what: str, ratio: float, factor: float, msg: str, layers: tuple) -> Finding:
+    """A vanishing/exploding finding; its threshold is ``1 / factor`` below 1, else ``factor``."""
+    limit = 1.0 / factor if ratio < 1.0 else factor
+    return Finding(f"{_direction(ratio)}_{what}", msg, ratio, limit, layers)
 
 
 def _crossed(ratio: float, factor: float) -> bool:
     return ratio < 1.0 / factor or ratio > factor
-
-
-def _limit(ratio: float, factor: float) -> float:
-    """The threshold a ratio crossed: ``1 / factor`` below 1, ``factor`` above."""
-    return 1.0 / factor if ratio < 1.0 else factor

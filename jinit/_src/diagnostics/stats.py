@@ -1,6 +1,5 @@
-"""Per-layer activation, gradient and weight statistics of a model on a batch, as a flat
-``group/path/stat`` dict of scalars; a pure, jittable, vmappable function of (params, batch).
-Keys, definitions and how layers inside lifted transforms are handled: docs/diagnosing.md."""
+"""Per-layer activation, gradient and weight statistics as a flat ``group/path/stat`` dict: a pure,
+jittable, vmappable function of (params, batch); keys and definitions: docs/diagnosing.md."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import Marked, as_apply, capture, model_inputs
-from jinit._src.paths import path_string
+from jinit._src.datadep.capture import Marked, as_apply, capture, flat, model_inputs
 
 _FN = "layer_statistics"
 
@@ -77,9 +75,8 @@ def _is_float_array(x) -> bool:
     return hasattr(x, "dtype") and hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
-def _flat(tree) -> dict[str, jax.Array]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {path_string(p): leaf for p, leaf in leaves if _is_float_array(leaf)}
+def _floats(tree) -> dict[str, jax.Array]:
+    return {k: v for k, v in flat(tree)[0].items() if _is_float_array(v)}
 
 
 def _normalizes(module: Any, kwargs) -> bool:
@@ -205,12 +202,8 @@ def layer_statistics(
     shapes = jax.eval_shape(probe, p0, inputs)
     order, skipped, normalizing = (probed[-1][k] for k in ("order", "skipped", "normalizing"))
     if skipped:
-        warnings.warn(
-            f"{_FN}: {len(skipped)} layer(s) not recorded: "
-            + "; ".join(f"{p} ({why})" for p, why in skipped.items()),
-            InitWarning,
-            stacklevel=2,
-        )
+        msg = "; ".join(f"{p} ({why})" for p, why in skipped.items())
+        warnings.warn(f"{_FN}: {len(skipped)} layer(s) not recorded: {msg}", InitWarning, 2)
     if not order:
         raise ValueError(
             f"{_FN}: the model call recorded no layer (model is a {type(model).__name__}; "
@@ -225,12 +218,9 @@ def layer_statistics(
         return loss, (loss, tape["values"])
 
     (g_params, g_out), (loss, values) = jax.grad(loss_with_taps, (0, 1), has_aux=True)(p0, perturb)
-    stats: dict[str, jax.Array] = {}
-    for key, index in outs.items():
-        stats[f"output/{key}/index"] = jnp.asarray(index, jnp.int32)
-    for name in normalizing & set(outs):
-        stats[f"output/{name}/normalizes"] = jnp.asarray(1, jnp.int32)
-    params, grads = _flat(p0), _flat(g_params)
+    stats = {f"output/{k}/index": jnp.asarray(i, jnp.int32) for k, i in outs.items()}
+    stats.update({f"output/{k}/normalizes": jnp.int32(1) for k in normalizing & set(outs)})
+    params, grads = _floats(p0), _floats(g_params)
     for group, arrays, kind in (
         ("output", {k: values[k] for k in outs}, "act"),
         ("output_grad", {k: g_out[k] for k in outs}, "grad"),
