@@ -144,9 +144,12 @@ def _runnable_pages() -> list[pathlib.Path]:
 PAGES = _runnable_pages()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def snippet_results(tmp_path_factory):
-    """Runs the snippets of every page in one fresh Python process (cwd: a temp dir)."""
+    """Runs the snippets of every page in one fresh Python process (cwd: a temp dir).
+
+    Session-scoped: a module-scoped one was built twice in a full run (a worker running
+    another module's test between two pages tears it down), about a minute each."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
