@@ -60,12 +60,18 @@ def shared_data_dir():
     return SHARED_DATA
 
 
+# tryfirst: xdist's worker appends the group to each test's id in its own hook of this name;
+# the markers must be there before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``), keeps the tests sharing an expensive
     module- or session-scoped fixture of ours on one worker, so it is built once, not once per
     worker: their group is the fixture's module (or its conftest's folder for a session one).
     Autouse helpers (named ``_...``) and pytest's own fixtures do not group."""
-    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+    # On an xdist worker ``dist`` reads "no"; ``loadgroup`` is what --dist loadgroup sets there.
+    if not config.pluginmanager.hasplugin("xdist") or not (
+        config.getoption("loadgroup", False) or config.getoption("dist", "no") == "loadgroup"
+    ):
         return
     for item in items:
         info = getattr(item, "_fixtureinfo", None)

@@ -144,12 +144,9 @@ def _runnable_pages() -> list[pathlib.Path]:
 PAGES = _runnable_pages()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def snippet_results(tmp_path_factory):
-    """Runs the snippets of every page in one fresh Python process (cwd: a temp dir).
-
-    Session-scoped: a module-scoped one was built twice in a full run (a worker running
-    another module's test between two pages tears it down), about a minute each."""
+    """Runs the snippets of every page in one fresh Python process (cwd: a temp dir)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
