@@ -176,6 +176,22 @@ def test_doc_snippets_run(page, snippet_results):
     assert res["ran"] > 0
 
 
+def test_ci_runs_the_readme_test_command():
+    """CI (.ci/run) runs exactly the README's test command, plus ``--durations=25``."""
+
+    def pytest_lines(text):
+        return [
+            re.sub(r"^python3? ", "python ", line.strip())
+            for line in text.splitlines()
+            if re.match(r"\s*python3? -m pytest\b", line)
+        ]
+
+    readme = pytest_lines((REPO / "README.md").read_text())
+    ci = pytest_lines((REPO / ".ci" / "run").read_text())
+    assert readme == ["python -m pytest -q -n 2 --dist loadgroup"], readme
+    assert ci == [readme[0] + " --durations=25"], ci
+
+
 def test_snippet_parser():
     text = textwrap.dedent(
         """\
