@@ -1,5 +1,6 @@
 """The studies: thin scripts over jinit, with their data readers, models and plots."""
 
+import dataclasses
 import os
 import sys
 
@@ -45,3 +46,12 @@ def _flag_value(argv, flag: str) -> str | None:
         elif a.startswith(flag + "="):
             value = a[len(flag) + 1 :]
     return value
+
+
+def with_overrides(cfg, quick_values: dict, quick: bool, **explicit):
+    """A study's config (a dataclass) with its ``--quick`` values applied if ``quick``, then
+    every explicit value that is not ``None`` (a flag the user gave wins over ``--quick``)."""
+    if quick:
+        cfg = dataclasses.replace(cfg, **quick_values)
+    given = {k: v for k, v in explicit.items() if v is not None}
+    return dataclasses.replace(cfg, **given) if given else cfg

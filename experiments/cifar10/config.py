@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments import with_overrides
+
 # Kernel initializers compared (built in train.INITIALIZERS), applied to every Conv and Dense
 # kernel (biases zero).
 INIT_NAMES = ("glorot_uniform", "he_normal", "random_normal", "orthogonal", "lsuv", "zeros")
@@ -50,10 +52,4 @@ def get_config(
 ) -> Config:
     """The study's :class:`Config`; ``quick`` applies :data:`QUICK`, then explicit values win."""
     cfg = Config(inits=tuple(inits), seeds=tuple(seeds), conv_impl=conv_impl)
-    if quick:
-        cfg = dataclasses.replace(cfg, **QUICK)
-    if epochs is not None:
-        cfg = dataclasses.replace(cfg, epochs=epochs)
-    if batch_size is not None:
-        cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    return cfg
+    return with_overrides(cfg, QUICK, quick, epochs=epochs, batch_size=batch_size)
