@@ -32,6 +32,12 @@ ROWS = [
         ("batch", "(0, 3)"),
     ),
     Row(
+        "diagnostics/layer_statistics/nan-batch",
+        lambda: jinit.layer_statistics(_M, _V, _X.at[1, 2].set(jnp.nan)),
+        ValueError,
+        ("layer_statistics", "non-finite", "(1, 2)"),
+    ),
+    Row(
         "diagnostics/layer_statistics/batch-without-inputs",
         lambda: jinit.layer_statistics(_M, _V, {"image": _X}),
         ValueError,

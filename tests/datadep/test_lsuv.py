@@ -774,3 +774,30 @@ def test_eager_pass_on_large_outputs_equals_the_jitted_pass():
     eager = jinit.lsuv(model, v, x, jit=False)
     _assert_same_pass(jinit.lsuv(model, v, x, jit=True), eager)
     assert eager[1].execution == "eager" and bool(jnp.all(eager[1].converged))
+
+
+class _NnxBN(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(12, 8, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.b = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(nnx.relu(self.bn(self.a(x))))
+
+
+def test_nnx_module_takes_a_param_only_state():
+    # What an optimizer holds: nnx.state(model, nnx.Param); BatchNorm's statistics and the
+    # module's Rngs come from the module itself (a new-user report: this raised flax's
+    # "Incorrect number of leaves").
+    model = _NnxBN(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (64, 12))
+    params = nnx.state(model, nnx.Param)
+    new, report = jinit.lsuv(model, params, x, tol=0.01)
+    assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(params)
+    copy = nnx.merge(*nnx.split(model))
+    nnx.update(copy, new)
+    np.testing.assert_allclose(float(copy.a(x).var()), 1.0, atol=0.01)  # measured, not reported
+    np.testing.assert_allclose(np.asarray(report.var_after), 1.0, atol=0.01)
+    with pytest.raises(ValueError, match="nnx.GraphDef needs all"):
+        jinit.lsuv(nnx.graphdef(model), params, x)

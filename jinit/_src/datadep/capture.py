@@ -414,7 +414,13 @@ def capture(
         if isinstance(model, nnx.Module) and params is not None:
             state = nnx.merge_state(state, params)
         p = _Pass(hook, select, no_dropout, {})
-        copy = nnx.merge(graphdef, state, copy=True)
+        try:
+            copy = nnx.merge(graphdef, state, copy=True)
+        except ValueError as e:
+            raise ValueError(
+                f"params does not hold the model's whole state ({e}): an nnx.GraphDef needs all "
+                "of it (nnx.split(model) gives both); an nnx.Module also takes a Param-only state"
+            ) from None
         paths = {}
         for path, node in nnx.iter_modules(copy):
             if no_dropout and isinstance(node, nnx.Dropout):

@@ -314,9 +314,11 @@ def run_pass(
     key = settings.pop("orthogonal_key", None)
     cfg = make_config(fn, method=name, orthogonal=key is not None, **settings)
     check_model(model, fn)
-    if isinstance(model, nnx.Module):
+    full = params
+    if isinstance(model, nnx.Module):  # a Param-only state: the rest is the module's own
         model, state = nnx.split(model)
         params = state if params is None else params
+        full = params if params is state else nnx.merge_state(state, params)
     for arg, value in (("method", method), ("rngs", rngs)):
         if value is not None and not isinstance(model, nn.Module):
             raise ValueError(f"{fn}: {arg}= is only for linen modules, got {arg}={value!r}")
@@ -330,7 +332,7 @@ def run_pass(
     leaves, treedef = jax.tree_util.tree_flatten(dict(apply_kwargs or {}))
     arr = [(isinstance(x, jax.Array | np.ndarray | np.generic), x) for x in leaves]
     static_kw = (treedef, tuple((a, None if a else x) for a, x in arr))
-    args = (params, inputs, [x for a, x in arr if a], key, rngs)
+    args = (full, inputs, [x for a, x in arr if a], key, rngs)
     shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
     sig = (fn, cfg, model, method, static_kw, jax.tree_util.tree_structure(args), shapes)
     try:  # a model holding a list (nn.Sequential([...])) cannot key a compiled program

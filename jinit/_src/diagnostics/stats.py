@@ -179,14 +179,11 @@ def layer_statistics(
       ``dict[str, jax.Array]`` of float32 scalars (``index``, ``normalizes``: int32).
 
     Raises:
-      ValueError: inputs missing from ``batch`` or empty; ``params`` missing; a BatchNorm in
-        eval mode without ``batch_stats``; no layer recorded.
+      ValueError: inputs missing from ``batch``, empty or (concrete) non-finite; ``params``
+        missing; a BatchNorm in eval mode without ``batch_stats``; no layer recorded.
       TypeError: ``model`` is neither a Flax module nor callable.
     """
-    inputs = model_inputs(batch, input_key)
-    for shape in (getattr(x, "shape", ()) for x in jax.tree_util.tree_leaves(inputs)):
-        if shape and math.prod(shape) == 0:
-            raise ValueError(f"{_FN}: batch holds an empty input of shape {tuple(shape)}")
+    inputs = model_inputs(batch, input_key, _FN)  # also: not empty, finite where concrete
     loss_fn = _default_loss if loss_fn is None else loss_fn
     _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
 
