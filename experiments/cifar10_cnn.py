@@ -51,7 +51,13 @@ def parse_args(argv=None):
         epochs=d.epochs,
         batch_size=d.batch_size,
     )
-    p.add_argument("--conv-impl", default="auto", choices=config.CONV_IMPLS)
+    p.add_argument(
+        "--conv-impl",
+        default="auto",
+        choices=config.CONV_IMPLS,
+        help="how convolutions run: im2col matmuls, XLA's convolution, or auto (im2col on CPU, "
+        "where XLA's convolution loses its fast path inside loops; XLA's elsewhere)",
+    )
     args = p.parse_args(argv)
     common.check_host_devices(args)
     cfg = config.get_config(
