@@ -341,6 +341,18 @@ def _f(v, nd=2):
     return f"{v:.{nd}f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+def _ratio(v):
+    return _f(v) + "x" if v else "—"
+
+
+def _scaled(v, divisor, nd):
+    return _f(v / divisor, nd) if v else "—"
+
+
+def _percent(v):
+    return f"{100 * v:.2f}%" if v else "—"
+
+
 def render(res: dict) -> str:
     m = collections.defaultdict(lambda: "?", res["machine"] or {})
     out = [
@@ -354,75 +366,94 @@ def render(res: dict) -> str:
     ]
     p = res["parts"]
 
-    def head(name, title):
+    def section(name, title, columns, intro=()):
+        """``### title``, its status and its rows as a table; ``columns``: (header, right-aligned,
+        cell(row) -> str)."""
         e = p.get(name)
         if e is None:
-            return False
+            return
         status = e["status"] if e["status"] == "ok" else f"**{e['status']}**"
         out.extend([f"### {title}", "", f"Status: {status}, {_f(e.get('wall_s'), 1)} s.", ""])
-        return bool(e["rows"])
+        if not e["rows"]:
+            return
+        out.extend(intro)
+        out.append("| " + " | ".join(h for h, _, _ in columns) + " |")
+        out.append("|" + "|".join("---:" if right else "---" for _, right, _ in columns) + "|")
+        out.extend("| " + " | ".join(c(r) for _, _, c in columns) + " |" for r in e["rows"])
+        out.append("")
 
-    if head("peak", "Peak: best matmul rate"):
-        out += ["| dtype | precision | n | TFLOP/s |", "|---|---|---:|---:|"]
-        for r in p["peak"]["rows"]:
-            out.append(
-                f"| {r['dtype']} | {r['precision']} | {r['n']} | {_f(r['flops_per_s'] / 1e12, 3)} |"
-            )
-        out.append("")
-    if head("sweep_imdb", "Seed sweep, IMDB RNN: one vmapped program vs sequential runs"):
-        out += [
-            "| models | strategy | compile (s) | sweep step (ms) | model-steps/s | vs sequential |",
-            "|---:|---|---:|---:|---:|---:|",
-        ]
-        for r in p["sweep_imdb"]["rows"]:
-            sp = r.get("speedup_vs_sequential")
-            out.append(
-                f"| {r['num_models']} | {r['strategy']} | {_f(r['compile_s'])} | "
-                f"{_f(r['sweep_step_ms'])} | {_f(r['model_steps_per_s'], 1)} | "
-                f"{_f(sp) + 'x' if sp else '—'} |"
-            )
-        out.append("")
-    if head("sweep_cnn", "Seed sweep, CIFAR-10 CNN: one vmapped program vs sequential runs"):
-        out += [
-            "| models | strategy | conv | batch | compile (s) | step (ms) | images/s (all models) | vs sequential |",
-            "|---:|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in p["sweep_cnn"]["rows"]:
-            sp = r.get("speedup_vs_sequential")
-            out.append(
-                f"| {r['num_models']} | {r['strategy']} | {r['conv_impl']} | {r['batch']} | "
-                f"{_f(r['compile_s'])} | {_f(r['step_ms'], 3)} | {_f(r['images_per_s'], 0)} | "
-                f"{_f(sp) + 'x' if sp else '—'} |"
-            )
-        out.append("")
-    if head("throughput", "CIFAR-10 CNN training throughput vs the measured peak"):
-        peak = res.get("peak_flops_per_s")
-        out += [
-            f"Peak (best matmul above): {_f(peak / 1e12, 3) if peak else '—'} TFLOP/s. Achieved = "
+    col = lambda header, key, nd=2, right=True: (header, right, lambda r: _f(r[key], nd))
+    raw = lambda header, key, right=False: (header, right, lambda r: str(r[key]))
+    vs_seq = ("vs sequential", True, lambda r: _ratio(r.get("speedup_vs_sequential")))
+    section(
+        "peak",
+        "Peak: best matmul rate",
+        [
+            raw("dtype", "dtype"),
+            raw("precision", "precision"),
+            raw("n", "n", right=True),
+            ("TFLOP/s", True, lambda r: _f(r["flops_per_s"] / 1e12, 3)),
+        ],
+    )
+    section(
+        "sweep_imdb",
+        "Seed sweep, IMDB RNN: one vmapped program vs sequential runs",
+        [
+            raw("models", "num_models", right=True),
+            raw("strategy", "strategy"),
+            col("compile (s)", "compile_s"),
+            col("sweep step (ms)", "sweep_step_ms"),
+            col("model-steps/s", "model_steps_per_s", 1),
+            vs_seq,
+        ],
+    )
+    section(
+        "sweep_cnn",
+        "Seed sweep, CIFAR-10 CNN: one vmapped program vs sequential runs",
+        [
+            raw("models", "num_models", right=True),
+            raw("strategy", "strategy"),
+            raw("conv", "conv_impl"),
+            raw("batch", "batch", right=True),
+            col("compile (s)", "compile_s"),
+            col("step (ms)", "step_ms", 3),
+            col("images/s (all models)", "images_per_s", 0),
+            vs_seq,
+        ],
+    )
+    peak = res.get("peak_flops_per_s")
+    section(
+        "throughput",
+        "CIFAR-10 CNN training throughput vs the measured peak",
+        [
+            raw("batch", "batch", right=True),
+            raw("conv", "conv_impl"),
+            col("compile (s)", "compile_s"),
+            col("step (ms)", "step_ms", 3),
+            col("images/s", "images_per_s", 0),
+            ("achieved TFLOP/s", True, lambda r: _scaled(r.get("achieved_flops_per_s"), 1e12, 4)),
+            ("of peak", True, lambda r: _percent(r.get("fraction_of_peak"))),
+        ],
+        intro=[
+            f"Peak (best matmul above): {_scaled(peak, 1e12, 3)} TFLOP/s. Achieved = "
             "XLA cost_analysis FLOPs of one step x steps/s.",
             "",
-            "| batch | conv | compile (s) | step (ms) | images/s | achieved TFLOP/s | of peak |",
-            "|---:|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in p["throughput"]["rows"]:
-            a, fr = r.get("achieved_flops_per_s"), r.get("fraction_of_peak")
-            out.append(
-                f"| {r['batch']} | {r['conv_impl']} | {_f(r['compile_s'])} | {_f(r['step_ms'], 3)} | "
-                f"{_f(r['images_per_s'], 0)} | {_f(a / 1e12, 4) if a else '—'} | "
-                f"{f'{100 * fr:.2f}%' if fr else '—'} |"
-            )
-        out.append("")
-    if head("lsuv", "LSUV wall time (`jinit.lsuv`)"):
-        out += [
-            "| arch | depth | batch | jit | ran | first (s) | steady (s) | converged |",
-            "|---|---:|---:|---|---|---:|---:|---|",
-        ]
-        for r in p["lsuv"]["rows"]:
-            out.append(
-                f"| {r['arch']} | {r['depth']} | {r['batch']} | {r['jit']} | {r['execution']} | "
-                f"{_f(r['first_s'], 3)} | {_f(r['steady_s'], 3)} | {r['converged']} |"
-            )
-        out.append("")
+        ],
+    )
+    section(
+        "lsuv",
+        "LSUV wall time (`jinit.lsuv`)",
+        [
+            raw("arch", "arch"),
+            raw("depth", "depth", right=True),
+            raw("batch", "batch", right=True),
+            raw("jit", "jit"),
+            raw("ran", "execution"),
+            col("first (s)", "first_s", 3),
+            col("steady (s)", "steady_s", 3),
+            raw("converged", "converged"),
+        ],
+    )
     return "\n".join(out)
 
 
