@@ -25,17 +25,36 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def _sweep_table(r: dict) -> list[str]:
     lines = [
-        "| initializer | test accuracy (mean ± std) | per seed | final val accuracy | test loss |",
-        "|---|---:|---|---:|---:|",
+        "| initializer | test accuracy: mean [95% interval over seeds] | std | per seed "
+        "| final val accuracy | test loss |",
+        "|---|---:|---:|---|---:|---:|",
     ]
     for name, v in r["initializers"].items():
         val = np.array(v["val_accuracy_per_epoch"])[:, -1]
         seeds = ", ".join(f"{a:.4f}" for a in v["test_accuracy"])
         lines.append(
-            f"| {name} | {v['test_accuracy_mean']:.4f} ± {v['test_accuracy_std']:.4f} | {seeds} | "
-            f"{val.mean():.4f} | {np.mean(v['test_loss']):.4f} |"
+            f"| {name} | {_interval(v['test_accuracy'])} | {v['test_accuracy_std']:.4f} | "
+            f"{seeds} | {val.mean():.4f} | {np.mean(v['test_loss']):.4f} |"
         )
-    return lines
+    return lines + _ranking({k: v["test_accuracy"] for k, v in r["initializers"].items()})
+
+
+def _interval(values) -> str:
+    return common.format_interval(values) if len(values) > 1 else f"{values[0]:.4f} (1 seed)"
+
+
+def _ranking(arms: dict, title: str = "Ranking") -> list[str]:
+    """Rankings only where the seeds separate the arms (a paired 95% interval excludes 0)."""
+    n = min(len(v) for v in arms.values())
+    if n < 2:
+        return ["", f"{title}: one seed per arm, so no ranking is claimed."]
+    separated, unresolved = common.paired_ranking(arms)
+    return [
+        "",
+        f"{title} over {n} seeds: an arm is ranked above another only where the 95% "
+        "interval of their seed-paired difference excludes 0. "
+        f"{unresolved} of {unresolved + len(separated)} pairs are not separated by the seeds.",
+    ] + ([""] + [f"- {line}" for line in separated] if separated else [])
 
 
 def _run_facts(r: dict) -> list[str]:
@@ -70,15 +89,19 @@ def _run_facts(r: dict) -> list[str]:
 
 def _batchnorm_table(r: dict) -> list[str]:
     lines = [
-        "| kernel init | with BatchNorm: test accuracy (mean, min-max) | without BatchNorm |",
+        "| kernel init | with BatchNorm: test accuracy, mean [95% interval over seeds] "
+        "| without BatchNorm |",
         "|---|---:|---:|",
     ]
     for arm in (k for k in r["batchnorm"] if not k.startswith("_")):
         cells = []
         for bn in ("batchnorm", "plain"):
             a = np.array(r[bn][arm]["test_accuracy"])
-            cells.append(f"{a.mean():.3f} ({a.min():.3f}-{a.max():.3f})")
+            cells.append(_interval(a.tolist()))
         lines.append(f"| {arm} | {cells[0]} | {cells[1]} |")
+    arms = [k for k in r["batchnorm"] if not k.startswith("_")]
+    for bn, title in (("batchnorm", "With BatchNorm"), ("plain", "Without BatchNorm")):
+        lines += _ranking({a: r[bn][a]["test_accuracy"] for a in arms}, title)
     return lines
 
 

@@ -7,6 +7,7 @@
 - ``small_nets``: many small models trained as one vmapped program (the paper reproductions).
 - ``claims``: a paper's claims with criteria fixed before the run, and their results file.
 - ``plots``: matplotlib on Agg.
+- ``intervals``: seed-to-seed spread (Student-t intervals) and rankings that hold over seeds.
 
 Nothing here is part of the library: the studies are thin scripts over ``jinit``.
 """
@@ -27,6 +28,9 @@ from experiments.common.cli import paper_parser as paper_parser
 from experiments.common.cli import positive_int as positive_int
 from experiments.common.cli import seed_list as seed_list
 from experiments.common.cli import writable_dir as writable_dir
+from experiments.common.intervals import format_interval as format_interval
+from experiments.common.intervals import paired_ranking as paired_ranking
+from experiments.common.intervals import seed_interval as seed_interval
 from experiments.common.plots import plot_curves as plot_curves
 from experiments.common.plots import pyplot as pyplot
 from experiments.common.plots import save as save
