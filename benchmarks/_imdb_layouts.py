@@ -174,10 +174,12 @@ def main(argv=None) -> None:
     models = [int(s) for s in args.models.split(",")]
     if args.worker:
         return worker(args.worker, models, args.calls)
-    rows, load = [], os.getloadavg()[0]
-    for layout in args.layouts.split(","):
+    layouts = args.layouts.split(",")
+    for layout in layouts:  # all checked before any runs
         if layout not in LAYOUTS:
             p.error(f"argument --layouts: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    rows, load = [], os.getloadavg()[0]
+    for layout in layouts:
         devices, cores, _, _ = LAYOUTS[layout]
         flags = f"--xla_force_host_platform_device_count={devices}"
         env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
