@@ -11,7 +11,9 @@ all threads) and wall, for M = 1, 2, 3, 5, 9:
 
 * ``1dev``: one XLA CPU device (both cores as XLA's intra-op threads), ``map`` and ``vmap``;
 * ``1dev-1thread``: one device pinned to one core (``taskset -c 0``): the cost of a core;
-* ``2dev``, ``3dev``: 2 or 3 devices (one thread each, the OS shares the 2 cores);
+* ``2dev``, ``3dev``: 2 or 3 devices (the OS shares the 2 cores between their threads);
+  ``2dev-no-eigen-threads``: 2 devices whose matmuls stay on their own thread
+  (``--xla_cpu_multi_thread_eigen=false``);
 * ``steps_per_call`` 125 instead of 25 (fewer host syncs), ``unroll`` 8 of the recurrence's
   time scan (each a row on the study's device layout).
 
@@ -38,11 +40,18 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 25
-# name -> (devices, taskset cores or None, strategies, extra settings)
+# name -> (devices, taskset cores or None, strategies, extra settings: steps_per_call, unroll of
+# the recurrence's time scan, xla_flags)
 LAYOUTS = {
     "1dev": (1, None, ("map", "vmap"), {}),
     "1dev-1thread": (1, "0", ("map",), {}),
     "2dev": (2, None, ("map", "vmap"), {}),
+    "2dev-no-eigen-threads": (
+        2,
+        None,
+        ("map",),
+        {"xla_flags": "--xla_cpu_multi_thread_eigen=false"},
+    ),
     "3dev": (3, None, ("map", "vmap"), {}),
     "3dev-125steps": (3, None, ("map",), {"steps_per_call": 125}),
     "3dev-unroll8": (3, None, ("map",), {"unroll": 8}),
@@ -182,6 +191,7 @@ def main(argv=None) -> None:
     for layout in layouts:
         devices, cores, _, _ = LAYOUTS[layout]
         flags = f"--xla_force_host_platform_device_count={devices}"
+        flags += " " + LAYOUTS[layout][3].get("xla_flags", "")
         env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         cmd = [sys.executable, __file__, "--worker", layout, "--models", args.models]
