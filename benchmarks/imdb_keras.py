@@ -13,7 +13,12 @@ checkpoints; the tokenized arrays are cached first, untimed, so no row pays for 
   tensorflow; never a jinit dependency) on the same token arrays, 3 inits one after the other;
 * ``profile``: ``benchmarks/_imdb_profile.py``, CPU and wall ms per model-step of the sweep's
   train step part by part (forward + backward, Adam, the guard's norm and select), for 3 and 9
-  models, ``lax.map`` and ``vmap``, on the study's device count for 9 models.
+  models, ``lax.map`` and ``vmap``, on the study's device count for 9 models;
+* ``layouts``: ``benchmarks/_imdb_layouts.py``, CPU and wall ms per real model-step of the
+  train program for M = 1, 2, 3, 5, 9 models in every layout (1, 2 or 3 XLA CPU devices, one
+  device on one core, ``map`` and ``vmap``, 125 steps per call, an unrolled time scan), and
+  the recurrence's matmul for 1 model, 9 batched and 9 as one matmul: whether a sweep of M
+  models costs less than M single models in any layout.
 
 With ``--repeats N`` the selected rows run N rounds, interleaved (1 seed, then 3 seeds, in every
 round), so a load that comes and goes hits both; the ratios are per round, and their medians
@@ -27,6 +32,7 @@ Prints a table and writes ``imdb_keras.{json,md}`` to ``--out`` (default docs/be
 
     python benchmarks/imdb_keras.py --keras-python /path/to/tf-venv/bin/python
     python benchmarks/imdb_keras.py --only jinit --repeats 2     # the seed-sweep ratio alone
+    python benchmarks/imdb_keras.py --only jinit-1-cold,jinit-3-cold,layouts --repeats 2
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ JINIT_ROWS = {  # name -> (seeds, cold)
     "jinit-3-cold": ("0,1,2", True),
     "jinit-3-warm": ("0,1,2", False),
 }
-ROWS = (*JINIT_ROWS, "keras", "profile")
+ROWS = (*JINIT_ROWS, "keras", "profile", "layouts")
+NOT_STUDY = ("profile", "layouts")  # rows that are not a run of the study
 
 
 def _children_cpu() -> float:
@@ -166,7 +173,7 @@ def main(argv=None) -> None:
         d = imdb.load_imdb(args.data_dir, cache_dir=tokens)
         for k in range(args.repeats):
             for name in args.only:
-                if name in ("keras", "profile"):
+                if name in ("keras", *NOT_STUDY):
                     continue
                 seeds, cold = JINIT_ROWS[name]
                 cache = tmp / f"cache-{seeds}"
@@ -209,6 +216,11 @@ def main(argv=None) -> None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         _, _, stdout = timed([sys.executable, "benchmarks/_imdb_profile.py"], env)
         runs["profile"] = [json.loads(stdout.strip().splitlines()[-1])]
+    if "layouts" in args.only:  # it sets each layout's device count in its own subprocesses
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = pathlib.Path(tmp) / "layouts.json"
+            timed([sys.executable, "benchmarks/_imdb_layouts.py", "--json", str(rows)])
+            runs["layouts"] = [json.loads(rows.read_text())]
     result = {
         "environment": common.environment(),
         "load_average_at_start": load[0],
@@ -260,7 +272,7 @@ def render(result: dict, command: str) -> str:
         "|---|---:|---:|---:|" + "---:|" * len(inits),
     ]
     for name, rs in runs.items():
-        if name == "profile":
+        if name in NOT_STUDY:
             continue
         accs = [np.mean(rs[-1]["test_accuracy"][n]) for n in inits]
         med = {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s")}
@@ -294,15 +306,21 @@ def render(result: dict, command: str) -> str:
     ]
     parts = None
     for name, rs in runs.items():
-        if name == "profile" or "breakdown_s" not in rs[0]:
+        if name in NOT_STUDY or "breakdown_s" not in rs[0]:
             continue
         parts = parts or list(rs[0]["breakdown_s"])
-        if name == next(n for n in runs if n != "profile" and "breakdown_s" in runs[n][0]):
+        if name == next(n for n in runs if n not in NOT_STUDY and "breakdown_s" in runs[n][0]):
             lines += ["| run | " + " | ".join(parts) + " |", "|---|" + "---:|" * len(parts)]
         med = [statistics.median(r["breakdown_s"][k] for r in rs) for k in parts]
         lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in med) + " |")
     if runs.get("profile"):
         lines += profile_table(runs["profile"][0])
+    if runs.get("layouts"):
+        lines += [
+            "",
+            "Per-model cost of the train program by layout (`benchmarks/_imdb_layouts.py`):",
+        ]
+        lines += ["", runs["layouts"][0]["table"].rstrip()]
     return "\n".join(lines) + "\n"
 
 
