@@ -209,7 +209,15 @@ class _Pass:
             return args[0] if args else kwargs["inputs"]
         if not self.select(mod):
             return next_fun(*args, **kwargs)
-        ran = self.enter(mod, next_fun, args, kwargs)
+        trace, inits = jex_core.get_opaque_trace_state(), _inits(mod)
+        stand_ins = {f: _shape_check(init, trace) for f, init in inits.items()}
+        try:  # the call itself and the re-runs' clone check param shapes cheaply
+            for f, init in stand_ins.items():
+                object.__setattr__(mod, f, init)
+            ran = self.enter(mod, next_fun, args, kwargs)
+        finally:
+            for f, init in inits.items():
+                object.__setattr__(mod, f, init)
         base = path_string(tuple(mod.scope.path)) or type(mod).__name__
         variables = dict(mod.variables)
         attached = _attached(mod)  # the clone below adopts them under their field name
@@ -218,8 +226,6 @@ class _Pass:
         params, keys = flat(own)
         mutable = mod.scope.is_mutable_collection("params")
         lifted = self.lifted(_REMAT if mod.scope.is_mutable_collection(PRIVATE) else _MAPPED)
-        inits = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
-        stand_ins = {f: _shape_only for f in inits if callable(getattr(mod, f))}
         clone = mod.clone(parent=None, _deep_clone=True, **stand_ins)
 
         def run(p):
@@ -290,10 +296,22 @@ class _Pass:
 _INITS = ("kernel_init", "bias_init", "embedding_init", "scale_init", "recurrent_kernel_init")
 
 
-def _shape_only(key: Any, shape: Any, dtype: Any = None, *args: Any, **kwargs: Any) -> jax.Array:
-    """The initializers of a re-run's clone: flax checks an existing param's shape against
-    ``jax.eval_shape`` of its initializer on every call, a trace of, e.g., a QR per layer."""
-    return jax.numpy.zeros(shape, dtype)
+def _inits(mod: nn.Module) -> dict[str, Callable]:
+    fields = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
+    return {f: getattr(mod, f) for f in fields if callable(getattr(mod, f))}
+
+
+def _shape_check(init: Callable, trace: Any) -> Callable:
+    """``init`` for a captured call: flax checks an existing param's shape against
+    ``jax.eval_shape`` of its initializer on every call (a trace of, e.g., a QR per layer);
+    inside that check (a new trace) zeros of the shape, at the call's own level ``init``."""
+
+    def stand_in(key: Any, shape: Any, *args: Any, **kwargs: Any) -> Any:
+        if jex_core.get_opaque_trace_state() == trace:  # a real draw (a layer calling it)
+            return init(key, shape, *args, **kwargs)
+        return jax.numpy.zeros(shape, args[0] if args else kwargs.get("dtype"))
+
+    return stand_in
 
 
 def _attached(mod: nn.Module) -> dict[str, nn.Module]:

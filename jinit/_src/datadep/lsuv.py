@@ -90,11 +90,13 @@ def make_config(fn: str, **kw: Any) -> Config:
     return Config(**kw)
 
 
-@jax.jit
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
-    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
-    c = jnp.asarray(c, p.dtype)
-    return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
+    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype;
+    concrete float32/float64 on the host (an exactly rounded product either way, and nothing to
+    compile for the eager pass)."""
+    xp = jnp if solve.traced(p, c) or p.dtype not in (np.float32, np.float64) else np
+    c = xp.asarray(c, p.dtype)
+    return jax.device_put(xp.asarray(p) * c.reshape((1,) * (p.ndim - c.ndim) + c.shape))
 
 
 class _Pass:
