@@ -209,7 +209,9 @@ class _Pass:
             return args[0] if args else kwargs["inputs"]
         if not self.select(mod):
             return next_fun(*args, **kwargs)
-        trace, inits = jex_core.get_opaque_trace_state(), _inits(mod)
+        fields = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
+        inits = {f: getattr(mod, f) for f in fields if callable(getattr(mod, f))}
+        trace = jex_core.get_opaque_trace_state()
         stand_ins = {f: _shape_check(init, trace) for f, init in inits.items()}
         try:  # the call itself and the re-runs' clone check param shapes cheaply
             for f, init in stand_ins.items():
@@ -294,11 +296,6 @@ class _Pass:
 
 
 _INITS = ("kernel_init", "bias_init", "embedding_init", "scale_init", "recurrent_kernel_init")
-
-
-def _inits(mod: nn.Module) -> dict[str, Callable]:
-    fields = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
-    return {f: getattr(mod, f) for f in fields if callable(getattr(mod, f))}
 
 
 def _shape_check(init: Callable, trace: Any) -> Callable:
