@@ -3,6 +3,7 @@ linear in their kernel, scale-invariant layers, remat/scan/RNN, bad batches. Eve
 checked against an independent measurement (linen ``capture_intermediates``)."""
 
 import warnings
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -232,8 +233,8 @@ def test_as_apply_nnx_rnn_draws_its_carry_inside_jit():
 
 
 def test_rerun_does_not_trace_the_layers_initializers():
-    # Flax eval_shapes an existing param's initializer on every call; the verified re-run's
-    # clone gets shape-only stand-ins, so only the model's own forward call traces it.
+    # Flax eval_shapes an existing param's initializer on every call; inside that check the
+    # captured call and the verified re-run's clone get shape-only stand-ins, so nothing traces it.
     shapes = []
 
     def init(key, shape, dtype=jnp.float32):
@@ -246,6 +247,23 @@ def test_rerun_does_not_trace_the_layers_initializers():
     shapes.clear()
     new, report = jinit.lsuv(model, v, x, jit=False)
     assert report.statuses == ("converged", "converged")
-    assert shapes == [(3, 8), (8, 4)]  # one forward call per layer, none for the re-runs
+    assert shapes == []  # neither the forward calls nor the re-runs trace the initializer
     h = jax.nn.relu(x @ new["params"]["layers_0"]["kernel"] + new["params"]["layers_0"]["bias"])
     assert abs(float(jnp.var(h @ new["params"]["layers_2"]["kernel"])) - 1) < 0.1
+
+
+def test_a_layer_drawing_from_its_own_initializer_gets_the_real_one():
+    # The stand-ins answer flax's shape check only; a draw at the call's own level is real.
+    class Noisy(nn.Module):
+        kernel_init: Any = jax.nn.initializers.normal(1.0)
+
+        @nn.compact
+        def __call__(self, x):
+            k = self.param("kernel", self.kernel_init, (x.shape[-1], 4))
+            return x @ k + self.kernel_init(jax.random.key(7), (4,))
+
+    model, x = Noisy(), normal(1, (32, 3))
+    v = model.init(jax.random.key(0), x)
+    seen = []
+    capture(model, v, x, lambda call: seen.append(call.output))
+    np.testing.assert_array_equal(seen[0], model.apply(v, x))  # the real draw, not zeros

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src.checks import check_int, check_key, check_number
-from jinit._src.datadep.capture import flat, model_inputs, replace_leaves
+from jinit._src.datadep.capture import flat, is_float, model_inputs, replace_leaves
 from jinit._src.datadep.report import Report
 from jinit._src.datadep.solve import traced
 from jinit._src.paths import path_string
@@ -113,7 +113,7 @@ def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | 
                     "params (a non-empty tuple of keys into params)."
                 )
             leaf, low = leaves[name], 2 if role == "kernel" else 0
-            if not _is_float(leaf) or leaf.ndim < low:
+            if not is_float(leaf) or leaf.ndim < low:
                 raise ValueError(
                     f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
                     + (" with at least 2 dimensions" if low else "")
@@ -131,10 +131,6 @@ def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | 
 
 def _name(path: Any) -> str:
     return path_string(tuple(path)) if isinstance(path, tuple | list) and path else ""
-
-
-def _is_float(x: Any) -> bool:
-    return hasattr(x, "ndim") and jnp.issubdtype(getattr(x, "dtype", None), jnp.floating)
 
 
 def between_layer_scaling(
@@ -158,11 +154,10 @@ def between_layer_scaling(
     ``max_iters`` iterations in a ``lax.while_loop`` (jittable, vmappable). See docs/lsuv.md.
 
     Args:
-      apply_fn: ``apply_fn(params, batch) -> array`` (for linen: ``model.apply`` with the
-        variables dict; BatchNorm in train mode must drop its mutated statistics).
+      apply_fn: ``apply_fn(params, inputs) -> array`` (linen: ``model.apply`` with the variables
+        dict; BatchNorm in train mode must drop its mutated statistics).
       params: a pytree of arrays; only the listed kernels and biases change.
-      batch: real data: the network inputs, a tuple or list starting with them, or a mapping
-        holding them under ``"inputs"``/``"x"`` (concrete floating leaves finite, non-empty).
+      batch: real data, with the model inputs taken out as by :func:`jinit.lsuv` (``input_key``).
       key: a JAX PRNG key.
       layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``
         of key tuples into ``params`` (``("params", "Dense_0", "kernel")``); floating kernels
@@ -170,18 +165,17 @@ def between_layer_scaling(
       max_iters: the most rescaling iterations (``>= 0``; the reference's 10).
       tol: the reference's relative tolerance on :math:`\log r_k` (1%).
       samples: random top gradients per iteration, averaged (``1`` is the reference).
-      input_key: key or index of the inputs in ``batch`` (as for :func:`jinit.lsuv`).
+      input_key: key or index of the inputs in ``batch``.
 
     Returns:
       ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
       ``params``; a :class:`BetweenLayerReport`.
 
     Raises:
-      ValueError: bad ``layers`` (empty, not pairs, a path that is not a leaf, twice, a kernel
-        not floating or ``ndim < 2``), ``max_iters < 0``, ``tol < 0``, ``samples < 1``, a bad
-        key, an output with fewer than 2 samples, a bad batch; a zero or non-finite rate or
-        output std (naming the first such layer; under ``jit``/``vmap`` call
-        ``report.check()``).
+      ValueError: bad ``layers`` (empty, not pairs, not a leaf, twice, a kernel not floating or
+        ``ndim < 2``), ``max_iters < 0``, ``tol < 0``, ``samples < 1``, a bad key or batch, an
+        output with fewer than 2 samples; a zero or non-finite rate or output std (naming the
+        first such layer; under ``jit``/``vmap`` call ``report.check()``).
       TypeError: ``max_iters`` or ``samples`` not an int, ``tol`` not a number.
 
     References:
@@ -214,7 +208,7 @@ def between_layer_scaling(
         """Rates ``r[L]`` and the output std for the params with total kernel ``scale``."""
         kernels = scaled(scale)
         out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), inputs), kernels)
-        if not _is_float(out):
+        if not is_float(out):
             raise ValueError(
                 f"{_FN}: apply_fn must return one floating array, got "
                 f"{type(out).__name__} with dtype {getattr(out, 'dtype', None)}."

@@ -6,7 +6,6 @@ transforms: docs/lsuv.md ("How the pass works").
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping
@@ -47,7 +46,8 @@ class Call:
     ``path``: :func:`jinit.path_string` of the module path (the k-th repeated call of a module
     gets ``"@k"``); ``params``: the layer's own params by flat name (``"kernel"``,
     ``"cell/ii/kernel"``); ``lifted``: why the call is inside a lifted transform (``""``: it is
-    not); ``enclosing``: the modules whose calls are in progress.
+    not); ``enclosing``: the modules whose calls are in progress; ``start``: the call's rank in
+    the order calls start (a parent before its children; calls are reported as they return).
     """
 
     path: str
@@ -58,6 +58,7 @@ class Call:
     output: Any
     lifted: str
     enclosing: tuple
+    start: int
     _fns: tuple  # run(flat params), update(flat params), record(values)
 
     @property
@@ -111,6 +112,11 @@ def flat(tree: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
     return leaves, keys
 
 
+def is_float(x: Any) -> bool:
+    """Whether ``x`` is an array of a floating dtype."""
+    return hasattr(x, "shape") and jax.numpy.issubdtype(getattr(x, "dtype", None), np.floating)
+
+
 def _set(tree: Any, keys: tuple, value: Any) -> Any:
     """A copy of nested dict ``tree`` with the leaf at ``keys`` replaced."""
     return value if not keys else {**tree, keys[0]: _set(tree[keys[0]], keys[1:], value)}
@@ -142,7 +148,7 @@ class _Pass:
         self.count: dict[str, int] = {}
         self.order: list[str] = []
         self.stack: list[Any] = []
-        self.passthrough = 0
+        self.passthrough = self.started = 0
         self.updates: dict[str, Any] = {}  # param path -> new value (None: read at the end)
         self.records: dict[str, dict] = {}
         self.overrides: dict[str, dict] = {}  # immutable params: layer -> its new flat params
@@ -160,8 +166,10 @@ class _Pass:
 
     def enter(self, module, fn, args, kwargs):
         self.stack.append(module)
+        self.started += 1
+        start = self.started
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, **kwargs), start
         finally:
             self.stack.pop()
 
@@ -169,12 +177,14 @@ class _Pass:
         path = path or self.order[-1]
         self.records[path] = {**self.records.get(path, {}), **values}
 
-    def report(self, module, base, args, kwargs, params, y, lifted, fns):
+    def report(self, module, base, args, kwargs, params, ran, lifted, fns):
+        """``ran``: what :meth:`enter` returned (the output, the start rank)."""
         k = self.count.get(base, 0)
         self.count[base] = k + 1
         path = base if k == 0 else f"{base}@{k}"
         self.order.append(path)
-        out = self.hook(Call(path, module, args, kwargs, params, y, lifted, tuple(self.stack), fns))
+        (y, start), enclosing = ran, tuple(self.stack)
+        out = self.hook(Call(path, module, args, kwargs, params, y, lifted, enclosing, start, fns))
         return y if out is None else out
 
     def by_identity(self, base: str, new: dict, params: dict) -> None:
@@ -199,7 +209,17 @@ class _Pass:
             return args[0] if args else kwargs["inputs"]
         if not self.select(mod):
             return next_fun(*args, **kwargs)
-        y = self.enter(mod, next_fun, args, kwargs)
+        fields = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
+        inits = {f: getattr(mod, f) for f in fields if callable(getattr(mod, f))}
+        trace = jex_core.get_opaque_trace_state()
+        stand_ins = {f: _shape_check(init, trace) for f, init in inits.items()}
+        try:  # the call itself and the re-runs' clone check param shapes cheaply
+            for f, init in stand_ins.items():
+                object.__setattr__(mod, f, init)
+            ran = self.enter(mod, next_fun, args, kwargs)
+        finally:
+            for f, init in inits.items():
+                object.__setattr__(mod, f, init)
         base = path_string(tuple(mod.scope.path)) or type(mod).__name__
         variables = dict(mod.variables)
         attached = _attached(mod)  # the clone below adopts them under their field name
@@ -208,8 +228,6 @@ class _Pass:
         params, keys = flat(own)
         mutable = mod.scope.is_mutable_collection("params")
         lifted = self.lifted(_REMAT if mod.scope.is_mutable_collection(PRIVATE) else _MAPPED)
-        inits = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
-        stand_ins = {f: _shape_only for f in inits if callable(getattr(mod, f))}
         clone = mod.clone(parent=None, _deep_clone=True, **stand_ins)
 
         def run(p):
@@ -236,29 +254,31 @@ class _Pass:
                 self.record(values)
 
         if not mutable and base in self.overrides:  # a later call of an updated module
-            y = run(self.overrides[base])
-        return self.report(mod, base, args, kwargs, params, y, lifted, (run, update, record))
+            ran = run(self.overrides[base]), ran[1]
+        return self.report(mod, base, args, kwargs, params, ran, lifted, (run, update, record))
 
     def nnx_call(self, node, base_cls, paths, args, kwargs):
         call = base_cls.__call__
         if self.passthrough or id(node) not in paths:  # a replay, or a lifted transform's copy
             return call(node, *args, **kwargs)
-        y = self.enter(node, call, (node, *args), kwargs)
+        ran = self.enter(node, call, (node, *args), kwargs)
         base = paths[id(node)]
 
         def run(p):
             copy = nnx.merge(*nnx.split(node), copy=True)
-            for k, v in p.items():
-                _nnx_set(copy, k, v)
+            nnx.update(copy, replace_leaves(nnx.state(copy), p))
             return self.passing(call, copy, *args, **kwargs)
 
         def update(new):
+            nnx.update(node, replace_leaves(nnx.state(node), new))
             for k, v in new.items():
-                _nnx_set(node, k, v)
                 self.updates[f"{base}/{k}" if base != type(node).__name__ else k] = v
 
-        params, fns = _nnx_params(node), (run, update, self.record)
-        return self.report(node, base, args, kwargs, params, y, self.lifted(_NNX_LIFTED), fns)
+        # its trainable arrays: nnx.Params and raw arrays (nnx.WeightNorm's scales)
+        raw = lambda _, x: not isinstance(x, nnx.Variable)
+        params = flat(nnx.state(node, nnx.Any(nnx.Param, raw)))[0]
+        fns = (run, update, self.record)
+        return self.report(node, base, args, kwargs, params, ran, self.lifted(_NNX_LIFTED), fns)
 
     def mark(self, name, fn, layer_params, args, kwargs):  # plain functions: lsuv_layer
         mod = Marked(name, fn)
@@ -269,19 +289,26 @@ class _Pass:
         def run(p):
             return self.passing(fn, replace_leaves(layer_params, p), *args, **kwargs)
 
-        y = self.enter(mod, run, (self.overrides.get(name, {}),), {})
+        ran = self.enter(mod, run, (self.overrides.get(name, {}),), {})
         params = {**own, **self.overrides.get(name, {})}
         fns = (run, lambda new: self.by_identity(name, new, own), self.record)
-        return self.report(mod, name, args, kwargs, params, y, self.lifted(_PLAIN_LIFTED), fns)
+        return self.report(mod, name, args, kwargs, params, ran, self.lifted(_PLAIN_LIFTED), fns)
 
 
 _INITS = ("kernel_init", "bias_init", "embedding_init", "scale_init", "recurrent_kernel_init")
 
 
-def _shape_only(key: Any, shape: Any, dtype: Any = None, *args: Any, **kwargs: Any) -> jax.Array:
-    """The initializers of a re-run's clone: flax checks an existing param's shape against
-    ``jax.eval_shape`` of its initializer on every call, a trace of, e.g., a QR per layer."""
-    return jax.numpy.zeros(shape, dtype)
+def _shape_check(init: Callable, trace: Any) -> Callable:
+    """``init`` for a captured call: flax checks an existing param's shape against
+    ``jax.eval_shape`` of its initializer on every call (a trace of, e.g., a QR per layer);
+    inside that check (a new trace) zeros of the shape, at the call's own level ``init``."""
+
+    def stand_in(key: Any, shape: Any, *args: Any, **kwargs: Any) -> Any:
+        if jex_core.get_opaque_trace_state() == trace:  # a real draw (a layer calling it)
+            return init(key, shape, *args, **kwargs)
+        return jax.numpy.zeros(shape, args[0] if args else kwargs.get("dtype"))
+
+    return stand_in
 
 
 def _attached(mod: nn.Module) -> dict[str, nn.Module]:
@@ -296,31 +323,6 @@ def _attached(mod: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def _nnx_params(node: Any) -> dict[str, Any]:
-    """A NNX module's own trainable arrays by flat name: its ``nnx.Param``s and raw arrays
-    (``nnx.WeightNorm``'s scales)."""
-    is_var = lambda x: isinstance(x, nnx.Variable)
-    out = {}
-    for kp, v in jax.tree_util.tree_flatten_with_path(nnx.state(node), is_leaf=is_var)[0]:
-        if isinstance(v, nnx.Param):
-            out[path_string(kp)] = v.get_value()
-        elif not isinstance(v, nnx.Variable) and hasattr(v, "dtype"):
-            out[path_string(kp)] = v
-    return out
-
-
-def _nnx_set(node: Any, name: str, value: Any) -> None:
-    """Sets the param at flat ``name`` of an NNX module (a Variable or a dict entry)."""
-    key = lambda d, n: next(k for k in d if str(k) == n)
-    obj, parts = node, name.split("/")
-    for p in parts[:-1]:
-        obj = obj[key(obj, p)] if isinstance(obj, Mapping) else getattr(obj, p)
-    if isinstance(obj, Mapping):
-        obj[key(obj, parts[-1])] = value
-    else:
-        getattr(obj, parts[-1]).set_value(value)
-
-
 def _hooked(cls: type, p: _Pass, paths: dict) -> type:
     def __call__(self, *args, **kwargs):
         return p.nnx_call(self, cls, paths, args, kwargs)
@@ -328,8 +330,9 @@ def _hooked(cls: type, p: _Pass, paths: dict) -> type:
     return type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
 
 
-def check_model(model: Any, fn: str = "") -> None:
-    """Raises ``TypeError`` unless ``model`` is a kind :func:`capture` and :func:`as_apply` run."""
+def check_model(model: Any, params: Any, fn: str = "") -> None:
+    """Raises ``TypeError`` unless ``model`` is a kind :func:`capture` and :func:`as_apply` run,
+    ``ValueError`` for ``params=None`` with a model that does not carry its own."""
     where = f"{fn}: " if fn else ""
     if isinstance(model, type):
         raise TypeError(
@@ -340,6 +343,11 @@ def check_model(model: Any, fn: str = "") -> None:
         raise TypeError(
             f"{where}model must be a flax.linen.Module, a flax.nnx.Module, an nnx.GraphDef or "
             f"apply_fn(params, inputs); got {type(model).__name__}"
+        )
+    if params is None and not isinstance(model, nnx.Module):
+        raise ValueError(
+            f"{where}params is None; it is required for {type(model).__name__} (only an "
+            "nnx.Module carries its own parameters)"
         )
 
 
@@ -353,8 +361,8 @@ def lsuv_layer(
 ) -> jax.Array:
     """Calls ``fn(layer_params, *args, **kwargs)``, marking it as a layer for the capture layer.
 
-    Outside a pass this is just the call (a model can keep its marks); inside ``jinit.lsuv``
-    and every pass built on :func:`capture` the pass sees the layer, in execution order::
+    Outside a pass this is just the call (a model can keep its marks); inside ``jinit.lsuv`` and
+    every pass built on :func:`capture` the pass sees the layer, in execution order::
 
       def apply(params, x):
         h = jinit.lsuv_layer("l0", dense, params["l0"], x)
@@ -362,12 +370,10 @@ def lsuv_layer(
 
     Args:
       name: the layer's path in reports and ``include``/``exclude`` patterns.
-      fn: ``fn(layer_params, *args, **kwargs) -> output``.
-      layer_params: the layer's params subtree itself (``{"kernel": ..., "bias": ...}``; its
-        leaves are found in the pass's params by identity).
-      *args: the layer's inputs. **kwargs: passed to ``fn``.
-      linear: accepted for compatibility and ignored: every solve is verified by re-running
-        ``fn``.
+      fn: ``fn(layer_params, *args, **kwargs) -> output`` (arrays of any shape and dtype).
+      layer_params: the layer's params subtree itself (its leaves are found in the pass's params
+        by identity). *args, **kwargs: the layer's inputs and options, passed to ``fn``.
+      linear: accepted for compatibility and ignored: every solve re-runs ``fn``.
 
     Returns:
       The layer's output (inside a pass: with the corrected parameters).
@@ -406,9 +412,7 @@ def capture(
     ``TypeError`` for a model of no supported kind.
     """
     kwargs, missed = dict(apply_kwargs or {}), ()
-    check_model(model)
-    if isinstance(model, nnx.GraphDef) and params is None:
-        raise ValueError("params is None; an nnx.GraphDef needs its state")
+    check_model(model, params)
     if isinstance(model, nnx.Module | nnx.GraphDef):
         graphdef, state = (model, params) if isinstance(model, nnx.GraphDef) else nnx.split(model)
         if isinstance(model, nnx.Module) and params is not None:
@@ -431,19 +435,23 @@ def capture(
         outputs, updates = copy(inputs, **kwargs), p.updates
         params = state if params is None else params
         missed = tuple(q for q in paths.values() if q not in p.count)
-    elif params is None:
-        raise ValueError(f"params is None; it is required for {type(model).__name__}")
     else:
         linen = isinstance(model, nn.Module)
         leaf_paths = {} if linen else {id(v): k for k, v in flat(params)[0].items()}
         p = _Pass(hook, select, no_dropout, leaf_paths)
         token = _ACTIVE.set(p)
         try:
-            with nn.intercept_methods(p), _missing_collection():
+            with nn.intercept_methods(p):
                 if not linen:
                     outputs, updates = model(params, inputs, **kwargs), p.updates
                 else:
                     outputs, updates = _linen(model, params, inputs, p, rngs, method, kwargs)
+        except (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError) as e:
+            raise ValueError(
+                f"the model reads or creates a variable that `params` does not hold ({e}). A "
+                "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
+                "whole variables dict from model.init ({'params': ..., 'batch_stats': ...})"
+            ) from None
         finally:
             _ACTIVE.reset(token)
     new = replace_leaves(params, updates)
@@ -464,19 +472,6 @@ def _linen(model, params, inputs, p, rngs, method, kwargs):
     for kp, v in jax.tree_util.tree_leaves_with_path(new.get(PRIVATE, {}), is_leaf=sown):
         p.record(v[0], p.order[int(kp[-1].key[1:])])  # "r<index>": sown from a remat body
     return outputs, {f"params/{k}" if is_vars else k: v for k, v in updates.items()}
-
-
-@contextlib.contextmanager
-def _missing_collection():
-    """Turns flax's "collection/variable not found" into a ValueError that says what to pass."""
-    try:
-        yield
-    except (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError) as e:
-        raise ValueError(
-            f"the model reads or creates a variable that `params` does not hold ({e}). A "
-            "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
-            "whole variables dict from model.init ({'params': ..., 'batch_stats': ...})"
-        ) from None
 
 
 def model_inputs(batch: Any, input_key: str | int | None = None, fn: str = "") -> Any:
@@ -551,20 +546,15 @@ def as_apply(
     variables dict (other collections held fixed); NNX module: an ``nnx.State`` of
     ``nnx.Param`` or ``None`` (its own). ``rngs`` (linen) and ``apply_kwargs`` go to the call
     (linen ``mutable=[...]``: the updated collections are dropped). Returns ``(apply, p0,
-    merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into the structure of
-    ``params``. Raises ``ValueError`` for ``params=None`` where required, ``TypeError`` for a
-    model of no supported kind.
+    merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into ``params``'s
+    structure. Raises ``ValueError`` (``params=None`` where required), ``TypeError``
+    (:func:`check_model`).
     """
-    check_model(model)
+    check_model(model, params)
     kwargs = dict(apply_kwargs or {})
     if isinstance(model, nnx.Module):
         graphdef, own, rest = nnx.split(model, nnx.Param, ...)
         p0, merge = (own if params is None else params), (lambda p: p)
-    elif params is None:
-        raise ValueError(
-            f"params is None; it is required for {type(model).__name__} (only an nnx.Module "
-            "carries its own parameters)"
-        )
     elif isinstance(model, nnx.GraphDef):
         state = params if isinstance(params, nnx.State) else nnx.State(params)
         (p0, rest), graphdef = state.split(nnx.Param, ...), model
@@ -579,16 +569,7 @@ def as_apply(
             out = model.apply({"params": p, **others}, x, rngs=rngs, mutable=mutable, **kwargs)
             return out[0] if mutable else out
 
-        def merge(p):
-            if not is_variables:
-                return p
-            return (
-                type(params)({**params, "params": p})
-                if isinstance(params, dict)
-                else (params.copy({"params": p}))
-            )
-
-        return apply, p0, merge
+        return apply, p0, lambda p: type(params)({**params, "params": p}) if is_variables else p
     else:
         return (lambda p, x: model(p, x, **kwargs)), params, (lambda p: p)
 

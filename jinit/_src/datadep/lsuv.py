@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -55,11 +55,8 @@ class Config:
 
 
 def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
-    value = () if value is None else (value,) if isinstance(value, str) else value
-    try:
-        out = tuple(value)
-    except TypeError:
-        out = (value,)
+    value = () if value is None else value
+    out = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
     for p in out:
         if not isinstance(p, str):
             raise TypeError(f"{fn}: {arg} must be a regex string or a sequence of them, got {p!r}")
@@ -93,11 +90,13 @@ def make_config(fn: str, **kw: Any) -> Config:
     return Config(**kw)
 
 
-@jax.jit
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
-    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype."""
-    c = jnp.asarray(c, p.dtype)
-    return p * c.reshape((1,) * (p.ndim - c.ndim) + c.shape)
+    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype;
+    concrete float32/float64 on the host (an exactly rounded product either way, and nothing to
+    compile for the eager pass)."""
+    xp = jnp if solve.traced(p, c) or p.dtype not in (np.float32, np.float64) else np
+    c = xp.asarray(c, p.dtype)
+    return jax.device_put(xp.asarray(p) * c.reshape((1,) * (p.ndim - c.ndim) + c.shape))
 
 
 class _Pass:
@@ -145,18 +144,17 @@ class _Pass:
         """One layer: returns the new kernel (``None``: unchanged), bias and output."""
         self.done.add(path)
         n = (b.ndim if b is not None else 1) if self.cfg.per_unit else 0
+        units = y0.shape[y0.ndim - n :] if isinstance(y0, jax.Array) else None
         note = ""
-        if not isinstance(y0, jax.Array) or not jnp.issubdtype(y0.dtype, jnp.floating):
+        if units is None or not jnp.issubdtype(y0.dtype, jnp.floating):
             note = "the output is not one floating array"
-        elif self.cfg.per_unit and not (
-            0 < n <= min(k.ndim, y0.ndim) and _tail(k, n) == _tail(y0, n)
-        ):
+        elif self.cfg.per_unit and not (0 < n <= min(k.ndim, y0.ndim) and k.shape[-n:] == units):
             note = f"{self.cfg.method} needs output units on the last axes of the kernel and the "
             note += "output (Dense/Conv-like)"
         if note:
             self.skip(path, note)
             return None, None, y0
-        per = y0.size // max(1, int(np.prod(_tail(y0, n))))
+        per = y0.size // max(1, int(np.prod(units)))
         if per < self.cfg.min_values:
             what = "per output unit " if n else ""
             raise ValueError(
@@ -164,19 +162,9 @@ class _Pass:
                 f"(output shape {y0.shape}); estimating a variance needs at least "
                 f"{self.cfg.min_values}. Use a larger (non-empty) batch."
             )
-        if self.cfg.per_unit:
-            c, b2, y, rec = solve.per_unit(
-                self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, solve.finite_inputs(args), n, b
-            )
-            b2 = None if b is None else b2.astype(b.dtype)
-        else:
-            center = self.cfg.center and b is not None
-
-            def run_s(s, shift):
-                return run(_scaled(k, s), None if not center else b - jnp.asarray(shift, b.dtype))
-
-            c, shift, y, rec = solve.pooled(self.cfg, run_s, y0, args, center)
-            b2 = (b - jnp.asarray(shift, b.dtype)) if center else None
+        in_ok = solve.finite_inputs(args)
+        c, b2, y, rec = solve.layer(self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, in_ok, n, b)
+        b2 = None if b2 is None else jnp.asarray(b2, b.dtype)
         call.record(**{tag + f: v for f, v in rec.items()})
         self.rows.append((path, "", (call.path, tag)))
         return _scaled(k, c), b2, y
@@ -193,9 +181,8 @@ class _Pass:
         new = {}
         for name in sorted(p, key=_gate_rank):
             k, g = p[name], name.rsplit("/", 1)[0]
-            if not (name.startswith(("i", "dense_i")) and name.endswith("/kernel") and k.ndim == 2):
-                continue
-            if k.shape[0] != x.shape[-1]:
+            projection = name.startswith(("i", "dense_i")) and name.endswith("/kernel")
+            if not projection or k.ndim != 2 or k.shape[0] != x.shape[-1]:
                 continue
             h = hid[0] if hid and k.shape[1] % hid[0] == 0 else k.shape[1]
             blocks, b = k.shape[1] // h, p.get(g + "/bias")
@@ -228,10 +215,6 @@ def _gate_rank(name: str) -> tuple:
     """Gates in the order their cell runs them when the dict order was lost (sorted keys)."""
     g = name.split("/")[0]
     return (_GATE_ORDER.index(g) if g in _GATE_ORDER else len(_GATE_ORDER), name)
-
-
-def _tail(a: jax.Array, n: int) -> tuple[int, ...]:
-    return a.shape[a.ndim - n :]
 
 
 def _param_names(call) -> tuple[str, str] | str:
@@ -313,7 +296,7 @@ def run_pass(
     :class:`Config` and ``orthogonal_key``), runs the pass (eager or jitted), checks and warns."""
     key = settings.pop("orthogonal_key", None)
     cfg = make_config(fn, method=name, orthogonal=key is not None, **settings)
-    check_model(model, fn)
+    check_model(model, params, fn)
     full = params
     if isinstance(model, nnx.Module):  # a Param-only state: the rest is the module's own
         model, state = nnx.split(model)
@@ -322,8 +305,6 @@ def run_pass(
     for arg, value in (("method", method), ("rngs", rngs)):
         if value is not None and not isinstance(model, nn.Module):
             raise ValueError(f"{fn}: {arg}= is only for linen modules, got {arg}={value!r}")
-    if params is None:
-        raise ValueError(f"{fn}: params is None (only an nnx Module may omit its state)")
     if jit is not None and not isinstance(jit, bool):
         raise TypeError(f"{fn}: jit must be True, False or None (automatic), got {jit!r}")
     if key is not None:
@@ -336,7 +317,7 @@ def run_pass(
     shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
     sig = (fn, cfg, model, method, static_kw, jax.tree_util.tree_structure(args), shapes)
     try:  # a model holding a list (nn.Sequential([...])) cannot key a compiled program
-        hash(sig)
+        compiled = sig in _COMPILED
     except TypeError:
         if jit:
             raise TypeError(
@@ -345,13 +326,11 @@ def run_pass(
                 "attribute?); pass jit=None or False to run the pass eagerly, or build the "
                 "model from tuples"
             ) from None
-        jit = False
-    use_jit = jit if jit is not None else solve.traced(args) or sig in _COMPILED
-    execution = "jit" if use_jit else "eager"
-    run = _jitted if use_jit else _body
+        jit = compiled = False
+    use_jit = jit if jit is not None else solve.traced(args) or compiled
+    run, execution = (_jitted, "jit") if use_jit else (_body, "eager")
     updates, report = run(fn, cfg, (model, method), static_kw, execution, *args)
-    if use_jit:
-        _COMPILED.add(sig)
+    _COMPILED.update([sig] if use_jit else [])
     if not report.paths and (cfg.include or cfg.exclude):
         raise ValueError(
             f"{fn}: include={list(cfg.include)} / exclude={list(cfg.exclude)} selected none of "
@@ -397,19 +376,17 @@ def lsuv(
 
     Args:
       model: a ``flax.linen.Module``; an ``nnx.GraphDef`` (state as ``params``); an
-        ``nnx.Module`` (``params``: its state or ``None``); or ``apply(params, batch,
+        ``nnx.Module`` (``params``: its state or ``None``); or ``apply(params, inputs,
         **apply_kwargs)``.
       params: linen: the variables dict or the ``params`` collection; NNX: the state; plain:
         the params pytree.
-      batch: real data: the model inputs, a tuple or list starting with them (``(x, y)``), or
-        a mapping holding them under ``"inputs"`` or ``"x"`` (see ``input_key``); the inputs
-        (any pytree) are the model's first positional argument, non-empty and finite.
+      batch: real data: the model inputs (any pytree of non-empty, finite arrays), a tuple or
+        list starting with them, or a mapping holding them under ``"inputs"``/``"x"``.
       target: target variance :math:`\tau` (a variance, not a standard deviation).
       tol: stop when :math:`|v - \tau| <` ``tol``.
       max_iters: the most rescalings per layer.
       measure: ``"pre"`` (the layer's output, the paper's choice) or ``"post"``
-        (``activation(output)``).
-      activation: the activation after every layer, for ``measure="post"``.
+        (``activation(output)``, with ``activation`` the function after every layer).
       center: afterwards subtract the pooled mean of the layer's output from its bias.
       include: regex(es); only layers whose path matches one are processed.
       exclude: regex(es); layers whose path matches one are not processed.
@@ -418,19 +395,17 @@ def lsuv(
       orthogonal_key: if given, every selected kernel is first replaced by
         ``jinit.lsuv_ready_orthogonal()`` drawn with ``jinit.path_key(orthogonal_key, path)``.
       method: linen only: the method to apply instead of ``__call__``.
+      rngs: linen only: PRNG keys passed to ``apply`` (``{"noise": key}``; dropout is off).
       apply_kwargs: extra keyword arguments of the forward pass; array leaves are traced,
         other leaves static (hashable).
-      jit: ``True``: one cached ``jax.jit`` program; ``False``: eager, layer by layer;
-        ``None``: jitted if the call is traced or that program is already compiled, else eager
-        (``report.execution`` says which).
-      input_key: key or index of the model inputs in ``batch`` (the rule of ``jinit.fit`` and
-        ``jinit.layer_statistics``).
-      rngs: linen only: PRNG keys passed to ``apply`` (``{"noise": key}``; dropout is off).
+      jit: ``True``: one cached ``jax.jit`` program; ``False``: eager; ``None``: jitted if the
+        call is traced or that program is compiled, else eager (``report.execution``).
+      input_key: key or index of the model inputs in ``batch`` (as for ``jinit.fit``).
 
     Returns:
       ``(new_params, report)``: ``new_params`` with the structure, key order and dtypes of
       ``params`` (only kernels, and biases with ``center``, change); a
-      :class:`jinit.LSUVReport`.
+      :class:`jinit.LSUVReport` (per-layer ``float32``/``int32``/``bool`` arrays ``[L]``).
 
     Raises:
       ValueError: bad settings; a batch without the model inputs (see ``input_key``); an empty

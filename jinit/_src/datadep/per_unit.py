@@ -36,24 +36,15 @@ def within_layer_init(
     r"""Krähenbühl et al.'s within-layer data-dependent initialization (per-unit normalization).
 
     Every output unit :math:`u` of every selected layer, in forward execution order, gets
-    variance ``target`` (:math:`\tau`) and mean ``target_mean`` (:math:`\beta`, needs a bias)
-    on ``batch``: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
+    variance ``target`` (:math:`\tau`) and mean ``target_mean`` (:math:`\beta`; layers without
+    a bias keep their mean) on ``batch``: :math:`W_{:,u} \leftarrow c_u W_{:,u}`,
     :math:`b_u \leftarrow \beta - c_u(\mu_u - b_u)`, :math:`c_u = \sqrt{\tau}/\sigma_u`,
-    measured after the pass. Arguments not listed are as for :func:`jinit.lsuv`.
-
-    Args:
-      target: per-unit target variance :math:`\tau` of the pre-activation output.
-      target_mean: per-unit target mean :math:`\beta` (layers without bias keep their mean).
-      tol: a layer is ``converged`` when every unit is within ``tol`` of both targets.
-      on_zero_variance: ``"raise"``, or ``"skip"``: constant units are left unchanged, counted
-        in ``report.units_skipped``, and the layer's status is ``zero_variance``.
-
-    Returns:
-      ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method ==
-      "within_layer"``; ``report.scale`` is the root-mean-square of the per-unit factors).
-
-    Raises:
-      ValueError: as for :func:`jinit.lsuv`; for constant units, naming the layer.
+    measured after the pass. ``tol``: a layer is ``converged`` when every unit is within ``tol``
+    of both targets. ``on_zero_variance="skip"`` leaves constant units unchanged, counts them in
+    ``report.units_skipped`` and gives the layer the status ``zero_variance``. The other
+    arguments, the return value (a :class:`jinit.LSUVReport` with ``method="within_layer"`` and
+    ``scale`` the root-mean-square of the per-unit factors) and the errors raised (also: for
+    constant units, naming the layer) are as for :func:`jinit.lsuv`.
 
     References:
       Krähenbühl, Doersch, Donahue & Darrell, "Data-dependent Initializations of Convolutional
@@ -84,21 +75,11 @@ def weight_norm_init(
 
     For ``nn.WeightNorm``/``nnx.WeightNorm`` over a Dense/Linear/Conv kernel, with
     :math:`t_u = v_u \cdot x/\lVert v_u\rVert`: :math:`g_u \leftarrow \sqrt{\tau}/\sigma(t_u)`,
-    :math:`b_u \leftarrow \beta - \sqrt{\tau}\,\mu(t_u)/\sigma(t_u)`; the direction :math:`v`
-    is unchanged. Plain layers get the equivalent update of their kernel columns. Arguments not
-    listed are as for :func:`jinit.lsuv`.
-
-    Args:
-      target: per-unit target variance :math:`\tau`.
-      target_mean: per-unit target mean :math:`\beta`.
-      tol: tolerance of the ``converged`` status.
-      on_zero_variance: as for :func:`jinit.within_layer_init`.
-
-    Returns:
-      ``(new_params, report)`` as for :func:`jinit.lsuv` (``report.method == "weight_norm"``).
-
-    Raises:
-      ValueError: as for :func:`jinit.within_layer_init`.
+    :math:`b_u \leftarrow \beta - \sqrt{\tau}\,\mu(t_u)/\sigma(t_u)` (:math:`\tau`:
+    ``target``, :math:`\beta`: ``target_mean``); the direction :math:`v` is unchanged. Plain
+    layers get the equivalent update of their kernel columns. The other arguments, the return
+    value (``report.method == "weight_norm"``) and the errors are as for
+    :func:`jinit.within_layer_init`.
 
     References:
       Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to Accelerate

@@ -138,7 +138,8 @@ class LSUVReport(Report):
         status = np.asarray(self.status).reshape(-1, len(self.paths))
         field = {f: np.asarray(getattr(self, f)).reshape(status.shape) for f in ARRAY_FIELDS}
         msgs = {}
-        for m, i in zip(*np.nonzero(_failing(status, self.on_zero_variance)), strict=True):
+        fail = [NON_FINITE, ZERO_VARIANCE] if self.on_zero_variance == "raise" else [NON_FINITE]
+        for m, i in zip(*np.nonzero(np.isin(status, fail)), strict=True):
             path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
             if m in msgs:
                 continue  # the first failing layer of each member
@@ -154,7 +155,7 @@ class LSUVReport(Report):
                 n, v = int(field["units_skipped"][m, i]), float(field["var_before"][m, i])
                 what = f"{n} unit(s) of layer {path!r} have" if n else f"layer {path!r} has"
                 msgs[m] = f"{what} zero output variance" + f" (measured variance {v!r})" * (not n)
-                msgs[m] += f"{where}: {_ZERO_WORDS}"
+                msgs[m] += f"{where}: {_CONSTANT} {_ZERO_WORDS}"
                 continue
             msgs[m] = f"non-finite values (NaN/inf) {msg}"
         return list(msgs.values())
@@ -208,15 +209,9 @@ class LSUVReport(Report):
 
 _CONSTANT = "the part of the output that depends on the kernel is constant on this batch"
 _ZERO_WORDS = (
-    "the part of its output that depends on the kernel is constant on this batch (dead units "
-    "upstream, a constant input), so no rescaling can reach the target. Pass "
+    "(dead units upstream, a constant input), so no rescaling can reach the target. Pass "
     "on_zero_variance='skip' to leave it unchanged and report it."
 )
-
-
-def _failing(status: np.ndarray, on_zero_variance: str) -> np.ndarray:
-    zero = status == ZERO_VARIANCE if on_zero_variance == "raise" else False
-    return (status == NON_FINITE) | zero
 
 
 jax.tree_util.register_dataclass(LSUVReport, list(ARRAY_FIELDS), META_FIELDS)

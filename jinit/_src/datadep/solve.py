@@ -12,18 +12,13 @@ import numpy as np
 from jinit._src.datadep import report as rep
 
 INVARIANT_RTOL = 1e-3  # relative change of variance below which the kernel's scale is inert
-UNIT_ITERS = 10  # bound of the per-unit fallback loop
+UNIT_ITERS = 10  # bound of the per-unit loop (its closed form is exact for an affine layer)
 HOST_MAX = 2**20  # concrete outputs up to this size: statistics on the host (nothing compiled)
 FIELDS = tuple(f for f in rep.ARRAY_FIELDS if f != "converged")  # what a solve records
 
 
 def traced(*trees) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
-
-
-def _go(flag) -> bool:
-    """Whether to compute a branch: always when traced, else only if ``flag`` holds."""
-    return traced(flag) or bool(flag)
 
 
 def while_loop(cond, body, init):
@@ -61,30 +56,21 @@ def _finite(*xs, xp=jnp):
     return functools.reduce(xp.logical_and, [xp.all(xp.isfinite(x)) for x in xs])
 
 
-def _inert(v0, v1, c1, xp=jnp):
-    """The variance did not move although the factor did: the kernel's scale is inert."""
-    return (xp.abs(v1 - v0) <= INVARIANT_RTOL * v0) & (xp.abs(c1 * c1 - 1) > 1e-2)
-
-
-def _record(*values):
-    return dict(zip(FIELDS, values, strict=True))
-
-
 def _xp(*trees):
     """numpy on concrete values (the eager pass compiles only the layer runs), else jax.numpy."""
     return jnp if traced(*trees) else np
 
 
-def _moments(act, y):
+def _moments(act, y, n: int = 0):
     """:func:`unit_moments` of ``y`` (``act(y)`` if given); concrete outputs up to
     :data:`HOST_MAX` values on the host in float64 (cheaper than compiling the reduction)."""
     y = y if act is None else act(y)
     if traced(y) or y.size > HOST_MAX:
-        return unit_moments(y)
+        return unit_moments(y, n)
     sd = np.float64 if y.dtype == jnp.float64 else np.float32
     with np.errstate(all="ignore"):  # inf/NaN outputs give non-finite moments (non_finite)
-        out = _moments_of(np.asarray(y).astype(np.float64), 0, float(jnp.finfo(y.dtype).eps), np)
-    return tuple(sd(v) for v in out)
+        out = _moments_of(np.asarray(y).astype(np.float64), n, float(jnp.finfo(y.dtype).eps), np)
+    return tuple(np.asarray(v).astype(sd) for v in out)
 
 
 def finite_inputs(inputs) -> jax.Array:
@@ -94,101 +80,69 @@ def finite_inputs(inputs) -> jax.Array:
     return _finite(*leaves, xp=xp) if leaves else xp.asarray(True)
 
 
-def pooled(cfg, run, y0, inputs, center: bool):
-    """LSUV on one layer. ``run(s, shift)``: output with kernel ``* s`` and bias ``- shift``;
-    ``inputs``: the layer's inputs (their finiteness is reported).
+def layer(cfg, run, y0, in_ok, n: int, b0):
+    """Solves one layer: LSUV's pooled factor (``n == 0``) or a factor per output unit on the
+    output's ``n`` trailing axes (per-unit methods, which also target the unit mean with a bias).
 
-    Returns ``(s, shift, y, record)``: the factor, the bias shift, the layer's output with them
-    (re-run, never predicted) and the report's arrays for the layer.
+    ``run(c, b)``: the output with the kernel times ``c`` and bias ``b`` (``None``: unchanged);
+    ``in_ok``: the layer's inputs are finite; ``b0``: the bias or ``None``. Returns ``(c, b, y,
+    record)``: the factors, the new bias (``None``: unchanged), the output re-run with them
+    (never predicted) and the report's arrays for the layer.
     """
-    t, tol, act = cfg.target, cfg.tol, cfg.activation if cfg.measure == "post" else None
-    (mu0, v0, thr), in_ok = _moments(act, y0), finite_inputs(inputs)
+    t, tol, beta = cfg.target, cfg.tol, cfg.target_mean
+    act = cfg.activation if cfg.measure == "post" else None
+    mu0, v0, thr = _moments(act, y0, n)
     xp = _xp(mu0, v0, in_ok)
     finite = in_ok & _finite(v0, mu0, xp=xp)
     live = finite & (v0 > thr)
-    need = live & (xp.abs(v0 - t) >= tol) & (cfg.max_iters > 0)
-    s1 = xp.where(need, xp.sqrt(t / xp.where(live, v0, 1.0)), 1.0).astype(v0.dtype)
-    y1 = run(s1, 0.0) if _go(need) else y0
-    mu1, v1, _ = _moments(act, y1)
-    inv = need & _inert(v0, v1, s1, xp=xp)  # measured on the first step only
-
-    def cond(st):
-        _, _, it, _, v = st
-        go = need & ~inv & (it < cfg.max_iters) & (xp.abs(v - t) >= tol)
-        return go & xp.isfinite(v) & (v > 0)
-
-    def body(st):
-        s, _, it, _, v = st
-        s = (s * xp.sqrt(t / xp.where(v > 0, v, t))).astype(s.dtype)
-        y = run(s, 0.0)
-        return (s, y, it + 1, *_moments(act, y)[:2])
-
-    s, y, it, mu, v = while_loop(cond, body, (s1, y1, need.astype(np.int32), mu1, v1))
-    bad = need & ~(xp.isfinite(v) & xp.isfinite(s) & (s > 0))
-    keep = ~need | inv | bad  # the layer is left as it was
-    s, y, it, v, mu = _pick(keep, (xp.ones_like(s), y0, 0 * it, v0, mu0), (s, y, it, v, mu))
-    shift = xp.zeros_like(v)
-    if center and _go(live & ~inv):
-        shift = xp.where(live & ~inv, xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
-        mu, v, _ = _moments(act, y := run(s, shift))
-    status = xp.select(
-        [~finite | bad, ~live, inv, xp.abs(v - t) < tol],
-        [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
-        rep.NOT_CONVERGED,
-    )
-    return s, shift, y, _record(it, s, v0, v, mu, status, xp.zeros((), np.int32), in_ok)
-
-
-def per_unit(cfg, run, y0, in_ok, n: int, b0):
-    """Per-unit normalisation of one layer (within-layer / weight-norm init).
-
-    ``run(c, b)``: output with the scaled parameter multiplied by ``c`` (per unit, on the
-    output's ``n`` trailing axes) and bias ``b`` (or ``None``). Returns ``(c, b, y, record)``.
-    """
-    t, beta, tol = cfg.target, cfg.target_mean, cfg.tol
-    mu0, v0, thr = unit_moments(y0, n)
-    finite = in_ok & _finite(v0, mu0)
-    live = finite & (v0 > thr)
-    c0 = jnp.ones_like(v0)
-    bf = None if b0 is None else b0.astype(v0.dtype)
+    mean = n > 0 and b0 is not None  # the per-unit methods' mean target
 
     def good(mu, v):
-        ok = jnp.abs(v - t) < tol
-        if b0 is not None:
-            ok = ok & (jnp.abs(mu - beta) < tol)
-        return jnp.all(jnp.where(live, ok, True))
+        ok = (xp.abs(v - t) < tol) & ((xp.abs(mu - beta) < tol) if mean else True)
+        return xp.all(xp.where(live, ok, True))
 
     def rescale(c, b, mu, v):  # exact for an affine layer: the unit mean becomes r (mu - b) + b'
-        r = jnp.where(live, jnp.sqrt(t / jnp.where(live & (v > 0), v, t)), 1.0)
-        return c * r, None if b is None else jnp.where(live, beta - r * (mu - b), b)
+        r = xp.where(live, xp.sqrt(t / xp.where(live & (v > 0), v, t)), 1.0).astype(v0.dtype)
+        return c * r, xp.where(live, beta - r * (mu - b), b) if mean else None
 
+    # LSUV stops within tol (the paper); per-unit targets are met exactly, in one step.
+    need = xp.any(live) & (cfg.max_iters > 0) & (n > 0 or ~good(mu0, v0))
+    c0, bf = xp.ones_like(v0), b0.astype(v0.dtype) if mean else None
     c1, b1 = rescale(c0, bf, mu0, v0)
-    go = jnp.any(live)
-    y1 = run(c1, b1) if _go(go) else y0
-    mu1, v1, _ = unit_moments(y1, n)
-    inv = go & jnp.all(jnp.where(live, jnp.abs(v1 - v0) <= INVARIANT_RTOL * v0, True))
-    inv = inv & jnp.any(live & (jnp.abs(c1 * c1 - 1) > 1e-2))
+    y1 = run(c1, b1) if traced(need) or bool(need) else y0
+    mu1, v1, _ = _moments(act, y1, n)
+    inv = need & xp.all(xp.where(live, xp.abs(v1 - v0) <= INVARIANT_RTOL * v0, True))
+    inv = inv & xp.any(live & (xp.abs(c1 * c1 - 1) > 1e-2))  # measured on the first step only
+    bound = UNIT_ITERS if n else cfg.max_iters
 
     def cond(st):
-        c, b, y, mu, v, it = st
-        return go & ~inv & (it < UNIT_ITERS) & ~good(mu, v) & _finite(v)
+        _, _, _, it, mu, v = st
+        go = need & ~inv & (it < bound) & ~good(mu, v) & _finite(v, xp=xp)
+        return go & xp.all(xp.where(live, v > 0, True))
 
     def body(st):
-        c, b, y, mu, v, it = st
+        c, b, _, it, mu, v = st
         c, b = rescale(c, b, mu, v)
         y = run(c, b)
-        mu, v, _ = unit_moments(y, n)
-        return c, b, y, mu, v, it + 1
+        return (c, b, y, it + 1, *_moments(act, y, n)[:2])
 
-    c, b, y, mu, v, it = while_loop(cond, body, (c1, b1, y1, mu1, v1, jnp.ones((), jnp.int32)))
-    bad = go & ~_finite(v, c)
-    keep = ~go | inv | bad | ~finite
-    c, b, y, it = _pick(keep, (c0, bf, y0, 0 * it), (c, b, y, it))  # b: None without a bias
-    (pmu, pv, _), dead = unit_moments(y), jnp.sum(~live & finite)
-    status = jnp.select(
-        [~finite | bad, dead > 0, inv, good(*unit_moments(y, n)[:2])],
+    st = while_loop(cond, body, (c1, b1, y1, xp.ones((), np.int32), mu1, v1))
+    c, b, y, it, mu, v = st
+    bad = need & ~(_finite(v, c, xp=xp) & xp.all(c > 0))
+    keep = ~need | inv | bad  # the layer is left as it was
+    c, b, y, it, mu, v = _pick(keep, (c0, bf, y0, 0 * it, mu0, v0), st)
+    if cfg.center and b0 is not None and (traced(live) or bool(live & ~inv)):
+        shift = xp.where(live & ~inv, xp.mean(xp.asarray(y).astype(v.dtype)), 0.0)
+        b = b0 - jnp.asarray(shift, b0.dtype)
+        mu, v, _ = _moments(act, y := run(c, b), n)
+    dead = xp.sum(~live & finite)
+    status = xp.select(
+        [~finite | bad, dead > 0, inv, good(mu, v)],
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )
-    rms, pv0 = jnp.sqrt(jnp.mean(jnp.square(c))), unit_moments(y0)[1]
-    return c, b, y, _record(it, rms, pv0, pv, pmu, status, dead.astype(jnp.int32), in_ok)
+    scale, units = c, xp.zeros((), np.int32)
+    if n:  # pooled figures; the scale is the root-mean-square factor
+        (mu, v, _), v0 = _moments(None, y), _moments(None, y0)[1]
+        scale, units = xp.sqrt(xp.mean(xp.square(c))), dead.astype(np.int32)
+    return c, b, y, dict(zip(FIELDS, (it, scale, v0, v, mu, status, units, in_ok), strict=True))

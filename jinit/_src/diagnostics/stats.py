@@ -3,7 +3,6 @@ jittable, vmappable function of (params, batch); keys and definitions: docs/diag
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import Marked, as_apply, capture, flat, model_inputs
+from jinit._src.datadep.capture import Marked, as_apply, capture, flat, is_float, model_inputs
 
 _FN = "layer_statistics"
 
@@ -71,12 +70,8 @@ def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     return {k.split("/")[1]: v for k, v in _stats({"a": a}, "act").items()}
 
 
-def _is_float_array(x) -> bool:
-    return hasattr(x, "dtype") and hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.inexact)
-
-
 def _floats(tree) -> dict[str, jax.Array]:
-    return {k: v for k, v in flat(tree)[0].items() if _is_float_array(v)}
+    return {k: v for k, v in flat(tree)[0].items() if is_float(v)}
 
 
 def _normalizes(module: Any, kwargs) -> bool:
@@ -92,14 +87,8 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
     """One capture pass: each call's input (``in:path``) and perturbed outputs (``path``)."""
     tape: dict[str, Any] = {"values": {}, "skipped": {}, "normalizing": set()}
     start: dict[str, int] = {}
-    running: dict[int, int] = {}  # id(module) -> start number of its call in progress
-    numbers = itertools.count()
 
     def hook(call):
-        for m in call.enclosing:
-            running.setdefault(id(m), next(numbers))
-        number = running.pop(id(call.module), None)
-        number = next(numbers) if number is None else number
         if not call.enclosing and not isinstance(call.module, Marked) and start:
             return None  # the model itself (it returns last); kept when it is the only layer
         if include is not None and not include(call.path, call.module):
@@ -107,17 +96,17 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
         if call.lifted and not call.addressable:
             tape["skipped"][call.path.split("@")[0]] = call.lifted
             return None
-        start[call.path] = number
+        start[call.path] = call.start
         if _normalizes(call.module, call.kwargs):
             tape["normalizing"].add(call.path)
         leaves, treedef = jax.tree_util.tree_flatten(call.output)
-        slots = [i for i, leaf in enumerate(leaves) if _is_float_array(leaf)]
+        slots = [i for i, leaf in enumerate(leaves) if is_float(leaf)]
         found = {}
         for k, i in enumerate(slots):
             key = call.path if len(slots) == 1 else f"{call.path}[{k}]"
             leaves[i] = leaves[i] if perturb is None else leaves[i] + perturb[key]
             found[key] = leaves[i]
-        if call.args and _is_float_array(call.args[0]):
+        if call.args and is_float(call.args[0]):
             found[f"in:{call.path}"] = call.args[0]
         if call.lifted:  # inside nn.remat: the values leave through the capture layer
             call.record(**{k.replace("/", "|"): v for k, v in found.items()})
@@ -136,9 +125,8 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
     return tape
 
 
-def _default_loss(outputs, batch):
-    del batch
-    leaves = [x for x in jax.tree_util.tree_leaves(outputs) if _is_float_array(x)]
+def _default_loss(outputs, _batch):
+    leaves = [x for x in jax.tree_util.tree_leaves(outputs) if is_float(x)]
     return sum(jnp.mean(x.astype(jnp.float32)) for x in leaves)
 
 
@@ -161,14 +149,12 @@ def layer_statistics(
     transform are skipped with one ``InitWarning`` naming their paths.
 
     Args:
-      model: a linen or NNX module, an ``nnx.GraphDef`` (state as ``params``), or
-        ``apply_fn(params, inputs)`` (linen modules it calls are recorded).
-      params: linen: the ``params`` collection or the variables dict (other collections held
-        fixed); NNX: an ``nnx.State`` of ``nnx.Param`` (``None``: the model's own).
+      model: as for :func:`jinit.lsuv` (a plain ``apply_fn(params, inputs)``: the linen
+        modules it calls are recorded).
+      params: as for :func:`jinit.lsuv`.
       batch: the inputs, a tuple starting with them, or a mapping (see ``input_key``).
       loss_fn: ``loss_fn(outputs, batch) -> scalar``; default ``mean(outputs)``.
-      input_key: key or index of the inputs in ``batch`` (default ``"inputs"``/``"x"`` of a
-        mapping, the first element of a sequence, or the batch itself).
+      input_key: key or index of the inputs in ``batch`` (the rule of :func:`jinit.lsuv`).
       rngs: linen only, passed to ``apply`` (e.g. ``{"dropout": key}``).
       apply_kwargs: extra keyword arguments of the call, e.g. ``{"train": False}``; linen
         ``mutable=[...]`` is accepted and the updated collections dropped.
