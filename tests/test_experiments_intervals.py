@@ -30,3 +30,16 @@ def test_paired_ranking_separates_only_what_the_seeds_separate():
     separated, unresolved = common.paired_ranking(arms)
     assert separated == ["a > b (difference +0.0500 [+0.0500, +0.0500])"]
     assert unresolved == 2  # a vs c and c vs b
+
+
+@pytest.mark.parametrize(
+    "arms,words",
+    [
+        ({"a": [0.8, 0.82, 0.81], "b": [0.7]}, "one value per seed"),
+        ({"a": [0.8, 0.82, 0.81], "b": [0.7, 0.71]}, "'a': 3, 'b': 2"),
+        ({"a": [0.8, 0.82], "b": [0.7, float("nan")]}, "arm 'b' has a non-finite value"),
+    ],
+)
+def test_paired_ranking_rejects_unpaired_or_non_finite_arms(arms, words):
+    with pytest.raises(ValueError, match=words):
+        common.paired_ranking(arms)

@@ -47,6 +47,14 @@ def paired_ranking(
     separated when the interval of the seed-paired difference excludes zero; it is returned as
     ``"a > b (difference +d [lo, hi])"``, the higher arm first.
     """
+    lengths = {a: len(v) for a, v in arms.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"arms: every arm needs one value per seed (the same seeds); got {lengths}"
+        )
+    for a, v in arms.items():
+        if not np.all(np.isfinite(np.asarray(v, dtype=np.float64))):
+            raise ValueError(f"arms: arm {a!r} has a non-finite value: {list(v)}")
     names = sorted(arms, key=lambda a: -float(np.mean(arms[a])))
     separated, unresolved = [], 0
     for i, a in enumerate(names):

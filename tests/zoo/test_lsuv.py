@@ -4,6 +4,8 @@ honest status and an InitWarning naming it."""
 
 import warnings
 
+import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 
@@ -107,3 +109,36 @@ def test_recurrent_input_gates_checked_by_hand(zoo, lsuv_runs, name):
             assert abs(np.var(y) - report.target) < report.tol, (path, np.var(y))
         else:
             assert any(path in m for m in messages), (path, status)
+
+
+class _DoubledDense(nn.Dense):
+    """A custom subclass as users write one: its own op around ``super().__call__``."""
+
+    def __call__(self, x):
+        return super().__call__(x) * 2.0
+
+
+class _SuperCallNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        init = jinit.lsuv_ready_orthogonal()
+        return nn.Dense(8, kernel_init=init)(_DoubledDense(32, kernel_init=init)(x))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_subclass_calling_super_is_one_layer_measured_on_its_real_output(jit):
+    # The nested super().__call__ is part of the layer's call, not a second (shared) call: the
+    # layer is solved on its real output (after the * 2), checked here by hand.
+    x = jax.random.normal(jax.random.key(0), (64, 16))
+    model = _SuperCallNet()
+    new, report = jinit.lsuv(model, model.init(jax.random.key(1), x), x, jit=jit)
+    assert report.paths == ("_DoubledDense_0", "Dense_0")
+    p = new["params"]
+    h = 2.0 * (x @ p["_DoubledDense_0"]["kernel"] + p["_DoubledDense_0"]["bias"])
+    y = h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    for var, reported, status in zip(
+        (np.var(h), np.var(y)), report.var_after, report.statuses, strict=True
+    ):
+        assert status == "converged"
+        assert abs(float(var) - 1.0) < report.tol
+        np.testing.assert_allclose(float(var), float(reported), rtol=1e-5)

@@ -207,8 +207,8 @@ class _Pass:
             return next_fun(*args, **kwargs)
         if self.no_dropout and isinstance(mod, nn.Dropout):
             return args[0] if args else kwargs["inputs"]
-        if not self.select(mod):
-            return next_fun(*args, **kwargs)
+        if not self.select(mod) or any(m is mod for m in self.stack):
+            return next_fun(*args, **kwargs)  # unselected, or a subclass's super().__call__
         fields = [f.name for f in dataclasses.fields(mod) if f.name in _INITS]
         inits = {f: getattr(mod, f) for f in fields if callable(getattr(mod, f))}
         trace = jex_core.get_opaque_trace_state()

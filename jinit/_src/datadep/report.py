@@ -114,7 +114,7 @@ class LSUVReport(Report):
         out = []
         for i, st in enumerate(self.statuses):
             reasons = {
-                "not_converged": f"variance {va[i]:.4g} after {its[i]} rescaling(s), target "
+                "not_converged": f"variance {va[i]:.6g} after {its[i]} rescaling(s), target "
                 f"{self.target:g} +- {self.tol:g}",
                 "skipped": self.notes[i],
                 "scale_invariant": "the output does not change with the kernel's scale "

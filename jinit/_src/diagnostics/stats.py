@@ -14,7 +14,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import Marked, as_apply, capture, flat, is_float, model_inputs
+from jinit._src.datadep.capture import (
+    Marked,
+    as_apply,
+    capture,
+    check_model,
+    flat,
+    is_float,
+    model_inputs,
+)
 
 _FN = "layer_statistics"
 
@@ -170,6 +178,7 @@ def layer_statistics(
       TypeError: ``model`` is neither a Flax module nor callable.
     """
     inputs = model_inputs(batch, input_key, _FN)  # also: not empty, finite where concrete
+    check_model(model, params, _FN)  # its errors name the function
     loss_fn = _default_loss if loss_fn is None else loss_fn
     _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
 
