@@ -146,7 +146,7 @@ def test_cifar_quick_on_real_files(shared_data_dir, tmp_path):
 
 def test_default_devices_count_the_models_the_command_line_asks_for(monkeypatch):
     monkeypatch.setattr(cifar10_cnn, "default_host_devices", lambda: 2)
-    assert cifar10_cnn.default_devices(["x"]) == 2  # 6 default inits x 2 seeds: 12 models
+    assert cifar10_cnn.default_devices(["x"]) == 2  # 6 default inits x 3 seeds: 18 models
     assert (
         cifar10_cnn.default_devices(["x", "--inits", "he_normal,lsuv,zeros", "--seeds", "0"]) == 3
     )
@@ -158,7 +158,7 @@ def test_config_quick_then_explicit_values_win():
 
     assert tuple(train.INITIALIZERS) == config.INIT_NAMES
     d = config.get_config()
-    assert (d.epochs, d.train_limit, d.seeds, d.conv_impl) == (5, None, (0, 1), "auto")
+    assert (d.epochs, d.train_limit, d.seeds, d.conv_impl) == (5, None, (0, 1, 2), "auto")
     q = config.get_config(("lsuv",), (4,), quick=True, epochs=3, batch_size=8, conv_impl="xla")
     assert (q.inits, q.seeds, q.epochs, q.batch_size, q.conv_impl) == (("lsuv",), (4,), 3, 8, "xla")
     assert (q.train_limit, q.test_limit, q.steps_per_call, q.lsuv_batch_size) == (640, 200, 5, 64)

@@ -16,7 +16,7 @@ CONV_IMPLS = ("auto", "im2col", "xla")
 @dataclasses.dataclass(frozen=True)
 class Config:
     inits: tuple[str, ...] = DEFAULT_INITS
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -43,7 +43,7 @@ QUICK = {
 
 def get_config(
     inits=DEFAULT_INITS,
-    seeds=(0, 1),
+    seeds=(0, 1, 2),
     *,
     quick: bool = False,
     epochs: int | None = None,
