@@ -64,12 +64,8 @@ def worker(layout: str, models: list[int], calls: int) -> None:
 
     import jax
     import jax.numpy as jnp
-    import numpy as np
-    import optax
 
     import jinit
-    from experiments.imdb import config
-    from experiments.imdb import train as imdb_train
 
     _, _, strategies, extra = LAYOUTS[layout]
     rows = []
@@ -78,15 +74,10 @@ def worker(layout: str, models: list[int], calls: int) -> None:
     if extra.get("unroll"):  # the recurrence's scans take no unroll: give them a default
         jax.lax.scan = functools.partial(jax.lax.scan, unroll=extra["unroll"])
     steps = extra.get("steps_per_call", STEPS)
-    cfg = config.get_config(("uniform",), (0,))
-    loss_fn, metric_fn, init_params = imdb_train.make_functions(cfg)
-    opt = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
-    rng = np.random.default_rng(0)
-    n = 20_000
-    data = {
-        "x": jnp.asarray(rng.integers(1, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
-        "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
-    }
+    from _imdb_profile import synthetic_setup  # after XLA_FLAGS: it imports jax
+
+    loss_fn, metric_fn, init_params, opt, data = synthetic_setup()
+    n = data["y"].shape[0]
     for m in models if strategies else ():
         keys = jinit.seed_keys(list(range(m)))
         state0 = jax.jit(

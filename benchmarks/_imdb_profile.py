@@ -36,20 +36,27 @@ from experiments.imdb import train as imdb_train
 STEPS = 25
 
 
+def synthetic_setup(n: int = 20_000):
+    """The sweep's functions for one ``uniform`` arm, its Adam, and ``n`` random reviews (the
+    speed does not depend on the tokens): ``(loss_fn, metric_fn, init_params, opt, data)``."""
+    cfg = config.get_config(("uniform",), (0,))
+    loss_fn, metric_fn, init_params = imdb_train.make_functions(cfg)
+    opt = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
+    rng = np.random.default_rng(0)
+    data = {
+        "x": jnp.asarray(rng.integers(1, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
+        "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
+    }
+    return loss_fn, metric_fn, init_params, opt, data
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="3,9", help="comma-separated model counts")
     p.add_argument("--calls", type=int, default=4, help="timed calls of 25 steps")
     args = p.parse_args()
-    cfg = config.get_config(("uniform",), (0,))
-    loss_fn, metric_fn, init_params = imdb_train.make_functions(cfg)
-    opt = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
-    rng = np.random.default_rng(0)
-    n = 20_000
-    data = {
-        "x": jnp.asarray(rng.integers(1, cfg.num_words, (n, cfg.maxlen)), jnp.int32),
-        "y": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
-    }
+    loss_fn, metric_fn, init_params, opt, data = synthetic_setup()
+    n = data["y"].shape[0]
     rows = []
     for m in (int(s) for s in args.models.split(",")):
         keys = jinit.seed_keys(list(range(m)))
