@@ -33,10 +33,14 @@ def _sweep_table(r: dict) -> list[str]:
         val = np.array(v["val_accuracy_per_epoch"])[:, -1]
         seeds = ", ".join(f"{a:.4f}" for a in v["test_accuracy"])
         lines.append(
-            f"| {name} | {_interval(v['test_accuracy'])} | {v['test_accuracy_std']:.4f} | "
+            f"| {name} | {_interval(v['test_accuracy'])} | {_std(v)} | "
             f"{seeds} | {val.mean():.4f} | {np.mean(v['test_loss']):.4f} |"
         )
     return lines + _ranking({k: v["test_accuracy"] for k, v in r["initializers"].items()})
+
+
+def _std(v: dict) -> str:
+    return f"{v['test_accuracy_std']:.4f}" if len(v["test_accuracy"]) > 1 else "-"
 
 
 def _interval(values) -> str:

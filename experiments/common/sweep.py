@@ -547,10 +547,9 @@ def print_study(results: dict[str, Any], out) -> None:
         return
     for name, r in results["initializers"].items():
         accs = ", ".join(f"{a:.4f}" for a in r["test_accuracy"])
-        print(
-            f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f} ± "
-            f"{r['test_accuracy_std']:.4f}  (seeds: {accs})"
-        )
+        n = len(r["test_accuracy"])  # one seed has no spread: say so rather than print ± 0
+        spread = f" ± {r['test_accuracy_std']:.4f}" if n > 1 else " (1 seed: no spread)"
+        print(f"{name:>16}: test accuracy {r['test_accuracy_mean']:.4f}{spread}  (seeds: {accs})")
     runs = len(results.get("wall_time_s_per_run", [])) or 1
     over = (
         f" over {runs} runs (this one {results['wall_time_s_this_run']:.1f} s)" if runs > 1 else ""

@@ -538,6 +538,7 @@ def as_apply(
     *,
     rngs: Mapping[str, Any] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
+    fn: str = "",
 ) -> tuple[Callable[[Any, Any], Any], Any, Callable[[Any], Any]]:
     """``model`` as a pure ``apply(p, inputs) -> outputs`` of its trainable parameters ``p``.
 
@@ -548,9 +549,9 @@ def as_apply(
     (linen ``mutable=[...]``: the updated collections are dropped). Returns ``(apply, p0,
     merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into ``params``'s
     structure. Raises ``ValueError`` (``params=None`` where required), ``TypeError``
-    (:func:`check_model`).
+    (:func:`check_model`; ``fn``, the calling function, starts their messages).
     """
-    check_model(model, params)
+    check_model(model, params, fn)
     kwargs = dict(apply_kwargs or {})
     if isinstance(model, nnx.Module):
         graphdef, own, rest = nnx.split(model, nnx.Param, ...)

@@ -18,7 +18,6 @@ from jinit._src.datadep.capture import (
     Marked,
     as_apply,
     capture,
-    check_model,
     flat,
     is_float,
     model_inputs,
@@ -178,9 +177,8 @@ def layer_statistics(
       TypeError: ``model`` is neither a Flax module nor callable.
     """
     inputs = model_inputs(batch, input_key, _FN)  # also: not empty, finite where concrete
-    check_model(model, params, _FN)  # its errors name the function
     loss_fn = _default_loss if loss_fn is None else loss_fn
-    _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs)
+    _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs, fn=_FN)
 
     def run(p, x, perturb):
         return _run(model, merge(p), x, perturb, include, rngs, apply_kwargs)
