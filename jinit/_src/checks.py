@@ -10,7 +10,8 @@ import functools
 import math
 import operator
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
@@ -178,3 +179,19 @@ def check_int(fn: str, arg: str, value: Any, *, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"{fn}: {arg} must be >= {minimum}, got {value!r}")
     return v
+
+
+def check_patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
+    """Validates regexes matched against path strings: ``None``, one string or a sequence of
+    them; returns them as a tuple. Raises ``TypeError`` (not strings), ``ValueError`` (not a
+    valid regex), naming ``fn``, ``arg`` and the value."""
+    value = () if value is None else value
+    out = (value,) if isinstance(value, str) or not isinstance(value, Iterable) else tuple(value)
+    for p in out:
+        if not isinstance(p, str):
+            raise TypeError(f"{fn}: {arg} must be a regex string or a sequence of them, got {p!r}")
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"{fn}: {arg} pattern {p!r} is not a valid regex: {e}") from None
+    return out

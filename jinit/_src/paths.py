@@ -8,10 +8,11 @@ convention: adding a layer never changes another layer's values).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+from flax.core import FrozenDict
 
 
 def _key_str(k: Any) -> str:
@@ -53,3 +54,30 @@ def path_hash(path: Sequence[Any] | str) -> int:
 def path_key(key: jax.Array, path: Sequence[Any] | str) -> jax.Array:
     """The per-leaf (or per-layer) key ``jax.random.fold_in(key, path_hash(path))``."""
     return jax.random.fold_in(key, path_hash(path))
+
+
+def flat(tree: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """``{path string: leaf}`` and ``{path string: key tuple}`` of a pytree."""
+    leaves, keys = {}, {}
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = path_string(kp)
+        leaves[name] = leaf
+        keys[name] = tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in kp)
+    return leaves, keys
+
+
+def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
+    """``tree`` with the leaves whose path string is in ``updates`` replaced; dicts keep their
+    own key order (``tree_map`` would sort them)."""
+    if not updates:
+        return tree
+
+    def rec(node, prefix):
+        if isinstance(node, dict | FrozenDict):
+            new = {k: rec(v, prefix + (k,)) for k, v in node.items()}
+            return FrozenDict(new) if isinstance(node, FrozenDict) else new
+        return jax.tree_util.tree_map_with_path(
+            lambda kp, leaf: updates.get(path_string(prefix + tuple(kp)), leaf), node
+        )
+
+    return rec(tree, ())

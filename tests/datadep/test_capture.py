@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 import jinit
-from jinit._src.datadep.capture import as_apply, capture
+from jinit._src.datadep.capture import capture
+from jinit._src.models import as_apply
 
 
 def normal(seed, shape):

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src.checks import check_int, check_key, check_number
-from jinit._src.datadep.capture import flat, is_float, model_inputs, replace_leaves
+from jinit._src.datadep.capture import is_float
 from jinit._src.datadep.report import Report
 from jinit._src.datadep.solve import traced
-from jinit._src.paths import path_string
+from jinit._src.models import model_inputs
+from jinit._src.paths import flat, path_string, replace_leaves
 
 _FN = "between_layer_scaling"
 ARRAY_FIELDS = tuple(
@@ -88,44 +89,34 @@ jax.tree_util.register_dataclass(
 
 def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | None]]:
     """Validates ``layers``; returns their ``(kernel, bias or None)`` path strings."""
-    if isinstance(layers, str) or not isinstance(layers, Sequence):
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise ValueError(
-            f"{_FN}: layers must be a sequence of (kernel_path, bias_path_or_None) in forward "
-            f"execution order, got {layers!r} (automatic layer discovery is not offered: a "
-            "params tree's key order is sorted, not the execution order)."
+            f"{_FN}: layers must be a non-empty sequence of (kernel_path, bias_path_or_None) in "
+            f"forward execution order, got {layers!r}"
+            + " (layers is empty)" * (not layers)
+            + " (automatic layer discovery is not offered: a params tree's key order is sorted)."
         )
-    if not layers:
-        raise ValueError(f"{_FN}: layers is empty; give at least one (kernel_path, bias_path).")
     out, seen = [], {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
-            raise ValueError(
-                f"{_FN}: layers[{i}] must be a pair (kernel_path, bias_path_or_None), got "
-                f"{layer!r}."
-            )
-        names = [None if p is None else _name(p) for p in layer]
-        for role, path, name in zip(("kernel", "bias"), layer, names, strict=True):
+            raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel, bias or None): {layer!r}")
+        out.append(tuple(None if p is None else _name(p) for p in layer))
+        for j, (role, name) in enumerate(zip(("kernel", "bias"), out[-1], strict=True)):
+            at = f"{_FN}: layers[{i}] {role}"
             if name is None and role == "bias":
                 continue
             if name not in leaves:
+                raise ValueError(f"{at} path {name or layer[j]!r} is not a leaf of params.")
+            if not is_float(leaves[name]) or leaves[name].ndim < 2 - 2 * j:
+                a = leaves[name]
                 raise ValueError(
-                    f"{_FN}: layers[{i}] {role} path {name or path!r} is not a leaf of "
-                    "params (a non-empty tuple of keys into params)."
-                )
-            leaf, low = leaves[name], 2 if role == "kernel" else 0
-            if not is_float(leaf) or leaf.ndim < low:
-                raise ValueError(
-                    f"{_FN}: layers[{i}] {role} {name!r} must be a floating array"
-                    + (" with at least 2 dimensions" if low else "")
-                    + f", got dtype {getattr(leaf, 'dtype', None)} and shape "
-                    f"{getattr(leaf, 'shape', None)}."
+                    f"{at} {name!r} must be a floating array"
+                    + " with at least 2 dimensions" * (role == "kernel")
+                    + f", got dtype {getattr(a, 'dtype', None)} and shape {getattr(a, 'shape', None)}"
                 )
             if name in seen:
-                raise ValueError(
-                    f"{_FN}: path {name!r} appears twice in layers (first as {seen[name]})."
-                )
-            seen[name] = f"layers[{i}]"
-        out.append(tuple(names))
+                raise ValueError(f"{_FN}: path {name!r} appears twice in layers ({seen[name]}).")
+            seen[name] = f"first as layers[{i}]"
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jinit._src.checks import check_choice, check_int, check_key, check_number
+from jinit._src.checks import check_choice, check_int, check_key, check_number, check_patterns
 from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
-from jinit._src.datadep.capture import Marked, capture, check_model, model_inputs, replace_leaves
-from jinit._src.paths import path_key, path_string
+from jinit._src.datadep.capture import Marked, capture
+from jinit._src.models import check_model, model_inputs
+from jinit._src.paths import path_key, path_string, replace_leaves
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
 _WHOLE = (*_RECURRENT, nn.WeightNorm, nnx.WeightNorm)  # solved as one layer
@@ -54,19 +55,6 @@ class Config:
         return not any(re.search(p, path) for p in self.exclude)
 
 
-def _patterns(fn: str, arg: str, value: Any) -> tuple[str, ...]:
-    value = () if value is None else value
-    out = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
-    for p in out:
-        if not isinstance(p, str):
-            raise TypeError(f"{fn}: {arg} must be a regex string or a sequence of them, got {p!r}")
-        try:
-            re.compile(p)
-        except re.error as e:
-            raise ValueError(f"{fn}: {arg} pattern {p!r} is not a valid regex: {e}") from None
-    return out
-
-
 def make_config(fn: str, **kw: Any) -> Config:
     """Validates the static settings of a pass, naming the argument, the value and the choices."""
     kw = {f.name: f.default for f in dataclasses.fields(Config)} | kw
@@ -86,7 +74,7 @@ def make_config(fn: str, **kw: Any) -> Config:
     for name, low in (("max_iters", 0), ("min_values", 2)):
         kw[name] = check_int(fn, name, kw[name], minimum=low)
     for name in ("include", "exclude"):
-        kw[name] = _patterns(fn, name, kw[name])
+        kw[name] = check_patterns(fn, name, kw[name])
     return Config(**kw)
 
 

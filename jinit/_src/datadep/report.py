@@ -135,30 +135,32 @@ class LSUVReport(Report):
         with ``on_zero_variance="raise"``), first per member, in execution order."""
         if not self.paths:
             return []
-        status = np.asarray(self.status).reshape(-1, len(self.paths))
-        field = {f: np.asarray(getattr(self, f)).reshape(status.shape) for f in ARRAY_FIELDS}
-        msgs = {}
-        fail = [NON_FINITE, ZERO_VARIANCE] if self.on_zero_variance == "raise" else [NON_FINITE]
-        for m, i in zip(*np.nonzero(np.isin(status, fail)), strict=True):
-            path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
-            if m in msgs:
-                continue  # the first failing layer of each member
-            if status[m, i] == NON_FINITE and not field["input_finite"][m, i]:
-                origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
-                msg = (
-                    f"first appear in the input of layer {path!r}{where}: they come from {origin}."
-                )
-            elif status[m, i] == NON_FINITE:
-                msg = f"first appear in the output of layer {path!r}{where} (its input is finite: "
-                msg += "check its parameters, or the output overflows)."
-            else:
-                n, v = int(field["units_skipped"][m, i]), float(field["var_before"][m, i])
-                what = f"{n} unit(s) of layer {path!r} have" if n else f"layer {path!r} has"
-                msgs[m] = f"{what} zero output variance" + f" (measured variance {v!r})" * (not n)
-                msgs[m] += f"{where}: {_CONSTANT} {_ZERO_WORDS}"
+        fields = ("status", "input_finite", "units_skipped", "var_before")
+        shape = (-1, len(self.paths))
+        status, finite, units, vb = (np.asarray(getattr(self, f)).reshape(shape) for f in fields)
+        fail = [NON_FINITE] + [ZERO_VARIANCE] * (self.on_zero_variance == "raise")
+        msgs = []
+        for m, i in [(m, np.flatnonzero(np.isin(r, fail))[:1]) for m, r in enumerate(status)]:
+            if not i.size:
                 continue
-            msgs[m] = f"non-finite values (NaN/inf) {msg}"
-        return list(msgs.values())
+            i, n = int(i[0]), int(units[m, i[0]])
+            path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
+            origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
+            if status[m, i] == ZERO_VARIANCE:
+                what = f"{n} unit(s) of layer {path!r} have" if n else f"layer {path!r} has"
+                what += " zero output variance" + f" (measured variance {vb[m, i].item()!r})" * (
+                    not n
+                )
+                msgs.append(f"{what}{where}: {_CONSTANT} {_ZERO_WORDS}")
+            else:
+                msgs.append(
+                    f"non-finite values (NaN/inf) first appear in the output of layer {path!r}"
+                    f"{where} (its input is finite: check its parameters, or the output overflows)."
+                    if finite[m, i]
+                    else f"non-finite values (NaN/inf) first appear in the input of layer "
+                    f"{path!r}{where}: they come from {origin}."
+                )
+        return msgs
 
     def check(self) -> LSUVReport:
         """Raises ``ValueError`` for the first failing layer (see :meth:`errors`); called by the

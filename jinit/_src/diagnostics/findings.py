@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from jinit._src.checks import check_number
+from jinit._src.checks import check_number, check_probability
 
 _DEAD_WORDS = (
     "units are exactly 0 for the whole batch (dead ReLUs: their pre-activations are negative "
@@ -123,15 +123,11 @@ def diagnose(
         from jinit._src.theory import activation_fn
 
         activation_fn(activation)  # ValueError naming the known activations for an unknown name
-    for arg, value, low, high in (
-        ("gradient_ratio", gradient_ratio, 1.0, math.inf),
-        ("activation_ratio", activation_ratio, 1.0, math.inf),
-        ("dead_fraction", dead_fraction, 0.0, 1.0),
-        ("saturated_fraction", saturated_fraction, 0.0, 1.0),
-    ):
-        check_number("diagnose", arg, value)
-        if not low < value <= high:
-            raise ValueError(f"diagnose: {arg} must be in ({low:g}, {high:g}], got {value!r}")
+    for arg, value in (("gradient_ratio", gradient_ratio), ("activation_ratio", activation_ratio)):
+        if not check_number("diagnose", arg, value) > 1:
+            raise ValueError(f"diagnose: {arg} must be > 1, got {value!r}")
+    check_probability("diagnose", "dead_fraction", dead_fraction)
+    check_probability("diagnose", "saturated_fraction", saturated_fraction)
     leaves = layer_order(stats, leaves_only=True)
     if not leaves:
         raise ValueError(

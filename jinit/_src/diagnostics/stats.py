@@ -14,14 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import (
-    Marked,
-    as_apply,
-    capture,
-    flat,
-    is_float,
-    model_inputs,
-)
+from jinit._src.datadep.capture import Marked, capture, is_float
+from jinit._src.models import as_apply, model_inputs
+from jinit._src.paths import flat
 
 _FN = "layer_statistics"
 

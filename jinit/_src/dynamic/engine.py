@@ -1,6 +1,6 @@
 """What GradInit and MetaInit share: the model as a function of one multiplier per block.
 
-A pass sees the model through ``datadep.capture.as_apply`` (the one adapter), picks the blocks
+A pass sees the model through ``models.as_apply`` (the one adapter), picks the blocks
 that get a multiplier by a regex on ``jinit.path_string`` paths, orders them as the forward pass
 first uses them, and runs its iterations either inside one ``lax.scan`` or as a Python loop of
 one jitted step (see :func:`choose_loop`). Only rescaling happens: block ``i`` leaves the pass as
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jinit._src.checks import check_choice
-from jinit._src.datadep.capture import as_apply, model_inputs
+from jinit._src.checks import check_choice, check_patterns
+from jinit._src.models import as_apply, model_inputs
 from jinit._src.reinit import path_string
 
 LOOPS = ("scan", "python")
@@ -139,19 +139,14 @@ def check_per_iteration(fn: str, arg: str, batches: Any, count: int, count_name:
 
 
 def compile_include(fn: str, include: Any) -> re.Pattern | None:
-    if include is None:
-        return None
-    if isinstance(include, re.Pattern):
+    if include is None or isinstance(include, re.Pattern):
         return include
     if not isinstance(include, str):
         raise TypeError(
             f"{fn}: include must be a regex string (matched against jinit.path_string paths) "
             f"or None, got {type(include).__name__}"
         )
-    try:
-        return re.compile(include)
-    except re.error as e:
-        raise ValueError(f"{fn}: include={include!r} is not a valid regex: {e}") from None
+    return re.compile(check_patterns(fn, "include", include)[0])
 
 
 class Blocks:

@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from jinit._src.checks import check_int, check_key
-from jinit._src.datadep.capture import as_apply, fresh_variables, model_inputs
+from jinit._src.models import as_apply, fresh_variables, model_inputs
 from jinit._src.reinit import path_string
 
 __all__ = ["CoordCheck", "coord_check"]

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jinit._src.checks import check_choice, check_key, check_number
+from jinit._src.checks import check_choice, check_key, check_number, check_patterns
 from jinit._src.fans import compute_fans
 from jinit._src.initializers import zeros
 from jinit._src.reinit import path_key, path_string
@@ -56,8 +56,9 @@ def _layout(fn: str, layout: Mapping[str, str] | None) -> dict[str, str]:
     out = dict(FLAX_LAYOUT)
     for role, rx in (layout or {}).items():
         check_choice(fn, "layout role", role, ROLES)
-        re.compile(rx)
-        out[role] = rx
+        if not isinstance(rx, str):
+            raise TypeError(f"{fn}: layout[{role!r}] must be a regex string, got {rx!r}")
+        out[role] = check_patterns(fn, f"layout[{role!r}]", rx)[0]
     return out
 
 

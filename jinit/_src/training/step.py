@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from jinit._src.checks import check_int
-from jinit._src.datadep.capture import as_apply, model_inputs
+from jinit._src.models import as_apply, model_inputs
 
 PyTree = Any
 LossFn = Callable[..., Any]
@@ -109,7 +109,7 @@ def params_form(
     """Outputs-form ``loss_fn(outputs, batch)`` / ``metric_fn(outputs, batch)`` of ``model`` as
     params-form functions (``model_state`` aware), for :func:`make_train_step` and friends.
 
-    ``model`` is anything :func:`jinit._src.datadep.capture.as_apply` takes. With a
+    ``model`` is anything :func:`jinit._src.models.as_apply` takes. With a
     ``model_state`` (a dict of linen collections, e.g. ``{"batch_stats": ...}``) the training
     call is ``model.apply({"params": p, **model_state}, x, mutable=[...], **apply_kwargs)`` and
     the updated collections become the new model state; evaluation uses
