@@ -54,6 +54,18 @@ ROWS: list[Row] = [
     Row("scaling/attention_scale", lambda: jinit.attention_scale(0), ValueError, ("head_dim",)),
     Row("scaling/gpt2_init/n_layers", lambda: jinit.gpt2_init(-1), ValueError, ("n_layers",)),
     Row(
+        "scaling/gpt2_init/layout_regex",
+        lambda: jinit.gpt2_init(2, layout={"query": "q(["}),
+        ValueError,
+        ("layout['query']", "'q(['", "not a valid regex"),
+    ),
+    Row(
+        "scaling/gpt2_init/layout_not_str",
+        lambda: jinit.gpt2_init(2, layout={"query": 3}),
+        TypeError,
+        ("layout['query']", "regex string", "3"),
+    ),
+    Row(
         "scaling/gpt2_init/layout",
         lambda: jinit.gpt2_init(2, layout={"qeury": "x"}),
         ValueError,
