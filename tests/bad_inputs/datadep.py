@@ -51,7 +51,7 @@ ROWS = [
         "datadep/lsuv/eval-batchnorm-without-batch_stats",
         lambda: jinit.lsuv(_BN(), {"params": _BNV["params"]}, _X),
         ValueError,
-        ("batch_stats",),
+        ("lsuv: the model reads", "batch_stats"),
     ),
     Row(
         "datadep/lsuv/orthogonal_key=3",

@@ -65,7 +65,7 @@ ROWS = [
         "diagnostics/layer_statistics/eval-batchnorm-without-batch_stats",
         lambda: jinit.layer_statistics(_BN(), {"params": _BNV["params"]}, _X),
         ValueError,
-        ("batch_stats",),
+        ("layer_statistics: the model reads", "batch_stats"),
     ),
     Row(
         "diagnostics/layer_statistics/params-None-linen",

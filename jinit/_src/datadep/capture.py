@@ -352,19 +352,20 @@ def capture(
     apply_kwargs: Mapping[str, Any] | None = None,
     method: Any = None,
     no_dropout: bool = False,
+    fn: str = "",
 ) -> Captured:
     """Runs ``model`` on ``inputs``, calling ``hook(call) -> None | new_output`` for every layer
     call that ``select(module)`` accepts (a :class:`Marked` for :func:`lsuv_layer` marks).
 
     ``model``, ``params``, ``rngs``, ``apply_kwargs`` and ``method`` are as for :func:`as_apply`
     (linen ``mutable=[...]``: more collections to carry); ``no_dropout`` runs every ``Dropout``
-    as the identity. Returns a :class:`Captured`. Raises ``ValueError`` for a collection
+    as the identity; ``fn``, the calling pass, starts error messages. Returns a :class:`Captured`. Raises ``ValueError`` for a collection
     ``params`` does not hold (a BatchNorm without its batch_stats), ``params=None`` where
     required, or an updated plain-function parameter that is not a leaf of ``params``;
     ``TypeError`` for a model of no supported kind.
     """
     kwargs, missed = dict(apply_kwargs or {}), ()
-    check_model(model, params)
+    check_model(model, params, fn)
     if isinstance(model, nnx.Module | nnx.GraphDef):
         graphdef, state = (model, params) if isinstance(model, nnx.GraphDef) else nnx.split(model)
         if isinstance(model, nnx.Module) and params is not None:
@@ -400,7 +401,8 @@ def capture(
                     outputs, updates = _linen(model, params, inputs, p, rngs, method, kwargs)
         except (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError) as e:
             raise ValueError(
-                f"the model reads or creates a variable that `params` does not hold ({e}). A "
+                f"{fn + ': ' if fn else ''}the model reads or creates a variable that `params` "
+                f"does not hold ({e}). A "
                 "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
                 "whole variables dict from model.init ({'params': ..., 'batch_stats': ...})"
             ) from None

@@ -265,7 +265,7 @@ _MISSED = (
 def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
     (model, method), (treedef, static), it = spec, static_kw, iter(dyn)
     kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if a else s for a, s in static])
-    p, opts = _Pass(fn, cfg, key), dict(select=_selects, rngs=rngs, method=method)
+    p, opts = _Pass(fn, cfg, key), dict(select=_selects, rngs=rngs, method=method, fn=fn)
     out = capture(model, params, inputs, p.hook, apply_kwargs=kwargs, no_dropout=True, **opts)
     for path in out.missed:
         if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
@@ -326,7 +326,10 @@ def run_pass(
             "paths (a pass without include/exclude reports them, in execution order)"
         )
     if not report.paths:
-        raise ValueError(f"{fn}: the model has no layer with a kernel that the pass could reach")
+        raise ValueError(
+            f"{fn}: the model has no layer with a kernel that the pass could reach (a plain "
+            "apply_fn: call its layers through flax modules or mark them with jinit.lsuv_layer)"
+        )
     if not solve.traced(report):
         report.check()
         report.warn()

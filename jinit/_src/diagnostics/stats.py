@@ -116,7 +116,7 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
             tape["values"].update(found)
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
-    captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs)
+    captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs, fn=_FN)
     for record in captured.records.values():
         tape["values"].update({k.replace("|", "/"): v for k, v in record.items()})
     tape["order"] = sorted(start, key=start.get)
