@@ -15,7 +15,7 @@ from flax import nnx
 
 
 def check_model(model: Any, params: Any, fn: str = "") -> None:
-    """Raises ``TypeError`` unless ``model`` is a kind :func:`capture` and :func:`as_apply` run,
+    """Raises ``TypeError`` unless ``model`` is a kind the capture layer and :func:`as_apply` run,
     ``ValueError`` for ``params=None`` with a model that does not carry its own."""
     where = f"{fn}: " if fn else ""
     if isinstance(model, type):

@@ -14,7 +14,6 @@ from flax import nnx
 
 import jinit
 from jinit._src.datadep.capture import capture
-from jinit._src.models import as_apply
 
 
 def normal(seed, shape):
@@ -192,7 +191,6 @@ def test_capture_order_replace_and_update_all_kinds():
 
 
 def test_nnx_remat_layer_skipped_and_named():
-    from flax import nnx
 
     class N(nnx.Module):
         def __init__(self, rngs):
@@ -209,28 +207,6 @@ def test_nnx_remat_layer_skipped_and_named():
     assert "lifted transform" in report.reasons()[1]
     assert len(warned) == 1 and "b [skipped" in str(warned[0].message)
     assert jnp.array_equal(state["b"]["kernel"].get_value(), n.b.kernel.get_value())
-
-
-def test_as_apply_nnx_rnn_draws_its_carry_inside_jit():
-    # nnx.RNN's initialize_carry draws from the cell's stored Rngs: merging the caller's own
-    # Variables inside a trace raised TraceContextError (fit, gradinit and metainit hit it).
-    class Classifier(nnx.Module):
-        def __init__(self, rngs):
-            self.embed = nnx.Embed(20, 8, rngs=rngs)
-            self.rnn = nnx.RNN(nnx.LSTMCell(8, 8, rngs=rngs))
-            self.out = nnx.Linear(8, 2, rngs=rngs)
-
-        def __call__(self, x):
-            return self.out(self.rnn(self.embed(x))[:, -1])
-
-    model = Classifier(nnx.Rngs(0))
-    x = jax.random.randint(jax.random.key(1), (4, 5), 0, 20)
-    eager = model(x)
-    apply, p0, _ = as_apply(model, None)
-    np.testing.assert_allclose(jax.jit(apply)(p0, x), eager, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(jax.jit(apply)(p0, x), eager, rtol=1e-6, atol=1e-6)
-    grads = jax.jit(jax.grad(lambda p: apply(p, x).sum()))(p0)
-    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
 
 
 def test_rerun_does_not_trace_the_layers_initializers():
