@@ -261,42 +261,44 @@ def run_sweep(
     )
     bounds = [(a, min(a + chunk, num_models)) for a in range(0, num_models, chunk)]
     parts, init_s, train_s, ckpt_s, test_s = [], 0.0, 0.0, 0.0, 0.0
-    for a, b in bounds:
-        ckpt_dir = out / "checkpoints"
-        if len(bounds) > 1:
-            ckpt_dir = ckpt_dir / f"models_{a}-{b - 1}"
-        part = _train_chunk(
-            names[a:b],
-            init_keys[a:b],
-            data_keys[a:b],
-            ckpt_dir=ckpt_dir,
-            config=config,
-            restart=restart,
-            init_state_fn=init_state_fn,
-            loss_fn=loss_fn,
-            metric_fn=metric_fn,
-            optimizer=optimizer,
-            programs=programs,
-            padded=padded,
-            mesh=mesh,
-            train=train,
-            val=val,
-            test=test,
-            epochs=epochs,
-            batch_size=batch_size,
-            steps_per_call=steps_per_call,
-            progress=progress,
-            clock=clock,
-            eager_inits=eager_inits,
-            ahead=ahead,
-        )
-        parts.append(part)
-        init_s += part["init_s"]
-        train_s += part["train_s"]
-        ckpt_s += part["checkpoint_s"]
-        test_s += part["test_s"]
+    try:
+        for a, b in bounds:
+            ckpt_dir = out / "checkpoints"
+            if len(bounds) > 1:
+                ckpt_dir = ckpt_dir / f"models_{a}-{b - 1}"
+            part = _train_chunk(
+                names[a:b],
+                init_keys[a:b],
+                data_keys[a:b],
+                ckpt_dir=ckpt_dir,
+                config=config,
+                restart=restart,
+                init_state_fn=init_state_fn,
+                loss_fn=loss_fn,
+                metric_fn=metric_fn,
+                optimizer=optimizer,
+                programs=programs,
+                padded=padded,
+                mesh=mesh,
+                train=train,
+                val=val,
+                test=test,
+                epochs=epochs,
+                batch_size=batch_size,
+                steps_per_call=steps_per_call,
+                progress=progress,
+                clock=clock,
+                eager_inits=eager_inits,
+                ahead=ahead,
+            )
+            parts.append(part)
+            init_s += part["init_s"]
+            train_s += part["train_s"]
+            ckpt_s += part["checkpoint_s"]
+            test_s += part["test_s"]
+    finally:  # also on an error or Ctrl-C: no compile left running at exit
+        ahead.join()
 
-    ahead.join()
     # Merge the chunks along the model axis: per epoch, per-model lists concatenate and the
     # chunks' seconds add up (they ran one after the other).
     history = []
