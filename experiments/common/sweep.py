@@ -411,9 +411,9 @@ def _train_chunk(
         clock.resume(meta, str(ckpt_dir))
         print(f"resuming after epoch {start_epoch} from {ckpt_dir}", file=sys.stderr)
     state = jinit.pad_models(state, padded)
-    if mesh is not None and mesh.is_multi_process is False:
+    if mesh is not None and not mesh.is_multi_process:
         # placed from the host: a device array is split by a compiled slicing program per
-        # leaf shape (~0.5 s of compiles on a cold start); the state is small
+        # leaf shape (6 compiles, ~0.3 s on a cold start); the state is small
         state = jax.tree.map(np.asarray, state)
     state = jinit.shard_models(state, mesh)
 
@@ -478,8 +478,10 @@ def _train_chunk(
 
 
 def _replicated(tree, mesh):
-    """``tree`` copied to every device of ``mesh`` once (the programs read it replicated): a
-    single-device array would be copied to the other devices again at every call."""
+    """``tree`` copied to every device of ``mesh`` once (the programs read it replicated),
+    instead of a copy to the other devices at every call (no change to the steady-state step
+    time measurable on 2 loaded cores; fewer transfers, and the arguments' shardings are then
+    known for :class:`_CompileAhead`)."""
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec())
