@@ -457,3 +457,39 @@ def test_a_nonfinite_step_stops_the_sweep_and_keeps_the_last_good_checkpoint(tmp
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
     assert (tmp_path / "checkpoints" / "1" / "commit_success.txt").exists()
     assert not (tmp_path / "results.json").exists()
+
+
+def test_programs_compiled_ahead_once_each_and_the_numbers_unchanged(tiny_data_dir, tmp_path):
+    """With the model axis sharded over 2 devices the sweep compiles its train and evaluate
+    programs in a thread during the init: each of the 3 (train, evaluate on val and on test)
+    compiles exactly once, and the results are bitwise those of one device (no thread)."""
+    import subprocess
+    import sys
+
+    main = (  # the tiny archive's counts, as the tiny_counts fixture allows them in-process
+        "import functools, sys; from experiments.data import imdb; "
+        "imdb.load_imdb = functools.partial(imdb.load_imdb, per_class=None); "
+        "from experiments import imdb_rnn; imdb_rnn.main(sys.argv[1:])"
+    )
+    cmd = [sys.executable, "-c", main, "--quick", "--no-progress", "--restart"]
+    cmd += ["--data-dir", str(tiny_data_dir), "--inits", "uniform,he_normal", "--seeds", "0"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = {}
+    for devices in (2, 1):
+        out = tmp_path / f"out{devices}"
+        flag = f"--xla_force_host_platform_device_count={devices}"  # -c: set before jax
+        run = subprocess.run(
+            [*cmd, "--out", str(out), "--cache-dir", str(tmp_path / f"cache{devices}")],
+            check=True,
+            cwd=root,
+            env={**env, "XLA_FLAGS": flag},
+            timeout=300,
+            capture_output=True,
+            text=True,
+        )
+        results[devices] = json.loads((out / "results.json").read_text())
+        if devices == 2:
+            assert results[2]["sharded_over_devices"] == 2
+            assert run.stderr.count("XLA compilation of jit(sharded)") == 3, run.stderr[-3000:]
+    assert results[2]["initializers"] == results[1]["initializers"]

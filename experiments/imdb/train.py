@@ -68,11 +68,11 @@ def train_and_evaluate(args, cfg: Config) -> dict:
     train = data["train"]
     optimizer = optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
     loss_fn, metric_fn, init_params = make_functions(cfg)
-    lsuv_batch = train["x"][: cfg.lsuv_batch_size]
 
     def init_state_fn(name, key):
         params = init_params(name, key)
         if name == "lsuv":  # orthonormal pre-init everywhere, then LSUV on a training batch
+            lsuv_batch = train["x"][: cfg.lsuv_batch_size]  # here: no slice for other arms
             params = jinit.lsuv(
                 ImdbRNN(cfg.num_words, cfg.embed_dim, cfg.hidden), params, lsuv_batch
             )[0]
