@@ -67,7 +67,8 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``), keeps the tests sharing an expensive
     module- or session-scoped fixture of ours on one worker, so it is built once, not once per
     worker: their group is the fixture's module (or its conftest's folder for a session one).
-    Autouse helpers (named ``_...``) and pytest's own fixtures do not group."""
+    Autouse helpers (named ``_...``) and pytest's own fixtures do not group. Tests marked
+    ``slow`` are collected first."""
     # On an xdist worker ``dist`` reads "no"; ``loadgroup`` is what --dist loadgroup sets there.
     if not config.pluginmanager.hasplugin("xdist") or not (
         config.getoption("loadgroup", False) or config.getoption("dist", "no") == "loadgroup"
@@ -85,3 +86,7 @@ def pytest_collection_modifyitems(config, items):
         )
         if groups:
             item.add_marker(pytest.mark.xdist_group(groups[0]))
+    # xdist hands out the groups of several tests first, then single tests in collection order:
+    # the ``slow`` ones (20-50 s each) go first among those, so that a worker's last tests are
+    # short ones and both workers finish together (stable sort: the rest keep their order).
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

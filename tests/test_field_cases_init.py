@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_initializers import IDS, REGISTRY, VKEYS, _jit_vmap_all
+from test_initializers import IDS, JIT_VMAP_ALL_GROUP, REGISTRY, VKEYS, _jit_vmap_all
 
 import jinit
 
@@ -292,6 +292,7 @@ STRUCTURED = ["orthogonal_wide", "delta_orthogonal", "identity", "dirac", "zero_
               "conv_orthogonal"]  # fmt: skip
 
 
+@JIT_VMAP_ALL_GROUP  # shares _jit_vmap_all's compiled program with test_initializers
 def test_case14_traceable_jit_vmap_eval_shape_flax():
     jit_vmap = _jit_vmap_all()  # every registry row, jit(vmap(init)) in one program
     for row, batched in zip(REGISTRY, jit_vmap, strict=True):

@@ -417,6 +417,12 @@ def _jit_vmap_all():
     return fast_jit(all_rows, VKEYS)
 
 
+# One xdist worker runs every user of _jit_vmap_all (with test_field_cases_init's case 14), so
+# its ~25 s program is compiled once per CI run, not once per worker.
+JIT_VMAP_ALL_GROUP = pytest.mark.xdist_group("jit_vmap_all")
+
+
+@JIT_VMAP_ALL_GROUP
 @pytest.mark.parametrize("row", REGISTRY, ids=IDS)
 def test_eager_equals_jit_of_vmap_and_eval_shape(row):
     init = row.make()

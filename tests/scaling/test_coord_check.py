@@ -47,7 +47,9 @@ def run(models, base, batch, loss, which, lr):
 
 @pytest.fixture(scope="module")
 def mlp_runs():
-    models = {w: (MLP(w), MLP(w).init(jax.random.key(0), X)) for w in WIDTHS}
+    # jitted init: one program per model instead of eager op-by-op compiles (~1 s saved; the
+    # same params bit for bit, checked on this machine)
+    models = {w: (MLP(w), jax.jit(MLP(w).init)(jax.random.key(0), X)) for w in WIDTHS}
     base = jax.eval_shape(MLP(64).init, jax.random.key(0), X)
     return {k: run(models, base, BATCH, xent, k, 1e-2) for k in ("sp", "mup")}
 
@@ -67,7 +69,7 @@ def test_mlp_hidden_change_grows_under_sp_and_is_flat_under_mup(mlp_runs):
 def test_transformer_lm_coord_check():
     tok = jax.random.randint(jax.random.key(3), (4, 8), 0, 256)
     make = lambda w: TransformerLM(w, n_layers=1, heads=2, seq_len=8, mup_base_head_dim=8)
-    models = {w: (make(w), make(w).init(jax.random.key(0), tok)) for w in (16, 64)}
+    models = {w: (make(w), jax.jit(make(w).init)(jax.random.key(0), tok)) for w in (16, 64)}
     base = jax.eval_shape(make(16).init, jax.random.key(0), tok)
     sp = run(models, base, {"x": tok}, lm_loss, "sp", 1e-2)
     mu = run(models, base, {"x": tok}, lm_loss, "mup", 1e-2)

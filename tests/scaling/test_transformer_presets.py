@@ -1,6 +1,7 @@
 """Transformer init presets: each leaf's variance against the preset's formula, on a linen LM
 (flax.linen.MultiHeadDotProductAttention) and an NNX block (flax.nnx.MultiHeadAttention)."""
 
+import functools
 import math
 
 import jax
@@ -20,10 +21,14 @@ def lm(**kw):
     return TransformerLM(D, n_layers=L, heads=H, seq_len=8, **kw).init(jax.random.key(0), TOK)
 
 
-P = lm(rezero=True)
+@functools.cache
+def rezero_lm():
+    """The ReZero LM's variables, built on first use (not at collection, on every xdist worker)."""
+    return lm(rezero=True)
 
 
-def apply(rules, params=P, seed=1):
+def apply(rules, params=None, seed=1):
+    params = rezero_lm() if params is None else params
     return jinit.reinit(params, rules, jax.random.key(seed), strict=True)["params"]
 
 
@@ -90,7 +95,7 @@ def test_tfixup_decoder_and_encoder():
 
 
 def test_rezero_zeroes_the_branch_gains():
-    assert float(P["params"]["block_0"]["rezero_0"]) == 1.0
+    assert float(rezero_lm()["params"]["block_0"]["rezero_0"]) == 1.0
     q = apply(jinit.rezero_init())
     assert all(float(q[f"block_{i}"][f"rezero_{j}"]) == 0.0 for i in range(L) for j in (0, 1))
     x = jax.random.randint(jax.random.key(3), (2, 8), 0, 256)
@@ -116,7 +121,7 @@ def test_mimetic_attention_products():
     for z in (z1, z2):
         assert float(jnp.var(z)) == pytest.approx(1 / D, rel=0.1)  # Z ~ N(0, 1/d)
         assert abs(float(jnp.mean(jnp.diag(z)))) < 3 / D
-    multi = jinit.mimetic_attention(P, jax.random.key(4))["params"]["block_0"]["attn"]
+    multi = jinit.mimetic_attention(rezero_lm(), jax.random.key(4))["params"]["block_0"]["attn"]
     qk4 = jnp.einsum("dhk,ehk->hde", multi["query"]["kernel"], multi["key"]["kernel"])
     assert float(jnp.mean(jnp.diagonal(qk4, axis1=1, axis2=2))) > 0.1  # + beta I survives
 

@@ -6,12 +6,16 @@ import jax
 import pytest
 
 import jinit
-from tests.zoo.models import cases
+from tests.zoo.models import NAMES, UNHEALTHY, cases
 
 
 @pytest.fixture(scope="session")
 def zoo():
-    return cases()
+    built = cases()
+    # the test modules parametrize from NAMES / UNHEALTHY without building the models
+    assert tuple(built) == NAMES, (tuple(built), NAMES)
+    assert {n for n, c in built.items() if not c.healthy} == UNHEALTHY
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -266,8 +266,32 @@ def _linen(name, model, x, **kw):
     return Case(name, model, model.init(jax.random.key(0), x), x, **kw)
 
 
+# The cases' names in ``cases()``'s order and the unhealthy ones, known without building the
+# models: test modules parametrize from these at collection, where building every model costs
+# each xdist worker ~10 s of eager compiles (the ``zoo`` fixture checks they agree).
+NAMES = (
+    "transformer_nnx",
+    "resnet_bn_train",
+    "resnet_bn_eval",
+    "plain_jax",
+    "lstm",
+    "gru",
+    "depthwise_cnn",
+    "conv1d",
+    "scan_mlp",
+    "remat_mlp",
+    "ws_conv",
+    "offset_dense",
+    "scale_invariant",
+    "conv_autoencoder",
+    "embed_attention",
+    "mlp_tiny_init",
+)
+UNHEALTHY = frozenset({"mlp_tiny_init"})
+
+
 def cases() -> dict[str, Case]:
-    """Every zoo case, built with fixed keys (a few ms each)."""
+    """Every zoo case, built with fixed keys (a few ms each once jax's eager ops are compiled)."""
     keys = jax.random.split(jax.random.key(42), 8)
     img = jax.random.normal(keys[0], (B, 8, 8, 3))
     seq = jax.random.normal(keys[1], (B, 6, 4))

@@ -11,7 +11,7 @@ import pytest
 
 import jinit
 from tests.zoo.measure import layer_outputs
-from tests.zoo.models import cases
+from tests.zoo.models import NAMES
 
 HONEST = {"not_converged", "skipped", "scale_invariant", "zero_variance", "non_finite"}
 
@@ -32,7 +32,7 @@ def lsuv_runs(zoo):
     return out
 
 
-@pytest.mark.parametrize("name", [n for n in cases() if n != "plain_jax"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "plain_jax"])
 def test_converged_layers_measure_on_target_and_others_are_named(zoo, lsuv_runs, name):
     new, report, messages = lsuv_runs[name]
     outputs = layer_outputs(zoo[name], new)
