@@ -3,6 +3,7 @@ properties (exact one-step convergence on linear layers, execution order, bounde
 model adapters (linen, NNX, plain functions, recurrent cells, BatchNorm/Dropout) and the jit
 contract (one compilation, vmap over keys, bitwise determinism)."""
 
+import functools
 import time
 
 import flax.linen as nn
@@ -630,6 +631,12 @@ def _assert_same_pass(a, b, rtol=2e-5, atol=1e-6):
         np.testing.assert_allclose(getattr(ra, f), getattr(rb, f), rtol, atol, err_msg=f)
 
 
+_EAGER_CASES = (
+    "mlp mlp-center mlp-post bn-train rnn nnx-cnn plain within-layer orthogonal-key".split()
+)
+
+
+@functools.cache  # built once per worker, when a test first needs it (not at collection)
 def _eager_cases():
     x = normal(1, (128, 16))
     mlp = MLP(widths=(32, 32, 8), act="tanh")
@@ -657,8 +664,9 @@ def _eager_cases():
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(_eager_cases()))
+@pytest.mark.parametrize("case", _EAGER_CASES)
 def test_eager_pass_equals_jitted_pass(case):
+    assert list(_eager_cases()) == _EAGER_CASES
     fn, model, params, batch, kw = _eager_cases()[case]
     jitted = fn(model, params, batch, jit=True, **kw)
     _assert_same_pass(jitted, fn(model, params, batch, jit=False, **kw))
