@@ -140,17 +140,18 @@ class LSUVReport(Report):
         status, finite, units, vb = (np.asarray(getattr(self, f)).reshape(shape) for f in fields)
         fail = [NON_FINITE] + [ZERO_VARIANCE] * (self.on_zero_variance == "raise")
         msgs = []
-        for m, i in [(m, np.flatnonzero(np.isin(r, fail))[:1]) for m, r in enumerate(status)]:
-            if not i.size:
+        for m, row in enumerate(status):
+            bad = np.flatnonzero(np.isin(row, fail))  # the first failing layer of each member
+            if not bad.size:
                 continue
-            i, n = int(i[0]), int(units[m, i[0]])
+            i = int(bad[0])
             path, where = self.paths[i], f" (member {m} of the vmapped pass)" * (len(status) > 1)
             origin = "the batch" if i == 0 else f"after layer {self.paths[i - 1]!r}"
-            if status[m, i] == ZERO_VARIANCE:
+            if row[i] == ZERO_VARIANCE:
+                n = int(units[m, i])
                 what = f"{n} unit(s) of layer {path!r} have" if n else f"layer {path!r} has"
-                what += " zero output variance" + f" (measured variance {vb[m, i].item()!r})" * (
-                    not n
-                )
+                what += " zero output variance"
+                what += "" if n else f" (measured variance {vb[m, i].item()!r})"
                 msgs.append(f"{what}{where}: {_CONSTANT} {_ZERO_WORDS}")
             else:
                 msgs.append(
