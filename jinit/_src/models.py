@@ -67,6 +67,8 @@ def model_inputs(batch: Any, input_key: str | int | None = None, fn: str = "") -
         inputs = batch["inputs" if "inputs" in batch else "x"]
     else:
         inputs = batch[0] if isinstance(batch, tuple | list) else batch
+    if fn and not jax.tree_util.tree_leaves(inputs):
+        raise ValueError(f"{fn}: the batch holds no model inputs (got {type(batch).__name__})")
     for kp, leaf in jax.tree_util.tree_leaves_with_path(inputs) if fn else ():
         at = jax.tree_util.keystr(kp) or "the batch"
         if getattr(leaf, "size", 1) == 0:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax.core import FrozenDict
 
 
@@ -81,3 +82,13 @@ def replace_leaves(tree: Any, updates: Mapping[str, Any]) -> Any:
         )
 
     return rec(tree, ())
+
+
+def is_float(x: Any) -> bool:
+    """Whether ``x`` is an array of a floating dtype."""
+    return hasattr(x, "shape") and jax.numpy.issubdtype(getattr(x, "dtype", None), np.floating)
+
+
+def set_leaf(tree: Any, keys: tuple, value: Any) -> Any:
+    """A copy of nested dict ``tree`` with the leaf at ``keys`` replaced."""
+    return value if not keys else {**tree, keys[0]: set_leaf(tree[keys[0]], keys[1:], value)}

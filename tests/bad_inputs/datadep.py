@@ -30,6 +30,18 @@ def _lsuv(**kw):
 
 ROWS = [
     Row(
+        "datadep/lsuv/batch-None",
+        lambda: jinit.lsuv(_M, _V, None),
+        ValueError,
+        ("lsuv", "batch holds no model inputs", "NoneType"),
+    ),
+    Row(
+        "datadep/lsuv/params-of-another-model",  # flax would create the missing kernel
+        lambda: jinit.lsuv(_M, {"params": {"other": _V["params"]}}, _X),
+        ValueError,
+        ("lsuv", "does not hold"),
+    ),
+    Row(
         "datadep/lsuv/empty-batch",
         lambda: jinit.lsuv(_M, _V, jnp.ones((0, 3))),
         ValueError,

@@ -56,6 +56,12 @@ ROWS = [
         ("recorded no layer",),
     ),
     Row(
+        "diagnostics/layer_statistics/include-regex-string",  # lsuv takes regexes, this a callable
+        lambda: jinit.layer_statistics(_M, _V, _X, include="Dense"),
+        TypeError,
+        ("include", "include(path, module)", "'Dense'"),
+    ),
+    Row(
         "diagnostics/layer_statistics/include-excludes-all",
         lambda: jinit.layer_statistics(_M, _V, _X, include=lambda path, m: False),
         ValueError,
@@ -78,6 +84,12 @@ ROWS = [
         lambda: jinit.activation_stats(jnp.ones((0, 4))),
         ValueError,
         ("(0, 4)", "no value"),
+    ),
+    Row(
+        "diagnostics/diagnose/None",
+        lambda: jinit.diagnose(None),
+        TypeError,
+        ("diagnose", "stats", "NoneType"),
     ),
     Row(
         "diagnostics/diagnose/empty-tape",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +37,20 @@ def m(**kw):
         for k, d in (("model", _apply), ("params", P), ("batch", B), ("loss_fn", _loss))
     ]
     return lambda: jinit.metainit(*pos, **kw)
+
+
+def _batchnorm_net():
+    class Net(nn.Module):  # BatchNorm in train mode: apply needs mutable=["batch_stats"]
+        @nn.compact
+        def __call__(self, x):
+            return nn.BatchNorm(use_running_average=False)(nn.Dense(2)(x))
+
+    return Net()
+
+
+def _batchnorm_params():
+    # only the params collection: the missing batch_stats make flax raise its own error class
+    return {"params": _batchnorm_net().init(jax.random.key(0), B["x"])["params"]}
 
 
 EMPTY = {"x": jnp.ones((0, 3), jnp.float32), "y": jnp.zeros((0, 2), jnp.float32)}
@@ -86,6 +102,18 @@ ROWS = [
         g(lookahead_batch=EMPTY),
         ValueError,
         ("lookahead_batch", "empty"),
+    ),
+    Row(
+        "gradinit/batch-nan",
+        g(batch={**B, "x": B["x"].at[1, 2].set(jnp.nan)}),
+        ValueError,
+        ("gradinit: batch", "non-finite", "(1, 2)"),
+    ),
+    Row(
+        "gradinit/model-fails-on-batch",  # flax's own error, re-raised as ValueError with context
+        g(model=_batchnorm_net(), params=_batchnorm_params()),
+        ValueError,
+        ("gradinit", "running the model and loss_fn", "batch_stats"),
     ),
     Row("gradinit/input_key-missing", g(input_key="img"), ValueError, ("input_key", "'img'")),
     Row("gradinit/batch-no-inputs", g(batch={"img": B["x"]}), ValueError, ("input_key", "'img'")),
@@ -149,6 +177,12 @@ ROWS = [
         ("ndim >= 2", "'b'"),
     ),
     Row("metainit/batch-empty", m(batch=EMPTY), ValueError, ("batch", "empty")),
+    Row(
+        "metainit/batch-inf",
+        m(batch={**B, "x": B["x"].at[0, 0].set(jnp.inf)}),
+        ValueError,
+        ("metainit: batch", "non-finite", "(0, 0)"),
+    ),
     Row("metainit/hvp=both", m(hvp="both"), ValueError, ("hvp", "'both'", "'forward'")),
     Row("metainit/loop=fori", m(loop="fori"), ValueError, ("loop", "'fori'")),
     Row(

@@ -583,6 +583,55 @@ def test_layer_inside_lifted_transform_is_reported_not_dropped():
     assert jnp.array_equal(inner, v2["params"]["blocks"]["Dense_0"]["kernel"])
 
 
+class _WDense(nn.Module):  # a custom layer as users write it: its weight is not "kernel"
+    @nn.compact
+    def __call__(self, x):
+        return x @ self.param("W", nn.initializers.normal(1.0), (x.shape[-1], 16))
+
+
+class _WNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(nn.relu(_WDense()(nn.relu(nn.Dense(16)(x)))))
+
+
+class _NNXW(nnx.Module):
+    def __init__(self, rngs):
+        self.w = nnx.Param(jax.random.normal(rngs.params(), (16, 16)))
+
+    def __call__(self, x):
+        return x @ self.w[...]
+
+
+class _NNXWNet(nnx.Module):
+    def __init__(self, rngs):
+        self.a, self.b = nnx.Linear(8, 16, rngs=rngs), _NNXW(rngs)
+        self.c = nnx.Linear(16, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.c(nnx.relu(self.b(nnx.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_custom_weight_not_named_kernel_is_reported_skipped_with_a_warning(api, jit):
+    x = normal(1, (64, 8))
+    if api == "linen":
+        model, params, owner, name = _WNet(), _WNet().init(jax.random.key(0), x), "_WDense_0", "W"
+        weight = lambda p: p["params"]["_WDense_0"]["W"]
+    else:
+        model, params, owner, name = _NNXWNet(nnx.Rngs(0)), None, "b", "w"
+        weight = lambda p: p["b"]["w"][...]
+    before = weight(params if params is not None else nnx.state(model, nnx.Param))
+    with pytest.warns(jinit.InitWarning, match=rf"{owner} \[skipped: weight \['{name}'\]"):
+        new, report = jinit.lsuv(model, params, x, jit=jit)
+    assert report.paths[-1] == owner and bool(report.skipped[-1])
+    assert not bool(report.converged[-1]) and report.statuses[-1] == "skipped"
+    assert "not named 'kernel'" in report.reasons()[-1]
+    assert jnp.array_equal(weight(new), before)  # left unchanged
+    assert bool(report.converged[:-1].all())  # the standard layers around it are still solved
+
+
 def test_under_outer_jit_errors_are_left_to_report_check():
     x = normal(1, (256, 32))
     model = Case19()

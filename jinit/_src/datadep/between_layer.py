@@ -12,11 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src.checks import check_int, check_key, check_number
-from jinit._src.datadep.capture import is_float
 from jinit._src.datadep.report import Report
 from jinit._src.datadep.solve import traced
 from jinit._src.models import model_inputs
-from jinit._src.paths import flat, path_string, replace_leaves
+from jinit._src.paths import flat, is_float, path_string, replace_leaves
 
 _FN = "between_layer_scaling"
 ARRAY_FIELDS = tuple(
@@ -200,16 +199,12 @@ def between_layer_scaling(
         kernels = scaled(scale)
         out, vjp = jax.vjp(lambda ks: apply_fn(build(ks, scale), inputs), kernels)
         if not is_float(out):
-            raise ValueError(
-                f"{_FN}: apply_fn must return one floating array, got "
-                f"{type(out).__name__} with dtype {getattr(out, 'dtype', None)}."
-            )
+            what = f"{type(out).__name__} with dtype {getattr(out, 'dtype', None)}"
+            raise ValueError(f"{_FN}: apply_fn must return one floating array, got {what}.")
         rows = out.reshape(-1, 1) if out.ndim <= 1 else out.reshape(-1, out.shape[-1])
         if rows.shape[0] < 2:
-            raise ValueError(
-                f"{_FN}: the output of apply_fn has shape {out.shape}: fewer than 2 samples per "
-                "output unit (the last axis), so its standard deviation is undefined."
-            )
+            why = "fewer than 2 samples per output unit (the last axis), so its std is undefined"
+            raise ValueError(f"{_FN}: the output of apply_fn has shape {out.shape}: {why}.")
         kit = jax.random.fold_in(key, it)
 
         def add_sample(j, acc):

@@ -1,8 +1,6 @@
 """The one capture layer: runs a linen module, an NNX module (or ``GraphDef`` + state) or a plain
-``apply_fn`` and hands every layer call, in forward execution order, to a hook. :func:`as_apply`
-and :func:`model_inputs` are every pass's model adapter and batch rule. Mechanisms and lifted
-transforms: docs/lsuv.md ("How the pass works").
-"""
+``apply_fn`` and hands every layer call, in forward execution order, to a hook. Mechanisms and
+lifted transforms: docs/lsuv.md ("How the pass works")."""
 
 from __future__ import annotations
 
@@ -14,12 +12,11 @@ from typing import Any, NamedTuple
 import flax.errors
 import flax.linen as nn
 import jax
-import numpy as np
 from flax import nnx
 from jax.extend import core as jex_core
 
 from jinit._src.models import check_model
-from jinit._src.paths import flat, path_string, replace_leaves
+from jinit._src.paths import flat, path_string, replace_leaves, set_leaf
 
 PRIVATE = "jinit_capture"  # linen collection carrying records out of a remat body
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("jinit_capture", default=None)
@@ -29,6 +26,8 @@ _MAPPED = (
     "params are stacked or shared across steps, not addressable per call"
 )
 _NNX_LIFTED = "inside a lifted transform (NNX variables cannot be updated from there)"
+_NOT_HELD = (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError)
+_NOT_HELD += (flax.errors.InvalidRngError,)  # a missing param: flax wants an rng to create it
 _PLAIN_LIFTED = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
 
 
@@ -100,16 +99,6 @@ class Captured(NamedTuple):
     records: dict[str, dict[str, Any]]  # path -> what the hook recorded
     missed: tuple[str, ...]  # NNX: selected modules never called outside a lifted transform
     updates: dict[str, Any]  # path (relative to ``params``) -> new value, of every update
-
-
-def is_float(x: Any) -> bool:
-    """Whether ``x`` is an array of a floating dtype."""
-    return hasattr(x, "shape") and jax.numpy.issubdtype(getattr(x, "dtype", None), np.floating)
-
-
-def _set(tree: Any, keys: tuple, value: Any) -> Any:
-    """A copy of nested dict ``tree`` with the leaf at ``keys`` replaced."""
-    return value if not keys else {**tree, keys[0]: _set(tree[keys[0]], keys[1:], value)}
 
 
 class _Pass:
@@ -217,7 +206,9 @@ class _Pass:
             for k, v in new.items():
                 t = keys[k]
                 owner, t = (attached[t[0]], t[1:]) if t[0] in attached else (mod, t)
-                owner.put_variable("params", t[0], _set(owner.variables["params"][t[0]], t[1:], v))
+                owner.put_variable(
+                    "params", t[0], set_leaf(owner.variables["params"][t[0]], t[1:], v)
+                )
                 self.updates[path_string(tuple(owner.scope.path) + t)] = None if lifted else v
 
         def record(values):
@@ -324,7 +315,9 @@ def lsuv_layer(
       name: the layer's path in reports and ``include``/``exclude`` patterns.
       fn: ``fn(layer_params, *args, **kwargs) -> output`` (arrays of any shape and dtype).
       layer_params: the layer's params subtree itself (its leaves are found in the pass's params
-        by identity). *args, **kwargs: the layer's inputs and options, passed to ``fn``.
+        by identity). The passes rescale its ``"kernel"`` (or ``"embedding"``) leaf and shift its
+        ``"bias"``; without a ``"kernel"`` the layer is reported skipped.
+        *args, **kwargs: the layer's inputs and options, passed to ``fn``.
       linear: accepted for compatibility and ignored: every solve re-runs ``fn``.
 
     Returns:
@@ -399,12 +392,11 @@ def capture(
                     outputs, updates = model(params, inputs, **kwargs), p.updates
                 else:
                     outputs, updates = _linen(model, params, inputs, p, rngs, method, kwargs)
-        except (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError) as e:
+        except _NOT_HELD as e:
             raise ValueError(
                 f"{fn + ': ' if fn else ''}the model reads or creates a variable that `params` "
-                f"does not hold ({e}). A "
-                "BatchNorm needs its batch_stats (in eval mode they are its statistics): pass the "
-                "whole variables dict from model.init ({'params': ..., 'batch_stats': ...})"
+                f"does not hold ({e}). A BatchNorm needs its batch_stats (in eval mode they are "
+                "its statistics): pass the whole variables dict from model.init"
             ) from None
         finally:
             _ACTIVE.reset(token)

@@ -19,7 +19,7 @@ from jinit._src.datadep import report as rep
 from jinit._src.datadep import solve
 from jinit._src.datadep.capture import Marked, capture
 from jinit._src.models import check_model, model_inputs
-from jinit._src.paths import path_key, path_string, replace_leaves
+from jinit._src.paths import flat, is_float, path_key, path_string, replace_leaves
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
 _WHOLE = (*_RECURRENT, nn.WeightNorm, nnx.WeightNorm)  # solved as one layer
@@ -262,6 +262,24 @@ _MISSED = (
 )
 
 
+def _custom(model, params, done) -> dict[str, list[str]]:
+    """Owner -> names of float weights (ndim >= 2) of a linen/NNX model not named kernel or
+    embedding (``self.param("W")``) in modules no reported layer covers."""
+    if not isinstance(model, nn.Module | nnx.GraphDef):
+        return {}  # a plain function's layers are the ones it marks
+    if isinstance(model, nnx.GraphDef):
+        params = nnx.filter_state(params, nnx.Param)
+    elif isinstance(params, Mapping):
+        params = params.get("params", params)
+    found: dict[str, list[str]] = {}
+    for path, leaf in flat(params)[0].items():
+        owner, _, name = path.rpartition("/")
+        if is_float(leaf) and leaf.ndim >= 2 and name not in ("kernel", "embedding"):
+            if not any(owner == d or owner.startswith(d + "/") for d in done):
+                found.setdefault(owner or path, []).append(name)
+    return found
+
+
 def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
     (model, method), (treedef, static), it = spec, static_kw, iter(dyn)
     kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if a else s for a, s in static])
@@ -270,6 +288,10 @@ def _body(fn, cfg, spec, static_kw, execution, params, inputs, dyn, key, rngs):
     for path in out.missed:
         if cfg.selects(path) and not any(path.startswith(d + "/") for d in p.done):
             p.skip(path, _MISSED)
+    for owner, names in _custom(model, params, p.done).items():
+        if cfg.selects(owner):
+            why = f"weight {names} is not named 'kernel' (rename it to include the layer)"
+            p.skip(owner, why + "; left unchanged")
     return out.updates, _report(cfg, p.rows, out.records, execution)
 
 
@@ -332,7 +354,7 @@ def run_pass(
         )
     if not solve.traced(report):
         report.check()
-        report.warn()
+        report.warn(stacklevel=4)  # warn, run_pass, the public pass, its caller
     return replace_leaves(params, updates), report
 
 

@@ -41,8 +41,7 @@ class Report:
         return a.reshape(-1, len(self.paths))[0] if name in self.PER_LAYER else a.reshape(-1)[0]
 
     def _table(self, head: str, columns: dict[str, tuple[int, Any]], rows: list[tuple]) -> str:
-        """``head``, then one line of ``columns`` (name: (width, values)) per path, then
-        ``rows``' trailing text."""
+        """``head``, ``columns`` (name: (width, values)) and a line per row (path, tail)."""
         lines = [head, f"{'path':<32} " + " ".join(f"{c:>{w}}" for c, (w, _) in columns.items())]
         for i, (path, tail) in enumerate(rows):
             cells = " ".join(f"{v[i]:>{w}.4g}" for w, v in columns.values())
@@ -171,14 +170,14 @@ class LSUVReport(Report):
             raise ValueError(f"{self.method}: {msgs[0]}")
         return self
 
-    def warn(self) -> None:
+    def warn(self, stacklevel: int = 2) -> None:
         """Emits one :class:`jinit.InitWarning` naming every layer that is not ``converged``
         (skipped, unconverged, scale-invariant, zero variance), with the reason; none if all
-        converged. Called by the pass itself unless traced."""
+        converged. Called by the pass itself unless traced (attributed to the pass's caller)."""
         bad = [f"{p} [{s}: {r}]" for p, s, r in self._layers() if s != "converged"]
         if bad:
             msg = f"{self.method}: {len(bad)} of {len(self)} layer(s) not converged: "
-            warnings.warn(msg + "; ".join(bad), InitWarning, stacklevel=3)
+            warnings.warn(msg + "; ".join(bad), InitWarning, stacklevel=stacklevel)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat ``{"<method>/<path>/<stat>": value}`` dict (nanodo-style metrics)."""

@@ -128,6 +128,8 @@ def diagnose(
             raise ValueError(f"diagnose: {arg} must be > 1, got {value!r}")
     check_probability("diagnose", "dead_fraction", dead_fraction)
     check_probability("diagnose", "saturated_fraction", saturated_fraction)
+    if not isinstance(stats, Mapping):
+        raise TypeError(f"diagnose: stats must be a dict, got {type(stats).__name__}")
     leaves = layer_order(stats, leaves_only=True)
     if not leaves:
         raise ValueError(
@@ -135,16 +137,12 @@ def diagnose(
             "the output of jinit.layer_statistics"
         )
 
-    def get(key):
-        return float(np.asarray(stats[key])) if key in stats else None
-
+    get = lambda key: float(np.asarray(stats[key])) if key in stats else None
     findings: list[Finding] = []
     bad = [k for k, v in stats.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
     if bad:
-        msg = (
-            f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
-            "overflowed (exploding) or the loss is undefined."
-        )
+        msg = f"{len(bad)} statistics are NaN or inf, e.g. {', '.join(bad[:3])}: the signal "
+        msg += "overflowed (exploding) or the loss is undefined."
         paths = tuple(k.split("/", 1)[-1].rsplit("/", 1)[0] for k in bad[:3])
         findings.append(Finding("nonfinite", msg, float(len(bad)), 0.0, paths))
     layers = [p for p in leaves if f"output_grad/{p}/norm" in stats]
@@ -174,10 +172,8 @@ def diagnose(
 
     g_first, g_last = get(f"output_grad/{first}/norm"), get(f"output_grad/{last}/norm")
     if g_last == 0.0:
-        msg = (
-            f"the loss gradient at the last layer ({last}) is exactly 0: the loss does not "
-            "depend on the output here (a constant loss, or a zero readout seen from below)."
-        )
+        msg = f"the loss gradient at the last layer ({last}) is exactly 0: the loss does not "
+        msg += "depend on the output here (a constant loss, or a zero readout seen from below)."
         findings.append(Finding("zero_gradient", msg, 0.0, 0.0, (last,)))
     elif depth >= 2 and _finite(g_first, g_last) and _crossed(g_first / g_last, gradient_ratio):
         ratio = g_first / g_last

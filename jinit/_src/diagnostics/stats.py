@@ -14,9 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jinit._src.checks import InitWarning
-from jinit._src.datadep.capture import Marked, capture, is_float
+from jinit._src.datadep.capture import Marked, capture
 from jinit._src.models import as_apply, model_inputs
-from jinit._src.paths import flat
+from jinit._src.paths import flat, is_float
 
 _FN = "layer_statistics"
 
@@ -72,10 +72,6 @@ def activation_stats(a: jax.Array) -> dict[str, jax.Array]:
     return {k.split("/")[1]: v for k, v in _stats({"a": a}, "act").items()}
 
 
-def _floats(tree) -> dict[str, jax.Array]:
-    return {k: v for k, v in flat(tree)[0].items() if is_float(v)}
-
-
 def _normalizes(module: Any, kwargs) -> bool:
     """Whether the call removes the scale of its input (train-mode BatchNorm, LayerNorm, ...)."""
     if isinstance(module, (nn.BatchNorm, nnx.BatchNorm)):
@@ -119,8 +115,7 @@ def _run(model, params, inputs, perturb, include, rngs, apply_kwargs) -> dict[st
     captured = capture(model, params, inputs, hook, rngs=rngs, apply_kwargs=apply_kwargs, fn=_FN)
     for record in captured.records.values():
         tape["values"].update({k.replace("|", "/"): v for k, v in record.items()})
-    tape["order"] = sorted(start, key=start.get)
-    tape["out"] = captured.outputs
+    tape.update(order=sorted(start, key=start.get), out=captured.outputs)
     for path in captured.missed:  # containers (nnx.List, ...) are never called themselves
         if not any(q.startswith(f"{path}/") for q in start):
             tape["skipped"].setdefault(path, "not called outside an NNX lifted transform")
@@ -169,9 +164,11 @@ def layer_statistics(
     Raises:
       ValueError: inputs missing from ``batch``, empty or (concrete) non-finite; ``params``
         missing; a BatchNorm in eval mode without ``batch_stats``; no layer recorded.
-      TypeError: ``model`` is neither a Flax module nor callable.
+      TypeError: ``model`` is neither a Flax module nor callable; ``include`` not callable.
     """
     inputs = model_inputs(batch, input_key, _FN)  # also: not empty, finite where concrete
+    if include is not None and not callable(include):  # e.g. a regex string, as lsuv takes
+        raise TypeError(f"{_FN}: include must be include(path, module) -> bool, got {include!r}")
     loss_fn = _default_loss if loss_fn is None else loss_fn
     _, p0, merge = as_apply(model, params, rngs=rngs, apply_kwargs=apply_kwargs, fn=_FN)
 
@@ -205,7 +202,7 @@ def layer_statistics(
     (g_params, g_out), (loss, values) = jax.grad(loss_with_taps, (0, 1), has_aux=True)(p0, perturb)
     stats = {f"output/{k}/index": jnp.asarray(i, jnp.int32) for k, i in outs.items()}
     stats.update({f"output/{k}/normalizes": jnp.int32(1) for k in normalizing & set(outs)})
-    params, grads = _floats(p0), _floats(g_params)
+    params, grads = ({k: v for k, v in flat(t)[0].items() if is_float(v)} for t in (p0, g_params))
     for group, arrays, kind in (
         ("output", {k: values[k] for k in outs}, "act"),
         ("output_grad", {k: g_out[k] for k in outs}, "grad"),

@@ -81,7 +81,7 @@ def normalize_model(model: Any, params: Any) -> tuple[Any, Any, bool]:
 
 def check_batch(fn: str, arg: str, batch: Any, input_key: Any, minimum: int = 1) -> int:
     """The batch's example count (leading axis of the model inputs); ValueError if < minimum."""
-    x = model_inputs(batch, input_key)
+    x = model_inputs(batch, input_key, fn=f"{fn}: {arg}")  # also: empty or non-finite
     leaves = jax.tree_util.tree_leaves(x)
     if not leaves:
         raise ValueError(f"{fn}: {arg} holds no arrays (got {type(batch).__name__})")
@@ -366,7 +366,10 @@ def check_loss(fn, apply, p0, batch, x, loss_fn):
     try:
         out = jax.eval_shape(lambda p: loss_fn(apply(p, x), batch), p0)
     except Exception as e:  # a model/loss error, re-raised with what was being done
-        raise type(e)(f"{fn}: running the model and loss_fn on the batch failed: {e}") from e
+        # ValueError, not type(e): flax's error classes take other constructor arguments.
+        raise ValueError(
+            f"{fn}: running the model and loss_fn on the batch failed: {type(e).__name__}: {e}"
+        ) from e
     if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
         raise ValueError(
             f"{fn}: loss_fn must return a float scalar, got "
