@@ -258,6 +258,29 @@ def test_other_checkpoint_errors_are_not_disguised(tmp_path, monkeypatch):
         ckpt.save(0, {"w": jnp.zeros(2)}, {})
 
 
+def test_a_damaged_checkpoint_is_one_line_naming_its_folder_and_the_ways_out(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from experiments import common
+
+    state = {"w": jnp.arange(4, dtype=jnp.float32)}
+    ckpt = common.EpochCheckpoints(tmp_path / "ck", {"a": 1})
+    ckpt.save(0, state, {"history": [1.0]})
+    ckpt.close()
+    for f in (tmp_path / "ck" / "1").rglob("*"):  # damage every file of the checkpoint
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")
+    again = common.EpochCheckpoints(tmp_path / "ck", {"a": 1})
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    with pytest.raises(SystemExit) as e:
+        again.restore(abstract)
+    msg = str(e.value.code)
+    assert "\n" not in msg and f"checkpoint {tmp_path / 'ck' / '1'} (epoch 1) cannot be read" in msg
+    assert "--restart" in msg and "delete that folder" in msg
+    again.close()
+
+
 def test_explicit_missing_data_dir_fails_at_once_naming_the_flag(tmp_path, capsys):
     import time
 

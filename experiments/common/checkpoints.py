@@ -88,18 +88,31 @@ class EpochCheckpoints:
         step = self.manager.latest_step()
         if step is None:
             return None
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"
-        ]
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta = meta["meta"]
+        except Exception as e:  # a damaged or foreign checkpoint: one line, not orbax's traceback
+            raise SystemExit(self._unreadable(step, e)) from None
         if meta.get("config_hash") != self.hash:
             raise SystemExit(
                 f"{self.directory} holds checkpoints of another configuration "
                 f"(hash {meta.get('config_hash')} != {self.hash}); use another --out or --restart"
             )
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except Exception as e:
+            raise SystemExit(self._unreadable(step, e)) from None
         return restored["state"], meta
+
+    def _unreadable(self, step: int, e: Exception) -> str:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        return (
+            f"error: checkpoint {self.directory / str(step)} (epoch {step}) cannot be read "
+            f"({type(e).__name__}: {first}); delete that folder to resume from the one before, "
+            "or pass --restart to start over"
+        )
 
     def close(self) -> None:
         self.manager.close()

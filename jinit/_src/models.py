@@ -121,7 +121,7 @@ def as_apply(
         p0, merge = (own if params is None else params), (lambda p: p)
     elif isinstance(model, nnx.GraphDef):
         state = params if isinstance(params, nnx.State) else nnx.State(params)
-        (p0, rest), graphdef = state.split(nnx.Param, ...), model
+        (p0, rest), graphdef = nnx.split_state(state, nnx.Param, ...), model
         merge = lambda p: nnx.merge_state(params, p)
     elif isinstance(model, nn.Module):
         is_variables = isinstance(params, Mapping) and "params" in params
