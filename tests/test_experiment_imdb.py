@@ -281,6 +281,15 @@ def test_a_damaged_checkpoint_is_one_line_naming_its_folder_and_the_ways_out(tmp
     again.close()
 
 
+def test_a_folder_where_checkpoints_cannot_be_created_is_one_line():
+    from experiments import common
+
+    with pytest.raises(SystemExit) as e:
+        common.EpochCheckpoints("/proc/jinit-out/checkpoints", {"a": 1})
+    msg = str(e.value.code)
+    assert "\n" not in msg and "cannot create checkpoints in /proc/jinit-out/checkpoints" in msg
+
+
 def test_explicit_missing_data_dir_fails_at_once_naming_the_flag(tmp_path, capsys):
     import time
 

@@ -39,14 +39,22 @@ class EpochCheckpoints:
         self.hash = config_hash(config)
         if restart and self.directory.exists():
             shutil.rmtree(self.directory)
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=2,
-                enable_async_checkpointing=False,
-                cleanup_tmp_directories=True,  # what a killed or failed save left behind
-            ),
-        )
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=2,
+                    enable_async_checkpointing=False,
+                    cleanup_tmp_directories=True,  # what a killed or failed save left behind
+                ),
+            )
+        except Exception as e:  # e.g. --out under /proc or a read-only mount: one line
+            why = write_error(e)
+            if why is None:
+                raise
+            raise SystemExit(
+                f"error: cannot create checkpoints in {self.directory}: {why}"
+            ) from None
 
     def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
         ocp = self._ocp

@@ -72,7 +72,6 @@ def _sweep_rows(name: str, parse, inits: str) -> list[Row]:
         ("data-dir=file", ("--data-dir", "/dev/null"), "is not a folder"),
         ("out=unwritable", ("--out", NOT_A_DIR), "'/dev/null' is a file"),
         ("out=empty", ("--out", ""), "an empty path is not a folder"),
-        ("out=proc", ("--out", "/proc/jinit-out"), "no file can be created in '/proc'"),
     ]
     rows = [
         Row(f"cli/{name}/{rid}", cli(parse, *argv), SystemExit, (argv[0], word, ARGPARSE))
