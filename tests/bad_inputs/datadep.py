@@ -30,6 +30,12 @@ def _lsuv(**kw):
 
 ROWS = [
     Row(
+        "datadep/lsuv/batch-of-another-width",  # flax's ScopeParamShapeError, named
+        lambda: jinit.lsuv(_M, _V, jnp.ones((16, 5))),
+        ValueError,
+        ("lsuv: the model does not run", "shape"),
+    ),
+    Row(
         "datadep/lsuv/batch-None",
         lambda: jinit.lsuv(_M, _V, None),
         ValueError,
@@ -39,7 +45,7 @@ ROWS = [
         "datadep/lsuv/params-of-another-model",  # flax would create the missing kernel
         lambda: jinit.lsuv(_M, {"params": {"other": _V["params"]}}, _X),
         ValueError,
-        ("lsuv", "does not hold"),
+        ("lsuv", "does not run on these params"),
     ),
     Row(
         "datadep/lsuv/empty-batch",
@@ -63,7 +69,7 @@ ROWS = [
         "datadep/lsuv/eval-batchnorm-without-batch_stats",
         lambda: jinit.lsuv(_BN(), {"params": _BNV["params"]}, _X),
         ValueError,
-        ("lsuv: the model reads", "batch_stats"),
+        ("lsuv: the model does not run", "batch_stats"),
     ),
     Row(
         "datadep/lsuv/orthogonal_key=3",

@@ -71,7 +71,7 @@ ROWS = [
         "diagnostics/layer_statistics/eval-batchnorm-without-batch_stats",
         lambda: jinit.layer_statistics(_BN(), {"params": _BNV["params"]}, _X),
         ValueError,
-        ("layer_statistics: the model reads", "batch_stats"),
+        ("layer_statistics: the model does not run", "batch_stats"),
     ),
     Row(
         "diagnostics/layer_statistics/params-None-linen",
@@ -84,6 +84,12 @@ ROWS = [
         lambda: jinit.activation_stats(jnp.ones((0, 4))),
         ValueError,
         ("(0, 4)", "no value"),
+    ),
+    Row(
+        "diagnostics/diagnose/stacked-sweep",
+        lambda: jinit.diagnose({**_STATS, "output/Dense_0/index": jnp.zeros((3,), jnp.int32)}),
+        ValueError,
+        ("diagnose", "vmapped sweep", "one member"),
     ),
     Row(
         "diagnostics/diagnose/None",

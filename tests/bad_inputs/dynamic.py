@@ -53,6 +53,7 @@ def _batchnorm_params():
     return {"params": _batchnorm_net().init(jax.random.key(0), B["x"])["params"]}
 
 
+_LIST_SEQ = nn.Sequential([nn.Dense(2)])  # a list attribute: unhashable
 EMPTY = {"x": jnp.ones((0, 3), jnp.float32), "y": jnp.zeros((0, 2), jnp.float32)}
 ONE = {"x": jnp.ones((1, 3), jnp.float32), "y": jnp.zeros((1, 2), jnp.float32)}
 
@@ -114,6 +115,12 @@ ROWS = [
         g(model=_batchnorm_net(), params=_batchnorm_params()),
         ValueError,
         ("gradinit", "running the model and loss_fn", "batch_stats"),
+    ),
+    Row(
+        "gradinit/list-Sequential-with-jit",  # jit=False runs it (tests/dynamic)
+        g(model=_LIST_SEQ, params=_LIST_SEQ.init(jax.random.key(0), B["x"])),
+        TypeError,
+        ("jit=True", "hashable", "jit=False", "nn.Sequential((...))"),
     ),
     Row("gradinit/input_key-missing", g(input_key="img"), ValueError, ("input_key", "'img'")),
     Row("gradinit/batch-no-inputs", g(batch={"img": B["x"]}), ValueError, ("input_key", "'img'")),

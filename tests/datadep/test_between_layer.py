@@ -352,3 +352,18 @@ def test_degenerate_network_raises_naming_the_layer():
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), new, v))
     with pytest.raises(ValueError, match="not finite"):
         rep.check()
+
+
+def test_layers_as_path_strings_equal_key_tuples():
+    # the report prints "params/layers_0/kernel": the same string is accepted as a path
+    m = nn.Sequential((nn.Dense(16), nn.relu, nn.Dense(4)))
+    x = jax.random.normal(jax.random.key(0), (64, 8))
+    v = m.init(jax.random.key(1), x)
+    keys = [(("params", "layers_0", "kernel"), ("params", "layers_0", "bias"))]
+    keys.append((("params", "layers_2", "kernel"), None))
+    strings = [("params/layers_0/kernel", "params/layers_0/bias"), ("params/layers_2/kernel", None)]
+    a = jinit.between_layer_scaling(m.apply, v, x, jax.random.key(2), layers=keys)
+    b = jinit.between_layer_scaling(m.apply, v, x, jax.random.key(2), layers=strings)
+    assert a[1].paths == b[1].paths == ("params/layers_0/kernel", "params/layers_2/kernel")
+    for u, w in zip(jax.tree.leaves(a[0]), jax.tree.leaves(b[0]), strict=True):
+        assert jnp.array_equal(u, w)

@@ -858,3 +858,61 @@ def test_nnx_module_takes_a_param_only_state():
     np.testing.assert_allclose(np.asarray(report.var_after), 1.0, atol=0.01)
     with pytest.raises(ValueError, match="nnx.GraphDef needs all"):
         jinit.lsuv(nnx.graphdef(model), params, x)
+
+
+class _SN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.SpectralNorm(nn.Dense(32, name="hid"))(x, update_stats=False)
+        self.sow("intermediates", "h", h)
+        return nn.Dense(4, name="out")(nn.relu(h))
+
+
+def test_spectral_norm_layer_is_skipped_and_the_next_layer_measured_on_the_real_model():
+    # SpectralNorm divides the kernel by its norm on every call: a rescaled kernel changes
+    # nothing, so the layer is skipped (warned), and the next layer's variance is the real one.
+    x = normal(0, (64, 16))
+    m = _SN()
+    v = m.init(jax.random.key(1), x)
+    with pytest.warns(jinit.InitWarning, match=r"SpectralNorm_0 \[skipped: SpectralNorm"):
+        v2, rep = jinit.lsuv(m, v, x)
+    assert rep.statuses == ("skipped", "converged")
+    out, st = m.apply(v2, x, mutable=["intermediates"])
+    np.testing.assert_allclose(float(out.var()), float(rep.var_after[1]), rtol=1e-5)
+    assert abs(float(out.var()) - 1.0) < 0.1
+
+
+def test_nnx_spectral_norm_layer_is_skipped():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.hid = nnx.SpectralNorm(nnx.Linear(16, 32, rngs=rngs), rngs=rngs)
+            self.out = nnx.Linear(32, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(nnx.relu(self.hid(x, update_stats=False)))
+
+    x, m = normal(0, (64, 16)), Net(nnx.Rngs(0))
+    with pytest.warns(jinit.InitWarning, match=r"hid \[skipped: SpectralNorm"):
+        st, rep = jinit.lsuv(m, None, x)
+    nnx.update(m, st)
+    assert rep.statuses == ("skipped", "converged")
+    np.testing.assert_allclose(float(m(x).var()), float(rep.var_after[1]), rtol=1e-5)
+
+
+def test_stacked_report_warns_for_every_member():
+    m = nn.Sequential((nn.Dense(32), nn.relu, nn.Dense(4)))
+    x = normal(0, (64, 16))
+
+    def one(k, s):  # s: std of the readout bias; 5.0 keeps member 1's readout from converging
+        v = m.init(k, x)
+        b = v["params"]["layers_2"]["bias"] + s * jax.random.normal(k, (4,))
+        p = {**v["params"], "layers_2": {**v["params"]["layers_2"], "bias": b}}
+        return jinit.lsuv(m, {"params": p}, x)
+
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, rep = jax.vmap(one)(keys, jnp.array([0.0, 5.0]))
+    assert np.asarray(rep.status).tolist() == [[0, 0], [0, 1]]
+    with pytest.warns(
+        jinit.InitWarning, match=r"x 2 members.*layers_2 \[member 1: not_converged\]"
+    ):
+        rep.warn()

@@ -48,10 +48,12 @@ def test_within_layer_every_unit_zero_mean_unit_variance():
     x = normal(1, (16, 6, 6, 3))
     model = Net()
     v = model.init(jax.random.key(0), x)
-    v2, report = jinit.within_layer_init(model, v, x)
+    with pytest.warns(jinit.InitWarning, match=r"Dense_0 \[not_converged: no bias"):
+        v2, report = jinit.within_layer_init(model, v, x)
     assert report.method == "within_layer"
     assert report.paths == ("Conv_0", "Conv_1", "Dense_0")
-    assert bool(jnp.all(report.converged))
+    # Dense_0 has no bias: its unit means stay off target_mean, so it is not "converged"
+    assert report.statuses == ("converged", "converged", "not_converged")
     outs = layer_outputs(model, v2, x)
     for name in ("Conv_0", "Conv_1"):
         mean, var = unit_stats(outs[name])
@@ -198,3 +200,18 @@ def test_nnx_weight_norm_sets_g_and_b_and_keeps_directions(jit):
     flat3 = dict(nnx.to_flat_state(st3))
     v = ("wn1", "layer_instance", "kernel")
     assert jnp.array_equal(flat[v].get_value(), flat3[v].get_value())
+
+
+def test_bias_free_layers_keep_their_means_and_say_so():
+    # Without a bias nothing can move a unit's mean to target_mean: each unit's variance is
+    # still exactly the target, but the layer is not "converged" and the warning names it.
+    m = nn.Sequential([nn.Dense(16, use_bias=False), nn.relu, nn.Dense(8, use_bias=False)])
+    x = jax.random.normal(jax.random.key(0), (256, 8)) + 2.0
+    v = m.init(jax.random.key(1), x)
+    with pytest.warns(jinit.InitWarning, match=r"layers_2 \[not_converged: no bias"):
+        v2, rep = jinit.within_layer_init(m, v, x, target_mean=0.5)
+    assert rep.statuses == ("not_converged", "not_converged")
+    _, st = m.apply(v2, x, capture_intermediates=True, mutable=["intermediates"])
+    h = st["intermediates"]["layers_2"]["__call__"][0]
+    np.testing.assert_allclose(h.var(0), 1.0, rtol=1e-4)  # the variance target is met
+    assert float(jnp.max(jnp.abs(h.mean(0) - 0.5))) > 0.5  # the means are not (measured)

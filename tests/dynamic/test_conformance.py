@@ -142,3 +142,25 @@ def test_degenerate_starts_are_errors(fn, kw):
     # A dead ReLU net (all kernels and biases zero): every gradient is exactly zero.
     with pytest.raises(ValueError, match="exactly zero"):
         fn(dead_relu, DEAD_PARAMS, data(), xent, **kw)
+
+
+def test_eager_passes_take_a_model_holding_a_list():
+    # nn.Sequential([...]) cannot be hashed (a jit cache key); jit=False needs no hash and
+    # gives the result of the same model built from a tuple, bit for bit.
+    import flax.linen as nn
+    import optax
+
+    x = jax.random.normal(jax.random.key(0), (64, 16))
+    batch = (x, jnp.zeros(64, jnp.int32))
+
+    def loss(o, b):
+        return optax.softmax_cross_entropy_with_integer_labels(o, b[1]).mean()
+
+    as_list = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(4)])
+    as_tuple = nn.Sequential((nn.Dense(8), nn.relu, nn.Dense(4)))
+    v = as_tuple.init(jax.random.key(1), x)
+    a, ra = jinit.gradinit(as_list, v, batch, loss, iters=2, jit=False)
+    b, rb = jinit.gradinit(as_tuple, v, batch, loss, iters=2, jit=False)
+    assert not np.allclose(jax.tree.leaves(a)[1], jax.tree.leaves(v)[1])  # it did rescale
+    for u, w in zip(jax.tree.leaves((a, ra)), jax.tree.leaves((b, rb)), strict=True):
+        assert jnp.array_equal(u, w)

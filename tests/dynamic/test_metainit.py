@@ -181,3 +181,29 @@ def test_per_iteration_batches_step_t_reads_batch_t():
     np.testing.assert_allclose(np.asarray(r.quotient), cs, rtol=1e-3)
     np.testing.assert_allclose(float(r.quotient_after), cs[0], rtol=1e-3)
     np.testing.assert_array_equal(out["w"], w * np.float32(r.multiplier[0]))
+
+
+def test_stacked_report_warns_per_member():
+    # what a vmapped sweep returns: the pass cannot warn from inside the trace, so
+    # report.warn() on the concrete report names each member's problem
+    from jinit._src.dynamic.report import MetaInitReport
+
+    t, L = 2, 2
+    rep = MetaInitReport(
+        method="metainit",
+        paths=("a/kernel", "b/kernel"),
+        settings=(("lr", 1.0), ("momentum", 0.9)),
+        multiplier=np.array([[1.2, 0.8], [1.1, -0.5]], np.float32),
+        trajectory=np.ones((2, t, L), np.float32),
+        multiplier_grad=np.zeros((2, t, L), np.float32),
+        loss=np.ones((2, t), np.float32),
+        grad_norm=np.ones((2, t), np.float32),
+        quotient=np.array([[3.0, 2.0], [3.0, 2.5]], np.float32),
+        quotient_after=np.array([4.0, 1.0], np.float32),
+    )
+    with pytest.warns(jinit.InitWarning) as record:
+        rep.warn()
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert "did not decrease (3 -> 4) (member 0 of the stacked report)" in messages[0]
+    assert "'b/kernel' reached -0.5 <= 0 (member 1 of the stacked report)" in messages[1]

@@ -99,7 +99,8 @@ def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | 
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
             raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel, bias or None): {layer!r}")
-        out.append(tuple(None if p is None else _name(p) for p in layer))
+        key = lambda p: path_string(tuple(p)) if isinstance(p, tuple | list) else p  # noqa: E731
+        out.append(tuple(p if p is None or isinstance(p, str) else key(p) or "" for p in layer))
         for j, (role, name) in enumerate(zip(("kernel", "bias"), out[-1], strict=True)):
             at = f"{_FN}: layers[{i}] {role}"
             if name is None and role == "bias":
@@ -117,10 +118,6 @@ def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | 
                 raise ValueError(f"{_FN}: path {name!r} appears twice in layers ({seen[name]}).")
             seen[name] = f"first as layers[{i}]"
     return out
-
-
-def _name(path: Any) -> str:
-    return path_string(tuple(path)) if isinstance(path, tuple | list) and path else ""
 
 
 def between_layer_scaling(
@@ -149,9 +146,9 @@ def between_layer_scaling(
       params: a pytree of arrays; only the listed kernels and biases change.
       batch: real data, with the model inputs taken out as by :func:`jinit.lsuv` (``input_key``).
       key: a JAX PRNG key.
-      layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``
-        of key tuples into ``params`` (``("params", "Dense_0", "kernel")``); floating kernels
-        with ``ndim >= 2``, each path at most once.
+      layers: the layers in forward execution order, pairs ``(kernel_path, bias_path_or_None)``,
+        key tuples (``("params", "Dense_0", "kernel")``) or path strings as reports print them
+        (``"params/Dense_0/kernel"``); floating kernels with ``ndim >= 2``, each path once.
       max_iters: the most rescaling iterations (``>= 0``; the reference's 10).
       tol: the reference's relative tolerance on :math:`\log r_k` (1%).
       samples: random top gradients per iteration, averaged (``1`` is the reference).

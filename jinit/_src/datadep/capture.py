@@ -27,7 +27,7 @@ _MAPPED = (
 )
 _NNX_LIFTED = "inside a lifted transform (NNX variables cannot be updated from there)"
 _NOT_HELD = (flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError)
-_NOT_HELD += (flax.errors.InvalidRngError,)  # a missing param: flax wants an rng to create it
+_NOT_HELD += (flax.errors.InvalidRngError, flax.errors.ScopeParamShapeError)
 _PLAIN_LIFTED = "inside a lifted transform (jax.lax.scan, jax.checkpoint, ...)"
 
 
@@ -40,14 +40,9 @@ class Marked(NamedTuple):
 
 @dataclasses.dataclass
 class Call:
-    """One layer call, as the hook sees it.
-
-    ``path``: :func:`jinit.path_string` of the module path (the k-th repeated call of a module
-    gets ``"@k"``); ``params``: the layer's own params by flat name (``"kernel"``,
-    ``"cell/ii/kernel"``); ``lifted``: why the call is inside a lifted transform (``""``: it is
-    not); ``enclosing``: the modules whose calls are in progress; ``start``: the call's rank in
-    the order calls start (a parent before its children; calls are reported as they return).
-    """
+    """One layer call, as the hook sees it: ``path`` (a module's k-th call gets ``"@k"``), its
+    own ``params`` by flat name (``"cell/ii/kernel"``), ``lifted`` (why it is inside a lifted
+    transform, ``""`` if not), the ``enclosing`` calls in progress and its ``start`` rank."""
 
     path: str
     module: Any
@@ -394,9 +389,9 @@ def capture(
                     outputs, updates = _linen(model, params, inputs, p, rngs, method, kwargs)
         except _NOT_HELD as e:
             raise ValueError(
-                f"{fn + ': ' if fn else ''}the model reads or creates a variable that `params` "
-                f"does not hold ({e}). A BatchNorm needs its batch_stats (in eval mode they are "
-                "its statistics): pass the whole variables dict from model.init"
+                f"{fn + ': ' if fn else ''}the model does not run on these params and inputs ({e})."
+                " Pass the whole variables dict from model.init (BatchNorm: batch_stats), inputs "
+                "of the shape it was built for, and rngs={'dropout': key} if it draws randomness"
             ) from None
         finally:
             _ACTIVE.reset(token)

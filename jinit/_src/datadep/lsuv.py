@@ -22,7 +22,8 @@ from jinit._src.models import check_model, model_inputs
 from jinit._src.paths import flat, is_float, path_key, path_string, replace_leaves
 
 _RECURRENT = (nn.RNN, nnx.RNN, nn.RNNCellBase, nnx.RNNCellBase)
-_WHOLE = (*_RECURRENT, nn.WeightNorm, nnx.WeightNorm)  # solved as one layer
+_SPECTRAL = (nn.SpectralNorm, nnx.SpectralNorm)  # divide the kernel by its norm on every call
+_WHOLE = (*_RECURRENT, nn.WeightNorm, nnx.WeightNorm, *_SPECTRAL)  # solved (or skipped) whole
 _GATE_LABELS = {3: "rzn", 4: "ifgo"}
 _GATE_ORDER = ("ii", "if", "ig", "io", "ir", "iz", "in", "i")
 
@@ -61,10 +62,8 @@ def make_config(fn: str, **kw: Any) -> Config:
     for name, choices in (("measure", ("pre", "post")), ("on_zero_variance", ("raise", "skip"))):
         check_choice(fn, name, kw[name], choices)
     if kw["measure"] == "post" and not callable(kw["activation"]):
-        raise ValueError(
-            f"{fn}: measure='post' needs the activation that follows each layer, e.g. "
-            f"activation=jax.nn.relu; got activation={kw['activation']!r}"
-        )
+        need = "the activation that follows each layer, e.g. activation=jax.nn.relu"
+        raise ValueError(f"{fn}: measure='post' needs {need}; got activation={kw['activation']!r}")
     if kw["activation"] is not None and kw["measure"] != "post":
         raise ValueError(f"{fn}: activation={kw['activation']!r} is only used with measure='post'")
     for name in ("target", "tol", "target_mean"):
@@ -79,9 +78,8 @@ def make_config(fn: str, **kw: Any) -> Config:
 
 
 def _scaled(p: jax.Array, c: jax.Array) -> jax.Array:
-    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes), in ``p``'s dtype;
-    concrete float32/float64 on the host (an exactly rounded product either way, and nothing to
-    compile for the eager pass)."""
+    """``p`` times ``c`` (a scalar, or per unit on ``p``'s trailing axes) in ``p``'s dtype; concrete
+    float32/float64 on the host (exactly rounded either way; nothing for the eager pass to compile)."""
     xp = jnp if solve.traced(p, c) or p.dtype not in (np.float32, np.float64) else np
     c = xp.asarray(c, p.dtype)
     return jax.device_put(xp.asarray(p) * c.reshape((1,) * (p.ndim - c.ndim) + c.shape))
@@ -154,7 +152,8 @@ class _Pass:
         c, b2, y, rec = solve.layer(self.cfg, lambda c, bb: run(_scaled(k, c), bb), y0, in_ok, n, b)
         b2 = None if b2 is None else jnp.asarray(b2, b.dtype)
         call.record(**{tag + f: v for f, v in rec.items()})
-        self.rows.append((path, "", (call.path, tag)))
+        no_bias = "no bias: its unit means are left as they are" if n and b is None else ""
+        self.rows.append((path, no_bias, (call.path, tag)))
         return _scaled(k, c), b2, y
 
     def recurrent(self, call, path):
@@ -208,6 +207,8 @@ def _gate_rank(name: str) -> tuple:
 def _param_names(call) -> tuple[str, str] | str:
     """The parameter a pass rescales and the bias, or why the layer is skipped."""
     p = call.params
+    if isinstance(call.module, _SPECTRAL):
+        return "SpectralNorm divides the kernel by its spectral norm: no scale reaches the output"
     if isinstance(call.module, nn.WeightNorm | nnx.WeightNorm):
         g = [n for n in p if n.endswith("kernel/scale") or n.startswith("scales/")]
         if len(g) != 1:
@@ -256,10 +257,7 @@ def _report(cfg: Config, rows: list, records: dict, execution: str) -> rep.LSUVR
     return rep.LSUVReport(*settings, paths, notes, **arrays)
 
 
-_MISSED = (
-    "not called at the top level of the forward pass (unused, or only inside a lifted transform "
-    "such as nnx.scan/nnx.remat); left unchanged"
-)
+_MISSED = "not called at the top level (unused, or inside a lifted transform); left unchanged"
 
 
 def _custom(model, params, done) -> dict[str, list[str]]:

@@ -113,8 +113,9 @@ class LSUVReport(Report):
         out = []
         for i, st in enumerate(self.statuses):
             reasons = {
-                "not_converged": f"variance {va[i]:.6g} after {its[i]} rescaling(s), target "
-                f"{self.target:g} +- {self.tol:g}",
+                "not_converged": self.notes[i]
+                or f"variance {va[i]:.6g} after {its[i]} rescaling(s), target {self.target:g} +- "
+                f"{self.tol:g}",
                 "skipped": self.notes[i],
                 "scale_invariant": "the output does not change with the kernel's scale "
                 "(normalised kernel or output); left unchanged",
@@ -175,8 +176,14 @@ class LSUVReport(Report):
         (skipped, unconverged, scale-invariant, zero variance), with the reason; none if all
         converged. Called by the pass itself unless traced (attributed to the pass's caller)."""
         bad = [f"{p} [{s}: {r}]" for p, s, r in self._layers() if s != "converged"]
+        st = np.asarray(self.status).reshape(-1, len(self)) if self.paths else []
+        for m, row in list(enumerate(st))[1:]:  # a stacked report: every other member too
+            bad += [
+                f"{self.paths[i]} [member {m}: {STATUS_NAMES[s]}]" for i, s in enumerate(row) if s
+            ]
         if bad:
-            msg = f"{self.method}: {len(bad)} of {len(self)} layer(s) not converged: "
+            of = f"{len(self)} layer(s)" + f" x {len(st)} members" * (len(st) > 1)
+            msg = f"{self.method}: {len(bad)} of {of} not converged: "
             warnings.warn(msg + "; ".join(bad), InitWarning, stacklevel=stacklevel)
 
     def to_dict(self) -> dict[str, Any]:

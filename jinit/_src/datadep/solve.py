@@ -97,8 +97,8 @@ def layer(cfg, run, y0, in_ok, n: int, b0):
     live = finite & (v0 > thr)
     mean = n > 0 and b0 is not None  # the per-unit methods' mean target
 
-    def good(mu, v):
-        ok = (xp.abs(v - t) < tol) & ((xp.abs(mu - beta) < tol) if mean else True)
+    def good(mu, v, means=mean):  # the status checks the means even without a bias to set them
+        ok = (xp.abs(v - t) < tol) & ((xp.abs(mu - beta) < tol) if means else True)
         return xp.all(xp.where(live, ok, True))
 
     def rescale(c, b, mu, v):  # exact for an affine layer: the unit mean becomes r (mu - b) + b'
@@ -137,7 +137,7 @@ def layer(cfg, run, y0, in_ok, n: int, b0):
         mu, v, _ = _moments(act, y := run(c, b), n)
     dead = xp.sum(~live & finite)
     status = xp.select(
-        [~finite | bad, dead > 0, inv, good(mu, v)],
+        [~finite | bad, dead > 0, inv, good(mu, v, n > 0)],
         [rep.NON_FINITE, rep.ZERO_VARIANCE, rep.SCALE_INVARIANT, rep.CONVERGED],
         rep.NOT_CONVERGED,
     )

@@ -130,6 +130,8 @@ def diagnose(
     check_probability("diagnose", "saturated_fraction", saturated_fraction)
     if not isinstance(stats, Mapping):
         raise TypeError(f"diagnose: stats must be a dict, got {type(stats).__name__}")
+    if any(np.ndim(v) for k, v in stats.items() if k.endswith("/index")):
+        raise ValueError("diagnose: stats of a vmapped sweep; pass one member's: stats[m] per leaf")
     leaves = layer_order(stats, leaves_only=True)
     if not leaves:
         raise ValueError(

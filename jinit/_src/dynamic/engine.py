@@ -319,11 +319,12 @@ def run_program(spec, params, data, rngs, loop: str, jit: bool):
     """
     get = (lambda f: _JITTED[f]) if jit else (lambda f: f)
     try:
-        hash(spec)
+        hash(spec) if jit else None  # eager: nothing is cached, so nothing needs a hash
     except TypeError as e:
         raise TypeError(
-            f"{spec.cfg.name}: the model, loss_fn and apply_kwargs must be hashable (they are "
-            f"static under jit): {e}"
+            f"{spec.cfg.name}: with jit=True the model, loss_fn and apply_kwargs must be hashable "
+            f"(they are static under jit): {str(e).splitlines()[0]}. Pass jit=False, or build the model from tuples "
+            "(nn.Sequential((...)) instead of a list)"
         ) from None
     if loop == "scan":
         return get(_scan_body)(spec, params, data, rngs)

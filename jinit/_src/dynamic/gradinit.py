@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jinit._src.checks import InitWarning, check_choice, check_int, check_number
+from jinit._src.checks import check_choice, check_int, check_number
 from jinit._src.dynamic import engine
 from jinit._src.dynamic.report import GradInitReport
 
@@ -361,11 +360,4 @@ def gradinit(
 def _check(report: GradInitReport) -> None:
     engine.check_gradient_at_start(FN, report.grad_norm)
     report.check()
-    for path in report.pinned():
-        warnings.warn(
-            f"{FN}: the multiplier of block {path!r} ended at its floor "
-            f"{report.floors[report.paths.index(path)]:g}: the pass wanted it smaller; lower "
-            "floor, or check this block's initial scale.",
-            InitWarning,
-            stacklevel=3,
-        )
+    report.warn(stacklevel=4)  # warn, _check, gradinit, its caller

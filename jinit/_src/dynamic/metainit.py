@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jinit._src.checks import InitWarning, check_choice, check_int, check_number
+from jinit._src.checks import check_choice, check_int, check_number
 from jinit._src.dynamic import engine
 from jinit._src.dynamic.report import MetaInitReport
 
@@ -233,20 +232,4 @@ def metainit(
 def _check(report: MetaInitReport) -> None:
     engine.check_gradient_at_start(FN, report.grad_norm)
     report.check()
-    before, after = float(np.asarray(report.quotient)[0]), float(report.quotient_after)
-    if not after < before:
-        warnings.warn(
-            f"{FN}: the gradient quotient did not decrease ({before:.4g} -> {after:.4g}); "
-            f"blocks {list(report.paths)} kept multipliers "
-            f"{np.round(np.asarray(report.multiplier), 4).tolist()}. Try a smaller lr.",
-            InitWarning,
-            stacklevel=3,
-        )
-    for path, a in zip(report.paths, np.asarray(report.multiplier), strict=True):
-        if not a > 0:
-            warnings.warn(
-                f"{FN}: the multiplier of block {path!r} reached {a:.4g} <= 0 (its norm was "
-                "driven through zero; the tensor's sign flipped): lower lr.",
-                InitWarning,
-                stacklevel=3,
-            )
+    report.warn(stacklevel=4)  # warn, _check, metainit, its caller

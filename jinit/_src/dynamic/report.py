@@ -8,10 +8,13 @@ Nothing prints: :meth:`summary` returns a string.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
+
+from jinit._src.checks import InitWarning
 
 # The arrays every report has; ``T`` iterations, ``L`` blocks (forward order).
 COMMON_FIELDS = ("multiplier", "trajectory", "multiplier_grad", "loss", "grad_norm")
@@ -174,6 +177,19 @@ class GradInitReport(_Report):
         hit = (mult <= floors * (1 + 1e-6) + 1e-12).any(0)
         return tuple(p for p, h in zip(self.paths, hit, strict=True) if h)
 
+    def warn(self, stacklevel: int = 2) -> None:
+        """One :class:`jinit.InitWarning` per block whose multiplier ended at its floor (any
+        member of a stacked report). The pass calls it unless traced; under an outer
+        ``jit``/``vmap`` call it (with :meth:`check`) on the concrete report."""
+        for path in self.pinned():
+            warnings.warn(
+                f"gradinit: the multiplier of block {path!r} ended at its floor "
+                f"{self.floors[self.paths.index(path)]:g}: the pass wanted it smaller; lower "
+                "floor, or check this block's initial scale.",
+                InitWarning,
+                stacklevel=stacklevel,
+            )
+
     def _head(self) -> str:
         s = dict(self.settings)
         cons = np.asarray(self.constrained).reshape(-1, self.iterations)[0]
@@ -222,6 +238,32 @@ class MetaInitReport(_Report):
     @property
     def quotient_before(self) -> Any:
         return np.asarray(self.quotient)[..., 0]
+
+    def warn(self, stacklevel: int = 2) -> None:
+        """:class:`jinit.InitWarning` s for a gradient quotient that did not decrease and for
+        multipliers driven to or through 0, per member of a stacked report. The pass calls it
+        unless traced; under an outer ``jit``/``vmap`` call it (with :meth:`check`) afterwards."""
+        before = np.asarray(self.quotient).reshape(-1, self.iterations)[:, 0]
+        after = np.asarray(self.quotient_after).reshape(-1)
+        mult = np.asarray(self.multiplier).reshape(-1, len(self.paths))
+        for m, (q0, q1, row) in enumerate(zip(before, after, mult, strict=True)):
+            where = f" (member {m} of the stacked report)" if len(after) > 1 else ""
+            if not q1 < q0:
+                warnings.warn(
+                    f"metainit: the gradient quotient did not decrease ({q0:.4g} -> {q1:.4g})"
+                    f"{where}; blocks {list(self.paths)} kept multipliers "
+                    f"{np.round(row, 4).tolist()}. Try a smaller lr.",
+                    InitWarning,
+                    stacklevel=stacklevel,
+                )
+            for path, a in zip(self.paths, row, strict=True):
+                if not a > 0:
+                    warnings.warn(
+                        f"metainit: the multiplier of block {path!r} reached {a:.4g} <= 0{where} "
+                        "(its norm was driven through zero; the tensor's sign flipped): lower lr.",
+                        InitWarning,
+                        stacklevel=stacklevel,
+                    )
 
     def _head(self) -> str:
         s = dict(self.settings)
