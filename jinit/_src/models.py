@@ -71,6 +71,10 @@ def model_inputs(batch: Any, input_key: str | int | None = None, fn: str = "") -
         raise ValueError(f"{fn}: the batch holds no model inputs (got {type(batch).__name__})")
     for kp, leaf in jax.tree_util.tree_leaves_with_path(inputs) if fn else ():
         at = jax.tree_util.keystr(kp) or "the batch"
+        if isinstance(leaf, str | bytes):
+            raise ValueError(
+                f"{fn}: the model inputs must be arrays; {at} is a {type(leaf).__name__}"
+            )
         if getattr(leaf, "size", 1) == 0:
             raise ValueError(f"{fn}: the batch is empty ({at} has shape {leaf.shape})")
         concrete = isinstance(leaf, jax.Array | np.ndarray) and not isinstance(

@@ -36,6 +36,12 @@ ROWS = [
         ("lsuv: the model does not run", "shape"),
     ),
     Row(
+        "datadep/lsuv/batch-str",
+        lambda: jinit.lsuv(_M, _V, "a sentence, not its tokens"),
+        ValueError,
+        ("lsuv", "must be arrays", "str"),
+    ),
+    Row(
         "datadep/lsuv/batch-None",
         lambda: jinit.lsuv(_M, _V, None),
         ValueError,
