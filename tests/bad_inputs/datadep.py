@@ -24,6 +24,21 @@ class _BN(nn.Module):
 _BNV = _BN().init(jax.random.key(0), _X)
 
 
+def _dense(p, x):
+    return x @ p["kernel"] + p["bias"]
+
+
+def _two_layers_one_name(params, x):
+    h = jinit.lsuv_layer("L", _dense, params["a"], x)
+    return jinit.lsuv_layer("L", _dense, params["b"], jnp.tanh(h))
+
+
+_TWO = {
+    "a": {"kernel": jax.random.normal(jax.random.key(1), (3, 8)), "bias": jnp.zeros(8)},
+    "b": {"kernel": jax.random.normal(jax.random.key(2), (8, 2)), "bias": jnp.zeros(2)},
+}
+
+
 def _lsuv(**kw):
     return lambda: jinit.lsuv(_M, _V, _X, **kw)
 
@@ -40,6 +55,12 @@ ROWS = [
         lambda: jinit.lsuv(_M, _V, "a sentence, not its tokens"),
         ValueError,
         ("lsuv", "must be arrays", "str"),
+    ),
+    Row(
+        "datadep/lsuv_layer/one-name-two-layers",
+        lambda: jinit.lsuv(_two_layers_one_name, _TWO, _X),
+        ValueError,
+        ("lsuv_layer", "'L'", "both named"),
     ),
     Row(
         "datadep/lsuv/batch-None",

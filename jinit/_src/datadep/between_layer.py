@@ -68,10 +68,8 @@ class BetweenLayerReport(Report):
                 continue
             m, k = (int(i) for i in bad[0])
             if name.startswith("output"):
-                raise ValueError(
-                    f"{_FN}: the network output's standard deviation is {float(a[m, k])} "
-                    f"({name}): the output is constant or not finite on this batch."
-                )
+                why = "the output is constant or not finite on this batch"
+                raise ValueError(f"{_FN}: the output's std is {float(a[m, k])} ({name}): {why}.")
             member = f" (member {m} of the stacked report)" if a.shape[0] > 1 else ""
             raise ValueError(
                 f"{_FN}: layer {self.paths[k]!r} has rate {float(a[m, k])} in {name}{member}: "

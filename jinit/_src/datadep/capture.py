@@ -110,6 +110,7 @@ class _Pass:
         self.records: dict[str, dict] = {}
         self.overrides: dict[str, dict] = {}  # immutable params: layer -> its new flat params
         self.leaf_paths = leaf_paths  # plain apply_fn: id(leaf) -> its path in params
+        self.marks: dict[str, tuple] = {}  # lsuv_layer name -> its params' leaf ids
 
     def lifted(self, reason: str) -> str:
         return reason if jex_core.get_opaque_trace_state() != self.trace else ""
@@ -244,6 +245,8 @@ class _Pass:
         if not self.select(mod):
             return fn(layer_params, *args, **kwargs)
         own = flat(layer_params)[0]
+        if self.marks.setdefault(name, ids := tuple(map(id, own.values()))) != ids:
+            raise ValueError(f"lsuv_layer: two layers with other params are both named {name!r}")
 
         def run(p):
             return self.passing(fn, replace_leaves(layer_params, p), *args, **kwargs)
