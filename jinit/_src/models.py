@@ -141,7 +141,7 @@ def as_apply(
     def apply_nnx(p, x):
         module = nnx.merge(graphdef, p, fresh_variables(rest))
         if rngs:  # the copy's streams, not the caller's: its RngStreams of a tag get distinct keys
-            nnx.reseed(module, **rngs)
+            nnx.reseed(module, policy="match_shape", **rngs)
         return module(x, **kwargs)
 
     return apply_nnx, p0, merge

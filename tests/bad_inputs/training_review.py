@@ -48,7 +48,8 @@ ROWS: list[Row] = [
     Row(
         "training_review/fit/metric_fn=(B,1)",
         lambda: _fit(
-            val_data=_DATA, metric_fn=lambda o, b: {"mse": _per_example(o, b)[:, None]},
+            val_data=_DATA,
+            metric_fn=lambda o, b: {"mse": _per_example(o, b)[:, None]},
             eval_batch_size=8,
         ),  # fmt: skip
         ValueError,
@@ -56,9 +57,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "training_review/fit/metric_fn=scalar",
-        lambda: _fit(
-            val_data=_DATA, metric_fn=lambda o, b: {"mse": jnp.mean(_per_example(o, b))}
-        ),
+        lambda: _fit(val_data=_DATA, metric_fn=lambda o, b: {"mse": jnp.mean(_per_example(o, b))}),
         ValueError,
         ("metric_fn", "'mse'", "shape ()"),
     ),

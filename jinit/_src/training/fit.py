@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +84,9 @@ def _rng_base(model: Any, rngs: Any, num_models: int | None) -> dict[str, jax.Ar
     ``rngs``, else an NNX module's own stream keys (the first stream of each name)."""
     fn = "fit"
     if rngs is not None:
-        if model is None or not isinstance(rngs, Mapping):
+        if not isinstance(model, nn.Module | nnx.Module | nnx.GraphDef) or not isinstance(
+            rngs, Mapping
+        ):
             raise ValueError(
                 f"{fn}: rngs must be a mapping {{stream: key}} (e.g. {{'dropout': "
                 f"jax.random.key(0)}}) used with a linen or NNX model=; got "
@@ -95,8 +98,8 @@ def _rng_base(model: Any, rngs: Any, num_models: int | None) -> dict[str, jax.Ar
     elif isinstance(model, nnx.Module):
         base = {}
         for _, node in nnx.iter_graph(model):
-            if isinstance(node, nnx.RngStream) and node.key.shape == ():
-                base.setdefault(node.tag, node.key[...])
+            if isinstance(node, nnx.RngStream):  # a vmapped layer's keys: the first one
+                base.setdefault(node.tag, node.key[...].reshape(-1)[0])
     else:
         return None
     if not base:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
-
-import re
 
 import flax.errors
 import flax.linen as nn
@@ -26,10 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from jinit._src.checks import check_int
 from flax import nnx
 
+from jinit._src.checks import check_int
 from jinit._src.models import as_apply, model_inputs
 
 PyTree = Any
@@ -131,7 +129,7 @@ def params_form(
     _check_callable("fit", "loss_fn", loss_fn)
     train_kw = dict(apply_kwargs or {})
     eval_kw = dict(eval_apply_kwargs or {})
-    eval_model = nnx.view(model, deterministic=True) if isinstance(model, nnx.Module) else model
+    eval_model = _eval_view(model)
 
     def outputs(params, batch, model_state, kw, train, rng=None):
         try:
@@ -171,6 +169,17 @@ def params_form(
             return metric_fn(outputs(params, batch, model_state, eval_kw, False)[0], batch)
 
     return loss, metric
+
+
+def _eval_view(model: Any) -> Any:
+    """An NNX module in evaluation mode for its random layers (``deterministic=True``: dropout
+    off); anything else as given (linen takes ``eval_apply_kwargs``)."""
+    if not isinstance(model, nnx.Module):
+        return model
+    modules = (m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Module))
+    if not any(hasattr(m, "deterministic") for m in modules):
+        return model  # nnx.view rejects an attribute no submodule has
+    return nnx.view(model, deterministic=True)
 
 
 def _missing_stream(e: Exception, train: bool) -> ValueError:
