@@ -112,8 +112,9 @@ def as_apply(
     ``model``: a linen or NNX module, an ``nnx.GraphDef`` (``params``: its full state) or a
     plain ``apply_fn(params, inputs)``. ``params``: linen: the ``params`` collection or the
     variables dict (other collections held fixed); NNX module: an ``nnx.State`` of
-    ``nnx.Param`` or ``None`` (its own). ``rngs`` (linen) and ``apply_kwargs`` go to the call
-    (linen ``mutable=[...]``: the updated collections are dropped). Returns ``(apply, p0,
+    ``nnx.Param`` or ``None`` (its own). ``rngs`` (``{stream: key}``) and ``apply_kwargs`` go
+    to the call: linen ``apply(rngs=...)``; NNX: ``nnx.reseed`` of those streams of a fresh
+    copy before each call (``mutable=[...]`` for linen: the updated collections are dropped). Returns ``(apply, p0,
     merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into ``params``'s
     structure. Raises ``ValueError`` (``params=None`` where required), ``TypeError``
     (:func:`check_model`; ``fn``, the calling function, starts their messages).
@@ -142,6 +143,9 @@ def as_apply(
         return (lambda p, x: model(p, x, **kwargs)), params, (lambda p: p)
 
     def apply_nnx(p, x):
-        return nnx.merge(graphdef, p, fresh_variables(rest))(x, **kwargs)
+        module = nnx.merge(graphdef, p, fresh_variables(rest))
+        if rngs:  # the copy's streams, not the caller's: its RngStreams of a tag get distinct keys
+            nnx.reseed(module, policy="match_shape", **rngs)
+        return module(x, **kwargs)
 
     return apply_nnx, p0, merge

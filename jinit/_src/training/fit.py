@@ -8,16 +8,19 @@ The guide is docs/training.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jinit._src.checks import InitWarning, check_choice, check_int
 from jinit._src.training.programs import (
@@ -76,6 +79,46 @@ class NonFiniteError(FloatingPointError):
         self.state, self.history = state, history
 
 
+def _rng_base(model: Any, rngs: Any, num_models: int | None) -> dict[str, jax.Array] | None:
+    """``{stream: key}`` the model's RNG streams start from (a leading model axis in sweeps):
+    ``rngs``, else an NNX module's own stream keys (the first stream of each name)."""
+    fn = "fit"
+    if rngs is not None:
+        if not isinstance(model, nn.Module | nnx.Module | nnx.GraphDef) or not isinstance(
+            rngs, Mapping
+        ):
+            raise ValueError(
+                f"{fn}: rngs must be a mapping {{stream: key}} (e.g. {{'dropout': "
+                f"jax.random.key(0)}}) used with a linen or NNX model=; got "
+                f"{type(rngs).__name__} with model={type(model).__name__}"
+            )
+        for name, key in rngs.items():
+            check_keys(fn, f"rngs[{name!r}]", key, num_models)
+        base = {name: _typed(key) for name, key in rngs.items()}
+    elif isinstance(model, nnx.Module):
+        base = {}
+        for _, node in nnx.iter_graph(model):
+            if isinstance(node, nnx.RngStream):  # a vmapped layer's keys: the first one
+                base.setdefault(node.tag, node.key[...].reshape(-1)[0])
+    else:
+        return None
+    if not base:
+        return None
+    if num_models is not None:  # one key for all models: model m folds in m
+        m = jnp.arange(num_models)
+        base = {
+            k: v if v.shape == (num_models,) else jax.vmap(jax.random.fold_in, (None, 0))(v, m)
+            for k, v in base.items()
+        }
+    return base
+
+
+def _typed(key: jax.Array) -> jax.Array:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
 def _seed_keys_fn(seed: int) -> Callable[[int], jax.Array]:
     base = jax.random.key(seed)
     return lambda epoch: jax.random.fold_in(base, epoch)
@@ -94,6 +137,7 @@ def fit(
     apply_kwargs: Mapping[str, Any] | None = None,
     eval_apply_kwargs: Mapping[str, Any] | None = None,
     seed: int = 0,
+    rngs: Mapping[str, jax.Array] | None = None,
     shuffle_keys: Callable[[int], jax.Array] | None = None,
     val_data: PyTree | None = None,
     metric_fn: MetricFn | None = None,
@@ -143,6 +187,14 @@ def fit(
       eval_apply_kwargs: keyword arguments of the model call in evaluation (outputs form).
       seed: data order when ``shuffle_keys`` is not given: epoch ``e`` is shuffled with
         ``jax.random.fold_in(jax.random.key(seed), e)`` (the models of a sweep share it).
+      rngs: the PRNG streams a linen model draws from in training and their keys, e.g.
+        ``{"dropout": jax.random.key(1)}`` (as in :func:`jinit.lsuv`); one key per stream,
+        or ``(M,)`` keys (one per model) for a sweep. Global step ``t`` (counted from the
+        first epoch, so a resumed run replays the same keys) uses ``fold_in(key, t)``; a
+        single key in a sweep is first folded with the model index. An NNX module draws
+        from its own ``nnx.Rngs`` streams the same way (their stored keys are the base;
+        ``rngs`` replaces them by stream name). Evaluation gets no keys: an NNX module runs
+        as ``nnx.view(model, deterministic=True)``, a linen one with ``eval_apply_kwargs``.
       shuffle_keys: ``epoch -> key`` (one key) or ``(M,)`` keys (one permutation per model).
       val_data: optional held-out data evaluated with ``metric_fn`` after every epoch.
       metric_fn: per-example metrics (see above); required with ``val_data``.
@@ -199,6 +251,10 @@ def fit(
         above the training set, ``steps_per_call < 1``, an empty training set, data arrays
         whose example axes differ, params without a leading axis of ``num_models``, a mesh
         whose device count does not divide ``num_models``, shuffle keys of the wrong kind.
+      ValueError: a linen model that draws from a PRNG stream ``rngs`` does not name (the
+        message names the stream), a ``loss_fn`` whose loss is not a scalar, a ``metric_fn``
+        whose values are not ``(B,)`` (``B`` = ``eval_batch_size``), ``rngs`` without a
+        model, or keys of the wrong kind.
       TypeError: a non-callable ``loss_fn``/``metric_fn``/``shuffle_keys``, an ``optimizer``
         that is not an optax transformation, a ``state`` that is not a ``TrainState``.
     """
@@ -235,6 +291,7 @@ def fit(
         raise ValueError(f"{fn}: batch_size={batch_size} is larger than train_data ({n} examples)")
     _check_model_axis(state, num_models)
     _check_not_donated(state)
+    rng_base = _rng_base(model, rngs, num_models)
     if programs:
         progs = programs
         for attr, want in (("on_nonfinite", on_nonfinite), ("num_models", num_models)):
@@ -260,6 +317,7 @@ def fit(
                 input_key=input_key,
                 apply_kwargs=apply_kwargs,
                 num_models=num_models,
+                rngs=rng_base,
             )
         progs = compile_programs(
             loss_fn,
@@ -299,7 +357,7 @@ def fit(
             keys = shuffle_keys(epoch)
             check_keys(fn, f"shuffle_keys({epoch})", keys, num_models)
             idx = epoch_indices(keys, n, batch_size)
-            guard = progs.guard(epoch * steps)
+            guard = progs.guard(epoch * steps, rng_base)
             bar = _bar(steps, f"epoch {epoch + 1}/{epochs}") if mode == "bar" else None
             parts, stats = [], []
             rollback = progs.rollback and on_nonfinite != "continue"
@@ -449,7 +507,7 @@ def _settle(progs, state, guard, data, idx, s, bad, parts, on_nonfinite):
     for _ in range(s, bad):
         state, guard, m = progs["train"](state, guard, data, idx, 1)
         parts.append(m)
-    if bool(progs["check"](state, data, idx, bad)):
+    if bool(progs["check"](state, data, idx, bad, guard)):
         # a false alarm (a huge but finite gradient): take the step, unflagged
         state, guard, m = progs["train"](state, guard, data, idx, 1)
         parts.append(m)
@@ -614,6 +672,7 @@ def fit_stepping(
     input_key: str | int | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
     num_models: int | None = None,
+    rngs: Mapping[str, jax.Array] | None = None,
 ) -> str:
     """The stepping :func:`jinit.fit` picks when given none (same arguments as ``fit``).
 
@@ -632,6 +691,7 @@ def fit_stepping(
       input_key: as in :func:`jinit.fit`.
       apply_kwargs: as in :func:`jinit.fit`.
       num_models: as in :func:`jinit.fit`.
+      rngs: as in :func:`jinit.fit` (the keys the traced loss gets).
 
     Returns:
       ``'step'`` or ``'scan'``. It raises nothing: a loss that cannot be traced here counts as
@@ -643,6 +703,8 @@ def fit_stepping(
         loss_fn, _ = params_form(
             loss_fn, None, model, input_key=input_key, apply_kwargs=apply_kwargs
         )
+        if rngs is not None:
+            loss_fn = functools.partial(loss_fn, rng=dict(rngs))
     batch = jax.tree.map(lambda a: a[:batch_size], train_data)
     extra = () if state.model_state is None else (state.model_state,)
     return default_stepping(convolutions=has_convolution(loss_fn, state.params, batch, *extra))

@@ -108,13 +108,17 @@ class Programs(dict):
     # rolls back to a copy, replays and settles the suspect with check(state, data, idx, row).
     rollback: bool = False
 
-    def guard(self, step: int = 0):
+    def guard(self, step: int = 0, rng: Any = None):
         """A fresh guard for ``train``, its first row 0 of the index array, at global ``step``.
 
-        With a mesh it is sharded like the state, so every call sees the same input
-        shardings and ``train`` compiles once.
+        ``rng``: ``{stream: key}`` (a leading model axis in sweeps) the model's RNG streams
+        start from; copied, as ``train`` donates the guard. With a mesh the guard is sharded
+        like the state, so every call sees the same input shardings and ``train`` compiles
+        once.
         """
         g = new_guard(step, self.num_models)
+        if rng is not None:
+            g = g._replace(rng=_copy_keys(rng))
         if self.mesh is None:
             return g
         sharding = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names[0]))
@@ -236,6 +240,11 @@ def compile_programs(
     progs.stepping, progs.on_nonfinite, progs.num_models = stepping, on_nonfinite, num_models
     progs.mesh, progs.rollback = mesh, rollback
     return progs
+
+
+@jax.jit
+def _copy_keys(rng):
+    return jax.tree.map(jax.numpy.copy, rng)
 
 
 def _over_models(fn: Callable, strategy: str, n_shared: int):

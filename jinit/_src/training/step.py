@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jinit._src.checks import check_int
 from jinit._src.models import as_apply, model_inputs
@@ -50,6 +53,9 @@ class Guard(NamedTuple):
     step: jax.Array  # global optimizer step of that row
     first_bad: jax.Array  # global step of the first non-finite step, -1 if none
     nonfinite: jax.Array  # non-finite steps so far (this epoch)
+    # {stream: key} the model's RNG streams start from (None: none); step t draws from
+    # fold_in(key, t), so a resumed run replays the same keys
+    rng: Any = None
 
 
 def new_guard(step: int, num_models: int | None = None) -> Guard:
@@ -114,15 +120,28 @@ def params_form(
     call is ``model.apply({"params": p, **model_state}, x, mutable=[...], **apply_kwargs)`` and
     the updated collections become the new model state; evaluation uses
     ``eval_apply_kwargs`` without ``mutable`` (e.g. ``{"train": False}``).
+
+    The returned loss takes ``rng=`` (``{stream: key}``, this step's keys): linen
+    ``apply(rngs=...)``, NNX ``nnx.reseed`` of the module's streams. Evaluation runs an NNX
+    module as ``nnx.view(model, deterministic=True)`` (dropout off) and a linen one without
+    keys.
     """
     _check_callable("fit", "loss_fn", loss_fn)
     train_kw = dict(apply_kwargs or {})
     eval_kw = dict(eval_apply_kwargs or {})
+    eval_model = _eval_view(model)
 
-    def outputs(params, batch, model_state, kw, train):
+    def outputs(params, batch, model_state, kw, train, rng=None):
+        try:
+            return _outputs(params, batch, model_state, kw, train, rng)
+        except flax.errors.InvalidRngError as e:
+            raise _missing_stream(e, train) from e
+
+    def _outputs(params, batch, model_state, kw, train, rng):
         x = model_inputs(batch, input_key)
+        m = model if train else eval_model
         if model_state is None:
-            apply, p0, _ = as_apply(model, params, apply_kwargs=kw)
+            apply, p0, _ = as_apply(m, params, rngs=rng, apply_kwargs=kw)
             return apply(p0, x), None
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -132,11 +151,11 @@ def params_form(
         variables = {"params": params, **model_state}
         if not train:
             return model.apply(variables, x, **kw), model_state
-        out, updates = model.apply(variables, x, mutable=list(model_state), **kw)
+        out, updates = model.apply(variables, x, rngs=rng, mutable=list(model_state), **kw)
         return out, {**model_state, **updates}
 
-    def loss(params, batch, model_state=None):
-        out, new_model_state = outputs(params, batch, model_state, train_kw, True)
+    def loss(params, batch, model_state=None, *, rng=None):
+        out, new_model_state = outputs(params, batch, model_state, train_kw, True, rng)
         value = loss_fn(out, batch)
         value, metrics = value if isinstance(value, tuple) else (value, {})
         if model_state is None:
@@ -152,16 +171,69 @@ def params_form(
     return loss, metric
 
 
+def _eval_view(model: Any) -> Any:
+    """An NNX module in evaluation mode for its random layers (``deterministic=True``: dropout
+    off); anything else as given (linen takes ``eval_apply_kwargs``)."""
+    if not isinstance(model, nnx.Module):
+        return model
+    modules = (m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Module))
+    if not any(hasattr(m, "deterministic") for m in modules):
+        return model  # nnx.view rejects an attribute no submodule has
+    return nnx.view(model, deterministic=True)
+
+
+def _missing_stream(e: Exception, train: bool) -> ValueError:
+    """flax's InvalidRngError as the fit argument that supplies the stream."""
+    found = re.search(r'PRNG for "([^"]+)"', str(e))
+    stream = found.group(1) if found else "?"
+    if train:
+        return ValueError(
+            f'fit: the model draws from the PRNG stream "{stream}" in training, but fit was '
+            f"given no key for it; pass rngs={{{stream!r}: jax.random.key(0)}} (a fresh key "
+            f"per step is derived from it). flax said: {e}"
+        )
+    return ValueError(
+        f'fit: the model draws from the PRNG stream "{stream}" in evaluation; pass '
+        "eval_apply_kwargs that make it deterministic (e.g. {'train': False}). "
+        f"flax said: {e}"
+    )
+
+
+def step_rngs(guard: Guard) -> Any:
+    """This step's ``{stream: key}``: ``fold_in(key, global step)`` of the guard's keys."""
+    if guard.rng is None:
+        return None
+    return {k: jax.random.fold_in(v, guard.step) for k, v in guard.rng.items()}
+
+
+def _scalar_loss(loss_fn: LossFn) -> LossFn:
+    def checked(*args, **kwargs):
+        out = loss_fn(*args, **kwargs)
+        value = out[0] if isinstance(out, tuple) else out
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"fit: loss_fn must return a float scalar (the loss, or (loss, metrics)), got "
+                f"shape {jnp.shape(value)} {getattr(value, 'dtype', type(value).__name__)}; "
+                "reduce it, e.g. with jnp.mean"
+            )
+        return out
+
+    return checked
+
+
 def _step_parts(loss_fn: LossFn, optimizer: optax.GradientTransformation):
     """``(state, batch) -> (new_state, metrics, grads)``."""
 
-    def parts(state: TrainState, batch: PyTree):
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def parts(state: TrainState, batch: PyTree, rng: Any = None):
+        grad_fn = jax.value_and_grad(_scalar_loss(loss_fn), has_aux=True)
+        kw = {} if rng is None else {"rng": rng}
         if state.model_state is None:
-            (loss, metrics), grads = grad_fn(state.params, batch)
+            (loss, metrics), grads = grad_fn(state.params, batch, **kw)
             model_state = None
         else:
-            (loss, (metrics, model_state)), grads = grad_fn(state.params, batch, state.model_state)
+            (loss, (metrics, model_state)), grads = grad_fn(
+                state.params, batch, state.model_state, **kw
+            )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, **metrics}
@@ -248,7 +320,7 @@ def make_guarded_chunk(
     def one(carry, _):
         state, guard, data, idx = carry
         batch = _gather(data, jax.lax.dynamic_index_in_dim(idx, guard.row, keepdims=False))
-        new_state, metrics, grads = parts(state, batch)
+        new_state, metrics, grads = parts(state, batch, step_rngs(guard))
         if select:
             finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.tree.norm(grads))
         else:
@@ -259,7 +331,12 @@ def make_guarded_chunk(
             keep = finite if on_nonfinite == "skip_step" else finite & (guard.first_bad < 0)
             state = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new_state, state)
         first_bad = jnp.where(~finite & (guard.first_bad < 0), guard.step, guard.first_bad)
-        guard = Guard(guard.row + 1, guard.step + 1, first_bad, guard.nonfinite + ~finite)
+        guard = guard._replace(
+            row=guard.row + 1,
+            step=guard.step + 1,
+            first_bad=first_bad,
+            nonfinite=guard.nonfinite + ~finite,
+        )
         return (state, guard, data, idx), metrics
 
     def chunk(state, guard, data, idx, steps):
@@ -293,13 +370,15 @@ def _suspect(loss: jax.Array, grads: PyTree) -> jax.Array:
 
 
 def make_step_check(loss_fn: LossFn, optimizer: optax.GradientTransformation):
-    """``check(state, data, idx, row) -> bool``: whether the step on row ``row`` of ``idx``
-    from ``state`` is finite (its loss and its gradient's global norm), the exact rule that
-    settles a suspect of ``make_guarded_chunk(..., select=False)``."""
+    """``check(state, data, idx, row, guard=None) -> bool``: whether the step on row ``row`` of
+    ``idx`` from ``state`` is finite (its loss and its gradient's global norm), the exact rule
+    that settles a suspect of ``make_guarded_chunk(..., select=False)``; ``guard`` (at that
+    step) gives the step's RNG keys."""
     parts = _step_parts(loss_fn, optimizer)
 
-    def check(state, data, idx, row):
-        _, metrics, grads = parts(state, _gather(data, idx[row]))
+    def check(state, data, idx, row, guard=None):
+        rng = None if guard is None else step_rngs(guard)
+        _, metrics, grads = parts(state, _gather(data, idx[row]), rng)
         return jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.tree.norm(grads))
 
     return check
@@ -329,7 +408,16 @@ def make_evaluate(metric_fn: MetricFn, batch_size: int):
             args = (state,)
 
         def metrics_of(batch):
-            return metric_fn(args[0], batch, *args[1:])
+            out = metric_fn(args[0], batch, *args[1:])
+            for name, v in out.items():
+                if jnp.shape(v) != (batch_size,):
+                    # a (B, 1) column would broadcast against the (B,) mask into (B, B)
+                    raise ValueError(
+                        f"fit: metric_fn must return per-example values of shape (B,), B = the "
+                        f"eval batch size ({batch_size},); metric {name!r} has shape "
+                        f"{jnp.shape(v)}"
+                    )
+            return out
 
         n = jax.tree.leaves(data)[0].shape[0]
         nb = math.ceil(n / batch_size)

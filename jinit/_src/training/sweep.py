@@ -15,7 +15,7 @@ the key a single run with that seed would have.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -40,13 +40,26 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
       True
 
     Raises:
-      ValueError: ``seeds`` is empty; TypeError: a seed is not an int.
+      ValueError: ``seeds`` is empty or repeats a seed (two identical models).
+      TypeError: ``seeds`` is not a sequence (e.g. ``3``: pass ``range(3)``) or a seed is not
+        an int.
     """
+    if not isinstance(seeds, Iterable) or isinstance(seeds, str | bytes):
+        raise TypeError(
+            f"seed_keys: seeds must be a sequence of ints, e.g. range(3); got "
+            f"{type(seeds).__name__} {seeds!r}"
+        )
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seed_keys: seeds is empty; give at least one int seed")
     for s in seeds:
         check_int("seed_keys", "seeds", s, minimum=-(2**63))
+    repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(
+            f"seed_keys: seeds repeat {repeated}; each seed gives one model, so a repeated seed "
+            "trains identical models (pass distinct seeds, e.g. range(n))"
+        )
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
