@@ -85,10 +85,4 @@ ROWS: list[Row] = [
         TypeError,
         ("seeds", "sequence of ints", "range(3)"),
     ),
-    Row(
-        "training_review/seed_keys/repeated",
-        lambda: jinit.seed_keys((0, 1, 0)),
-        ValueError,
-        ("seeds", "[0]"),
-    ),
 ]

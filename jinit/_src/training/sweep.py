@@ -40,7 +40,7 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
       True
 
     Raises:
-      ValueError: ``seeds`` is empty or repeats a seed (two identical models).
+      ValueError: ``seeds`` is empty.
       TypeError: ``seeds`` is not a sequence (e.g. ``3``: pass ``range(3)``) or a seed is not
         an int.
     """
@@ -54,12 +54,7 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
         raise ValueError("seed_keys: seeds is empty; give at least one int seed")
     for s in seeds:
         check_int("seed_keys", "seeds", s, minimum=-(2**63))
-    repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ValueError(
-            f"seed_keys: seeds repeat {repeated}; each seed gives one model, so a repeated seed "
-            "trains identical models (pass distinct seeds, e.g. range(n))"
-        )
+    # Repeats are allowed: a sweep over (initializer, seed) pairs gives each init the same seeds.
     return jnp.stack([jax.random.key(int(s)) for s in seeds])
 
 
