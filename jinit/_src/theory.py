@@ -345,12 +345,12 @@ def _warn_unresolved(fn: str, resolved, sigma_w, sigma_b) -> None:
     through a host callback)."""
 
     def warn(resolved, sigma_w, sigma_b):
-        bad = ~np.asarray(resolved, bool)
+        ok, sw, sb = np.broadcast_arrays(np.asarray(resolved, bool), sigma_w, sigma_b)
+        bad = ~ok
         if not bad.any():
             return
-        sw = np.broadcast_to(np.asarray(sigma_w), bad.shape)[bad]
-        sb = np.broadcast_to(np.asarray(sigma_b), bad.shape)[bad]
-        pts = ", ".join(f"(sigma_w={w:.6g}, sigma_b={b:.6g})" for w, b in list(zip(sw, sb))[:5])
+        pairs = list(zip(sw[bad], sb[bad], strict=True))[:5]
+        pts = ", ".join(f"(sigma_w={w:.6g}, sigma_b={b:.6g})" for w, b in pairs)
         warnings.warn(
             f"{fn}: the fixed point q* did not converge to rtol={Q_STAR_RTOL:g} at {pts}"
             f"{' ...' if bad.sum() > 5 else ''}: the variance map's slope there is within "
