@@ -719,7 +719,10 @@ def variance_scaling(
 
   Fans come from :func:`jinit.compute_fans` (every axis not in ``in_axis``, ``out_axis`` or
   ``batch_axis`` is receptive field; ``groups`` divides the output size). Same numbers as
-  ``jax.nn.initializers.variance_scaling`` for float32/float64/complex.
+  ``jax.nn.initializers.variance_scaling`` for float32/float64/complex. As in JAX, an axis
+  in both ``in_axis`` and ``out_axis`` counts in both (Flax's embedding init, ``out_axis=0``
+  with the default ``in_axis=-2``, relies on it): moving only ``in_axis`` to ``-1`` leaves
+  ``out_axis=-1`` on the same axis; pass both for a transposed ``(out, in)`` layout.
 
   Args:
     scale: variance multiplier (> 0), e.g. 2.0 for He, 1.0 for LeCun/Glorot. A NumPy float64

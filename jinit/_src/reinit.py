@@ -28,6 +28,8 @@ def _regex_matcher(rx: re.Pattern) -> Callable[[str, Any], bool]:
 
 
 def _compile_rules(rules: Mapping | Sequence[Rule]) -> list[tuple[Callable[[str, Any], bool], Any]]:
+    from jinit._src.checks import check_patterns  # local, as in reinit
+
     items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
     out = []
     for i, item in enumerate(items):
@@ -36,8 +38,11 @@ def _compile_rules(rules: Mapping | Sequence[Rule]) -> list[tuple[Callable[[str,
         pat, init = item
         if not callable(init):
             raise TypeError(f"rule {i} ({pat!r}): initializer must be callable, got {init!r}")
-        if isinstance(pat, (str, re.Pattern)):
+        if isinstance(pat, str):
+            check_patterns("reinit", f"rules (rule {i})", pat)  # ValueError, not re.error
             out.append((_regex_matcher(re.compile(pat)), init))
+        elif isinstance(pat, re.Pattern):
+            out.append((_regex_matcher(pat), init))
         elif callable(pat):
             out.append((pat, init))
         else:
@@ -80,6 +85,7 @@ def reinit(
 
     Raises:
       TypeError: for malformed rules.
+      ValueError: a pattern that is not a valid regular expression.
       ValueError: with ``strict=True``, naming the rules that matched nothing and listing the
         leaf paths that exist.
 

@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinit._src import random_mlp
-from jinit._src.checks import check_int
+from jinit._src.checks import InitWarning, check_int, check_number
 
 Activation = str | Callable[[jax.Array], jax.Array]
 
@@ -297,7 +298,81 @@ def correlation_map(
     return (sigma_w**2 * cross + sigma_b**2) / q_next
 
 
+#: q* tolerance: relative error of the returned fixed point (estimated as
+#: ``|f(q) - q| / (1 - f'(q))``), plus an absolute floor for q* = 0.
+Q_STAR_RTOL = 1e-4
+Q_STAR_ATOL = 1e-10
+#: Closer to the critical slope than this (``f'(q*) > 1 - margin``) the fixed point is not
+#: resolved in float32: an error of 1e-7 in the map moves q* by 1e-7 / margin relative.
+Q_STAR_SLOPE_MARGIN = 1e-3
+
+
+def _solve_q_star(phi, sigma_w, sigma_b, q0, num_iters, num_points):
+    """``(q, converged)``: iterate the variance map f, taking a Newton step on f(q) - q where
+    it is well conditioned and lowers the residual (the plain map converges only at the rate
+    f'(q*), which tends to 1 at the critical line)."""
+    dtype = jnp.result_type(sigma_w, sigma_b, q0, jnp.float32)
+
+    def f(q):
+        return variance_map(q, phi, sigma_w, sigma_b, num_points=num_points)
+
+    def body(_, q):
+        fq, dfq = jax.jvp(f, (q,), (jnp.ones_like(q),))
+        ok = (1.0 - dfq) >= Q_STAR_SLOPE_MARGIN
+        newton = q - (fq - q) / jnp.where(ok, dfq - 1.0, -1.0)
+        ok = ok & jnp.isfinite(newton) & (newton >= 0)
+        newton = jnp.where(ok, newton, fq)
+        better = jnp.abs(f(newton) - newton) < jnp.abs(f(fq) - fq)
+        return jnp.where(ok & better, newton, fq)
+
+    q = jax.lax.fori_loop(0, num_iters, body, jnp.asarray(q0, dtype))
+    fq, dfq = jax.jvp(f, (q,), (jnp.ones_like(q),))
+    g = fq - q
+    finite = jnp.isfinite(q) & jnp.isfinite(fq)
+    stable = (1.0 - dfq) >= Q_STAR_SLOPE_MARGIN
+    err = jnp.abs(g) / jnp.where(stable, 1.0 - dfq, 1.0)
+    converged = finite & ((g == 0) | (stable & (err <= Q_STAR_RTOL * jnp.abs(q) + Q_STAR_ATOL)))
+    # Slope >= 1 (to the margin) and still growing: no finite fixed point (ReLU sw^2 >= 2).
+    diverged = ~finite | (~converged & ~stable & (g > 0))
+    q = jnp.where(diverged, jnp.inf, q)
+    # Clear divergence (slope > 1 + margin) is an answer; within the margin it is not resolved.
+    resolved = converged | ~finite | (diverged & (dfq - 1.0 >= Q_STAR_SLOPE_MARGIN))
+    return q, resolved
+
+
+def _warn_unresolved(fn: str, resolved, sigma_w, sigma_b) -> None:
+    """InitWarning naming the (sigma_w, sigma_b) whose q* did not converge (under jit/vmap
+    through a host callback)."""
+
+    def warn(resolved, sigma_w, sigma_b):
+        ok, sw, sb = np.broadcast_arrays(np.asarray(resolved, bool), sigma_w, sigma_b)
+        bad = ~ok
+        if not bad.any():
+            return
+        pairs = list(zip(sw[bad], sb[bad], strict=True))[:5]
+        pts = ", ".join(f"(sigma_w={w:.6g}, sigma_b={b:.6g})" for w, b in pairs)
+        warnings.warn(
+            f"{fn}: the fixed point q* did not converge to rtol={Q_STAR_RTOL:g} at {pts}"
+            f"{' ...' if bad.sum() > 5 else ''}: the variance map's slope there is within "
+            f"{Q_STAR_SLOPE_MARGIN:g} of 1 (the critical line), where q* is not resolved (it "
+            "is reported as inf when the map still grows); results built on it are approximate",
+            InitWarning,
+            stacklevel=4,
+        )
+
+    values = (resolved, jnp.asarray(sigma_w), jnp.asarray(sigma_b))
+    if any(isinstance(v, jax.core.Tracer) for v in values):
+        jax.debug.callback(warn, *values)
+    else:
+        warn(*values)
+
+
 @functools.partial(jax.jit, static_argnames=("activation", "num_iters", "num_points"))
+def _q_star(activation, sigma_w, sigma_b, q0, num_iters, num_points):
+    phi = activation_fn(activation)
+    return _solve_q_star(phi, sigma_w, sigma_b, q0, num_iters, num_points)
+
+
 def q_star(
     activation: Activation,
     sigma_w,
@@ -307,11 +382,22 @@ def q_star(
     num_iters: int = NUM_ITERS,
     num_points: int = NUM_POINTS,
 ):
-    """Fixed point q* of the variance map, by iterating it from q0.
+    """Fixed point q* of the variance map ``f(q) = sigma_w**2 E[phi(sqrt(q) z)**2] +
+    sigma_b**2`` (Poole et al. 2016, eq. 3), from q0.
 
-    Returns ``inf`` where the map has no finite fixed point (e.g. ReLU with sigma_w**2 > 2, or
-    sigma_w**2 = 2 with sigma_b > 0). Near criticality with sigma_b = 0 the iteration
-    approaches q* = 0 only as a power law; ``num_iters`` bounds the error.
+    The map is iterated, with a Newton step on ``f(q) - q`` wherever it is well conditioned
+    and lowers the residual, so convergence does not slow down near the critical line (the
+    plain map converges at the rate ``f'(q*)``, which tends to 1 there). The result is q* to
+    a relative error of ``Q_STAR_RTOL`` (1e-4; absolute ``Q_STAR_ATOL`` for q* = 0), estimated
+    as ``|f(q) - q| / (1 - f'(q))``. ``inf`` where the map has no finite fixed point (ReLU
+    with ``sigma_w**2 > 2``, or ``= 2`` with ``sigma_b > 0``: the exact ReLU fixed point is
+    ``sigma_b**2 / (1 - sigma_w**2 / 2)``). Where ``f'`` is within ``Q_STAR_SLOPE_MARGIN``
+    (1e-3) of 1 the fixed point is not resolved in float32: an :class:`jinit.InitWarning`
+    names ``sigma_w`` and ``sigma_b`` and the result is ``inf`` (the map still grows) or the
+    last iterate.
+
+    Jittable, vmappable and differentiable; under ``jit``/``vmap`` the warning is emitted by a
+    host callback.
 
     Args:
       activation: name or elementwise callable.
@@ -322,21 +408,28 @@ def q_star(
       num_points: quadrature nodes.
 
     Returns:
-      q* (scalar array).
+      q* (scalar array), or ``inf``.
+
+    Warns:
+      InitWarning: q* not resolved (near the critical line), naming sigma_w and sigma_b.
+
+    References:
+      Poole et al. arXiv:1606.05340, 2016 (eq. 3-4); Schoenholz et al. arXiv:1611.01232, 2017.
     """
     check_int("q_star", "num_iters", num_iters)
     check_int("q_star", "num_points", num_points, minimum=2)
-    phi = activation_fn(activation)
-    dtype = jnp.result_type(sigma_w, sigma_b, q0, jnp.float32)
-
-    def body(_, q):
-        return variance_map(q, phi, sigma_w, sigma_b, num_points=num_points)
-
-    q = jax.lax.fori_loop(0, num_iters, body, jnp.asarray(q0, dtype))
-    return jnp.where(jnp.isfinite(q), q, jnp.inf)
+    q, resolved = _q_star(activation, sigma_w, sigma_b, q0, num_iters, num_points)
+    _warn_unresolved("q_star", resolved, sigma_w, sigma_b)
+    return q
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "num_points"))
+def _chi_1(activation, sigma_w, sigma_b, q, num_points):
+    phi = activation_fn(activation)
+    dphi = derivative(phi)
+    return sigma_w**2 * gaussian_expectation(lambda u: dphi(u) ** 2, q, num_points=num_points)
+
+
 def chi_1(activation: Activation, sigma_w, sigma_b=0.0, *, q=None, num_points: int = NUM_POINTS):
     """chi_1 = sigma_w**2 E[phi'(sqrt(q*) z)**2]: the per-layer growth of gradients and of
     perturbations between nearby inputs.
@@ -348,20 +441,26 @@ def chi_1(activation: Activation, sigma_w, sigma_b=0.0, *, q=None, num_points: i
       activation: name or elementwise callable.
       sigma_w: weight standard deviation times sqrt(fan_in).
       sigma_b: bias standard deviation.
-      q: evaluate at this q instead of q* (e.g. the input's second moment).
+      q: evaluate at this q (>= 0) instead of q* (e.g. the input's second moment).
       num_points: quadrature nodes.
 
     Returns:
       chi_1 (scalar array).
 
+    Raises:
+      ValueError: a concrete ``q`` that is negative or not finite.
+
+    Warns:
+      InitWarning: with ``q=None``, as :func:`q_star`.
+
     References:
       Poole et al. arXiv:1606.05340, 2016 (eq. 7); Schoenholz et al. arXiv:1611.01232, 2017.
     """
-    phi = activation_fn(activation)
     if q is None:
-        q = q_star(phi, sigma_w, sigma_b, num_points=num_points)
-    dphi = derivative(phi)
-    return sigma_w**2 * gaussian_expectation(lambda u: dphi(u) ** 2, q, num_points=num_points)
+        q = q_star(activation, sigma_w, sigma_b, num_points=num_points)
+    else:
+        check_number("chi_1", "q", q, nonnegative=True)
+    return _chi_1(activation, sigma_w, sigma_b, q, num_points)
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "num_iters", "num_points"))

@@ -3,6 +3,7 @@ with width after a few training steps, per layer, vmapped over seeds."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -13,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jinit._src.checks import check_int, check_key
+from jinit._src.checks import InitWarning, check_int, check_key
 from jinit._src.models import as_apply, fresh_variables, model_inputs
 from jinit._src.reinit import path_string
 
@@ -109,10 +110,49 @@ def _flatten(tree: Any, drop: tuple[str, ...] = ()) -> dict[str, jax.Array]:
 def _slope(widths: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least-squares slope of log(y) on log(width) along axis 0 of ``y`` ``(W, ...)``."""
     lx = np.log(widths.astype(np.float64))
-    ly = np.log(np.maximum(y, 1e-30))
+    with np.errstate(invalid="ignore"):  # diverged runs: NaN slopes, reported by the caller
+        ly = np.log(np.maximum(y, 1e-30))
+        ly = ly - ly.mean(0)
     lx = lx - lx.mean()
     shape = (-1,) + (1,) * (ly.ndim - 1)
-    return ((ly - ly.mean(0)) * lx.reshape(shape)).sum(0) / (lx**2).sum()
+    return (ly * lx.reshape(shape)).sum(0) / (lx**2).sum()
+
+
+def _check_models(models: Any) -> None:
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            "coord_check: models must be a mapping {width: (model, params)}, got "
+            f"{type(models).__name__}"
+        )
+    for w, v in models.items():
+        if isinstance(w, bool) or not isinstance(w, int | np.integer) or w < 1:
+            raise TypeError(
+                f"coord_check: models must be keyed by the width (an int >= 1), got key {w!r}"
+            )
+        if not (isinstance(v, tuple | list) and len(v) == 2):
+            raise TypeError(
+                f"coord_check: models[{w}] must be a (model, params) pair, got {type(v).__name__}"
+            )
+    if len(models) < 2:
+        raise ValueError(f"coord_check: models needs at least two widths, got {sorted(models)}")
+
+
+def _warn_non_finite(widths, layers, size, change, loss) -> None:
+    """InitWarning naming the widths and layers whose coordinates (or loss) are not finite:
+    training diverged there, and their slopes are NaN."""
+    bad_layer = ~(np.isfinite(size) & np.isfinite(change)).all(axis=(2, 3))  # (W, L)
+    bad_loss = ~np.isfinite(loss).all(axis=(1, 2))  # (W,)
+    if not (bad_layer.any() or bad_loss.any()):
+        return
+    bad_w = [int(w) for w, b in zip(widths, bad_layer.any(1) | bad_loss, strict=True) if b]
+    bad_l = [n for n, b in zip(layers, bad_layer.any(0), strict=True) if b]
+    warnings.warn(
+        f"coord_check: training diverged (non-finite coordinates or loss) at widths {bad_w}, "
+        f"layers {bad_l or '(loss only)'}; their slopes are NaN and not a measurement. Lower "
+        "the learning rate or the number of steps",
+        InitWarning,
+        stacklevel=3,
+    )
 
 
 def coord_check(
@@ -159,8 +199,14 @@ def coord_check(
       A :class:`CoordCheck`.
 
     Raises:
-      ValueError: fewer than two widths, a bad key/count, or layers that differ by width.
-      TypeError: a model that is neither a linen nor an NNX module.
+      ValueError: fewer than two widths, a bad key/count, an empty or non-finite batch, or
+        layers that differ by width.
+      TypeError: ``models`` not a ``{width: (model, params)}`` mapping, a model that is
+        neither a linen nor an NNX module, or ``parametrize`` not returning a Parametrization.
+
+    Warns:
+      InitWarning: training diverged (non-finite coordinates or loss: those widths' and
+        layers' slopes are NaN), or no hidden layer was recorded (only the output checked).
 
     References:
       G. Yang, E. J. Hu et al., "Tensor Programs V", arXiv:2203.03466, 2022 (Sec. 7, Fig. 5,
@@ -169,9 +215,13 @@ def coord_check(
     check_key("coord_check", "key", key)
     check_int("coord_check", "seeds", seeds)
     check_int("coord_check", "steps", steps)
-    if len(models) < 2:
-        raise ValueError(f"coord_check: models needs at least two widths, got {sorted(models)}")
-    x = model_inputs(batch, input_key)
+    _check_models(models)
+    if not callable(parametrize):
+        raise TypeError(
+            "coord_check: parametrize must be a callable params -> Parametrization (e.g. "
+            f"lambda p: jinit.mup(base, p)), got {type(parametrize).__name__}"
+        )
+    x = model_inputs(batch, input_key, fn="coord_check")
     keys = jax.random.split(key, seeds)
     kwargs = dict(apply_kwargs or {})
     widths = np.asarray(sorted(models), dtype=np.int64)
@@ -182,6 +232,12 @@ def coord_check(
         apply, p0, _ = as_apply(model, params, apply_kwargs=kwargs)
         acts = _activation_fn(model, params if params is not None else p0, kwargs)
         par = parametrize(p0)
+        if not (callable(getattr(par, "init", None)) and callable(getattr(par, "optimizer", None))):
+            raise TypeError(
+                f"coord_check: parametrize(params) must return a Parametrization (jinit.mup or "
+                f"jinit.standard_parametrization), got {type(par).__name__} at width {int(w)}; "
+                "pass e.g. parametrize=lambda p: jinit.mup(base_params, p)"
+            )
         tx = par.optimizer(optimizer)
 
         def loss_of(p, apply=apply):
@@ -215,6 +271,18 @@ def coord_check(
         names_w = tuple(sorted(jax.eval_shape(acts, p0, x)))
         if layers is None:
             layers = names_w
+            if layers == ("output",):
+                how = (
+                    "call self.sow(nnx.Intermediate, name, x) on each hidden layer's output"
+                    if isinstance(model, nnx.Module)
+                    else "write the layers as submodules (their outputs are captured)"
+                )
+                warnings.warn(
+                    "coord_check: no hidden layer was recorded, so only the model output was "
+                    f"checked; to check the hidden layers, {how}",
+                    InitWarning,
+                    stacklevel=2,
+                )
         elif names_w != layers:
             raise ValueError(
                 f"coord_check: width {int(w)} has layers {names_w}, width {int(widths[0])} has "
@@ -226,6 +294,7 @@ def coord_check(
         losses.append(np.asarray(lo))
     size = np.stack(sizes).transpose(0, 2, 1, 3)  # (W, L, S, T+1)
     change = np.stack(changes).transpose(0, 2, 1, 3)
+    _warn_non_finite(widths, layers, size, change, np.stack(losses))
     return CoordCheck(
         widths=widths,
         layers=layers,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jinit._src.checks import InitWarning, check_choice, check_key, check_number
+from jinit._src.checks import InitWarning, check_choice, check_key, check_number, check_patterns
 from jinit._src.reinit import path_key, path_string
 
 __all__ = [
@@ -166,17 +166,25 @@ class Parametrization:
             )
         return self.leaves[p]
 
-    def _map(self, params: Any, fn: Callable[[LeafScaling, Any], Any]) -> Any:
+    def _map(self, params: Any, fn: Callable[[LeafScaling, Any], Any], where: str) -> Any:
         def visit(path, x):
             if not (hasattr(x, "shape") and hasattr(x, "dtype")):
                 return x
-            return fn(self._get(path), x)
+            s = self._get(path)
+            if tuple(x.shape) != s.shape:
+                # e.g. params of another width: the variances would be the wrong width's
+                raise ValueError(
+                    f"{where}: params leaf {s.path!r} has shape {tuple(x.shape)}, but this "
+                    f"{self.name} parametrization was built for shape {s.shape} (base "
+                    f"{s.base_shape}); build it from these params: mup(base_params, params)"
+                )
+            return fn(s, x)
 
         return jax.tree_util.tree_map_with_path(visit, params)
 
     def lr_multipliers(self, params: Any) -> Any:
         """The learning-rate multipliers as a pytree shaped like ``params`` (Python floats)."""
-        return self._map(params, lambda s, x: s.lr)
+        return self._map(params, lambda s, x: s.lr, "Parametrization.lr_multipliers")
 
     def readout_multiplier(self) -> float:
         """The forward multiplier on the readout's output (``1/m_in`` in the multiplier
@@ -208,6 +216,11 @@ class Parametrization:
 
         Returns:
           ``params`` with the weights re-drawn, dtypes kept.
+
+        Raises:
+          ValueError: a leaf whose shape differs from the one the parametrization was built
+            for (params of another width), naming the leaf and both shapes.
+          KeyError: a leaf the parametrization does not know.
         """
         check_key("Parametrization.init", "key", key)
 
@@ -219,7 +232,7 @@ class Parametrization:
             z = jax.random.normal(path_key(key, s.path), x.shape, jnp.float32)
             return (z * self.init_std_of(s)).astype(x.dtype)
 
-        return self._map(params, draw)
+        return self._map(params, draw, "Parametrization.init")
 
     def optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
         """``tx`` followed by a per-leaf scaling of its updates by the lr multipliers.
@@ -235,7 +248,10 @@ class Parametrization:
             return optax.EmptyState()
 
         def update_fn(updates, state, params=None):
-            return self._map(updates, lambda s, u: u * jnp.asarray(s.lr, u.dtype)), state
+            scaled = self._map(
+                updates, lambda s, u: u * jnp.asarray(s.lr, u.dtype), "Parametrization.optimizer"
+            )
+            return scaled, state
 
         return optax.chain(tx, optax.GradientTransformation(init_fn, update_fn))
 
@@ -245,6 +261,25 @@ def _check_tree(fn: str, name: str, tree: Any) -> dict[str, Any]:
     if not leaves:
         raise ValueError(f"{fn}: {name} holds no array leaves (got {type(tree).__name__})")
     return leaves
+
+
+def _check_init_std(fn: str, init_std: Any, leaves: Mapping[str, Any]) -> None:
+    """``init_std``: None, a std > 0, or ``{pattern: std > 0}`` whose every pattern matches a
+    leaf (a typo would silently keep the default std, as ``reinit``'s strict rules catch)."""
+    if init_std is None:
+        return
+    if not isinstance(init_std, Mapping):
+        check_number(fn, "init_std", init_std, positive=True)
+        return
+    for pattern, std in init_std.items():
+        (pattern,) = check_patterns(fn, "init_std", pattern)
+        check_number(fn, f"init_std[{pattern!r}]", std, positive=True)
+        if not any(re.search(pattern, p) for p in leaves):
+            shown = ", ".join(list(leaves)[:20]) + (" ..." if len(leaves) > 20 else "")
+            raise ValueError(
+                f"{fn}: init_std pattern {pattern!r} matches no leaf of params; the leaf paths "
+                f"are: {shown}"
+            )
 
 
 def mup(
@@ -269,7 +304,11 @@ def mup(
     A dimension is *infinite* (grows with width) where ``delta_params`` (default ``params``)
     and ``base_params`` differ, as ``mup.set_base_shapes(model, base, delta=...)`` decides.
     The width multiplier of a group of axes is :math:`m = \prod \text{size}/\text{base size}`
-    (of ``params``). Each leaf is classified by whether its fan-in and fan-out axes grow:
+    (of ``params``). A multiplier below 1 (``base_params`` wider than ``params``, e.g. a
+    narrow proxy model against a wider base, as ``mup.set_base_shapes(proxy, base)`` allows)
+    is legal: muP is defined relative to any base. The parametrization is for the shapes of
+    ``params``; :meth:`Parametrization.init` raises for params of another shape (e.g. the
+    arguments swapped). Each leaf is classified by whether its fan-in and fan-out axes grow:
 
     ========  ===============================  ==========  ==============  =============
     class     which fans grow                  init var    Adam lr         SGD lr
@@ -308,8 +347,9 @@ def mup(
         fan-out. None: every such leaf is a readout.
       formulation: ``"table3"`` (init and lr only, default) or ``"multipliers"``.
       readout_zero_init: draw the readout as zeros (TP-V's recommendation).
-      init_std: base-width std of the weights, a float or ``{pattern: std}``; None (or an
-        unmatched leaf): ``1/sqrt(base fan_in)``.
+      init_std: base-width std of the weights (> 0), a float or ``{pattern: std}`` (every
+        pattern must match a leaf); None (or a leaf no pattern matches):
+        ``1/sqrt(base fan_in)``.
       fan_in_axes: ``{pattern: axes}`` tried before the Flax defaults.
       vector: regex of vector-like leaves beyond those of rank <= 1.
       depth: Depth-muP: the number of residual blocks (give all three or none).
@@ -321,7 +361,8 @@ def mup(
       A :class:`Parametrization`.
 
     Raises:
-      ValueError: unknown ``optimizer``/``formulation``; a leaf missing in ``base_params``;
+      ValueError: unknown ``optimizer``/``formulation``; ``init_std`` not > 0 or a pattern of
+        it that matches no leaf (or is not a valid regex); a leaf missing in ``base_params``;
         a rank or size that does not match; a ``readout`` leaf whose fan-out grows (at base
         width, where nothing grows, a readout leaf is accepted and every factor is 1); an
         incomplete Depth-muP triple.
@@ -343,6 +384,7 @@ def mup(
             f"{fn}: Depth-muP needs depth, base_depth and residual_branch together; got "
             f"depth={depth!r}, base_depth={base_depth!r}, residual_branch={residual_branch!r}"
         )
+    _check_init_std(fn, init_std, cur)
     res_mult = 1.0
     if depth is not None:
         check_number(fn, "depth", depth, positive=True)
