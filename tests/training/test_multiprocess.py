@@ -121,6 +121,9 @@ def _launch(tmp, data_dir, out, n, kill=False, timeout=90):
     return [json.loads((tmp / f"audit{i}.json").read_text()) for i in range(n)]
 
 
+# Five study processes (~25 s quiet, 2 cores): handed out first under xdist (tests/conftest.py),
+# not left as a worker's last test.
+@pytest.mark.slow
 def test_two_process_sweep_equals_one_process_and_resumes_after_a_kill(
     tiny_data_dir,  # noqa: F811
     tmp_path,
