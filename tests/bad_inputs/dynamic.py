@@ -122,6 +122,12 @@ ROWS = [
         TypeError,
         ("jit=True", "hashable", "jit=False", "nn.Sequential((...))"),
     ),
+    Row(
+        "gradinit/lookahead_batch-of-another-width",  # flax's shape error, named
+        g(lookahead_batch={"x": jnp.ones((4, 5)), "y": jnp.zeros((4, 2))}),
+        ValueError,
+        ("gradinit", "on lookahead_batch failed"),
+    ),
     Row("gradinit/input_key-missing", g(input_key="img"), ValueError, ("input_key", "'img'")),
     Row("gradinit/batch-no-inputs", g(batch={"img": B["x"]}), ValueError, ("input_key", "'img'")),
     Row(

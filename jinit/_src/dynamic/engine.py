@@ -362,14 +362,14 @@ def prepare(fn, model, params, batch, loss_fn, input_key, rngs, apply_kwargs):
     return model, params, nnx_module, frozen, apply, p0, merge, x
 
 
-def check_loss(fn, apply, p0, batch, x, loss_fn):
-    """The loss is a real scalar (checked on shapes only)."""
+def check_loss(fn, apply, p0, batch, x, loss_fn, arg="batch"):
+    """The loss is a real scalar on ``batch`` (the argument ``arg``; checked on shapes only)."""
     try:
         out = jax.eval_shape(lambda p: loss_fn(apply(p, x), batch), p0)
     except Exception as e:  # a model/loss error, re-raised with what was being done
         # ValueError, not type(e): flax's error classes take other constructor arguments.
         raise ValueError(
-            f"{fn}: running the model and loss_fn on the batch failed: {type(e).__name__}: {e}"
+            f"{fn}: running the model and loss_fn on {arg} failed: {type(e).__name__}: {e}"
         ) from e
     if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
         raise ValueError(

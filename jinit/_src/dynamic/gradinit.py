@@ -301,8 +301,10 @@ def gradinit(
         engine.check_batch(FN, "batch", batch0, input_key)
         engine.check_batch(FN, "lookahead_batch", look0, input_key)
         batch_a, batch_b = batch, lookahead_batch
-    a0 = engine.first_iteration(batch_a) if per_iteration else batch_a
-    engine.check_loss(FN, apply, p0, a0, engine.model_inputs(a0, input_key), loss_fn)
+    given = [("batch", batch_a)] + [("lookahead_batch", batch_b)] * (lookahead_batch is not None)
+    for which, half in given:  # halves of one batch share its shapes: one check
+        b0 = engine.first_iteration(half) if per_iteration else half
+        engine.check_loss(FN, apply, p0, b0, engine.model_inputs(b0, input_key), loss_fn, which)
     blocks = engine.Blocks(
         FN, apply, p0, x, pattern, lambda p, leaf: True, "the default (every block)"
     )
