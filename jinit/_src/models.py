@@ -113,10 +113,10 @@ def as_apply(
     plain ``apply_fn(params, inputs)``. ``params``: linen: the ``params`` collection or the
     variables dict (other collections held fixed); NNX module: an ``nnx.State`` of
     ``nnx.Param`` or ``None`` (its own). ``rngs`` (``{stream: key}``) and ``apply_kwargs`` go
-    to the call: linen ``apply(rngs=...)``; NNX: ``nnx.reseed`` of those streams of a fresh
-    copy before each call (``mutable=[...]`` for linen: the updated collections are dropped). Returns ``(apply, p0,
-    merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into ``params``'s
-    structure. Raises ``ValueError`` (``params=None`` where required), ``TypeError``
+    to the call: linen ``apply(rngs=...)`` (``mutable=[...]``: the updated collections are
+    dropped); NNX: ``nnx.reseed`` of those streams of a fresh copy before each call. Returns
+    ``(apply, p0, merge)``: ``p0`` the trainable params, ``merge(p)`` puts ``p`` back into
+    ``params``'s structure. Raises ``ValueError`` (``params=None`` where required), ``TypeError``
     (:func:`check_model`; ``fn``, the calling function, starts their messages).
     """
     check_model(model, params, fn)

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from jinit._src.checks import check_patterns
 from jinit._src.initializers import Initializer
 from jinit._src.paths import path_hash as path_hash
 from jinit._src.paths import path_key as path_key
@@ -28,8 +29,6 @@ def _regex_matcher(rx: re.Pattern) -> Callable[[str, Any], bool]:
 
 
 def _compile_rules(rules: Mapping | Sequence[Rule]) -> list[tuple[Callable[[str, Any], bool], Any]]:
-    from jinit._src.checks import check_patterns  # local, as in reinit
-
     items = list(rules.items()) if isinstance(rules, Mapping) else list(rules)
     out = []
     for i, item in enumerate(items):

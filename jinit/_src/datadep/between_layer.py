@@ -97,8 +97,8 @@ def _check_layers(layers: Any, leaves: dict[str, Any]) -> list[tuple[str, str | 
     for i, layer in enumerate(layers):
         if not isinstance(layer, tuple | list) or len(layer) != 2:
             raise ValueError(f"{_FN}: layers[{i}] must be a pair (kernel, bias or None): {layer!r}")
-        key = lambda p: path_string(tuple(p)) if isinstance(p, tuple | list) else p  # noqa: E731
-        out.append(tuple(p if p is None or isinstance(p, str) else key(p) or "" for p in layer))
+        ok = lambda p: isinstance(p, str | tuple | list)  # noqa: E731  path_string takes both
+        out.append(tuple(p if p is None else path_string(p) if ok(p) else "" for p in layer))
         for j, (role, name) in enumerate(zip(("kernel", "bias"), out[-1], strict=True)):
             at = f"{_FN}: layers[{i}] {role}"
             if name is None and role == "bias":

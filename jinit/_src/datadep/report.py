@@ -60,7 +60,8 @@ class LSUVReport(Report):
       on_zero_variance: ``"raise"`` or ``"skip"``.
       execution: ``"jit"`` (one compiled program) or ``"eager"`` (see ``jinit.lsuv``'s ``jit``).
       paths: the layer paths, ``"/"``-joined, in forward execution order.
-      notes: per layer, why it was skipped before running (``""`` otherwise).
+      notes: per layer, why it was skipped before running, or why a per-unit layer cannot meet
+        ``target_mean`` (no bias); ``""`` otherwise.
       iterations: ``int32[L]`` kernel rescalings applied (0: already within tolerance).
       scale: ``float32[L]`` the factor the kernel was multiplied by (per-unit methods: the
         root-mean-square of the per-unit factors); 1 for unchanged layers.
