@@ -273,3 +273,39 @@ def test_rngs_needs_a_mapping_and_a_linen_or_nnx_model():
         fit_lin(rngs=("dropout",))
     with pytest.raises(ValueError, match="rngs must be a mapping.*model=function"):
         fit_lin(model=lambda p, x: Lin().apply(p, x), rngs={"dropout": jax.random.key(0)})
+
+
+def test_nnx_rngs_must_name_the_modules_own_streams():
+    # nnx.reseed ignores a stream the module lacks: the mask would never change. Dropout built
+    # with nnx.Rngs(0) draws from "default", so rngs={"dropout": ...} is an error, and
+    # rngs={"default": key} gives masks that change per step and with the key.
+    class M(nnx.Module):
+        def __init__(self, rngs):
+            init = nnx.initializers.ones
+            self.lin = nnx.Linear(8, 1, use_bias=False, kernel_init=init, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x):
+            return self.lin(self.drop(x))
+
+    def loss(o, b):
+        return jnp.mean(o), {"sig": jnp.sum(o[:, 0] * jnp.arange(1, 9))}
+
+    opt = optax.sgd(0.0)
+
+    def run(rngs):
+        m = M(nnx.Rngs(0))
+        _, h = jinit.fit(
+            jinit.init_state(nnx.state(m, nnx.Param), opt), model=m, loss_fn=loss,
+            optimizer=opt, train_data={"x": jnp.ones((8, 8))}, epochs=4, batch_size=8,
+            rngs=rngs, progress=False,
+        )  # fmt: skip
+        return [float(e.train["sig"]) for e in h]
+
+    with pytest.raises(
+        ValueError, match=r"stream\(s\) \['dropout'\].*its streams are \['default'\]"
+    ):
+        run({"dropout": jax.random.key(5)})
+    a, b = run({"default": jax.random.key(5)}), run({"default": jax.random.key(6)})
+    assert len(set(a)) > 1 and a != b
+    assert run({"default": jax.random.key(5)}) == a

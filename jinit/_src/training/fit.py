@@ -81,8 +81,13 @@ class NonFiniteError(FloatingPointError):
 
 def _rng_base(model: Any, rngs: Any, num_models: int | None) -> dict[str, jax.Array] | None:
     """``{stream: key}`` the model's RNG streams start from (a leading model axis in sweeps):
-    ``rngs``, else an NNX module's own stream keys (the first stream of each name)."""
+    an NNX module's own stream keys (the first stream of each name) with ``rngs`` replacing
+    them by name; a linen model's ``rngs``."""
     fn = "fit"
+    own = {}
+    for _, node in nnx.iter_graph(model) if isinstance(model, nnx.Module) else ():
+        if isinstance(node, nnx.RngStream):  # a vmapped layer's keys: the first one
+            own.setdefault(node.tag, node.key[...].reshape(-1)[0])
     if rngs is not None:
         if not isinstance(model, nn.Module | nnx.Module | nnx.GraphDef) or not isinstance(
             rngs, Mapping
@@ -94,14 +99,15 @@ def _rng_base(model: Any, rngs: Any, num_models: int | None) -> dict[str, jax.Ar
             )
         for name, key in rngs.items():
             check_keys(fn, f"rngs[{name!r}]", key, num_models)
-        base = {name: _typed(key) for name, key in rngs.items()}
-    elif isinstance(model, nnx.Module):
-        base = {}
-        for _, node in nnx.iter_graph(model):
-            if isinstance(node, nnx.RngStream):  # a vmapped layer's keys: the first one
-                base.setdefault(node.tag, node.key[...].reshape(-1)[0])
+        unknown = sorted(set(rngs) - set(own)) if isinstance(model, nnx.Module) else []
+        if unknown:  # nnx.reseed ignores them: the mask would silently never change
+            raise ValueError(
+                f"{fn}: rngs names stream(s) {unknown} the NNX module does not have; its streams "
+                f"are {sorted(own)} (a layer without its own stream draws from 'default')"
+            )
+        base = {**own, **{name: _typed(key) for name, key in rngs.items()}}
     else:
-        return None
+        base = own
     if not base:
         return None
     if num_models is not None:  # one key for all models: model m folds in m
